@@ -1,0 +1,129 @@
+"""What every dataset module shares: the parsed-annotation records and the layout rules.
+
+A dataset module only knows its own files: where its annotations are, how to parse them into
+`Annotations`, and how its videos and frame folders are laid out under a data root.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import catalog
+from ..errors import AnnotationError, MissingAnnotationError
+
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".webm", ".mkv", ".mov", ".m4v", ".flv", ".3gp", ".mpg", ".mpeg")
+
+
+@dataclass
+class AnnotatedVideo:
+    """One video named by the annotations, with its membership in every split."""
+
+    video_id: str  # file stem, unique within the dataset: v_ApplyEyeMakeup_g08_c01, <ytid>_<s>_<e>
+    class_name: str | None  # as the annotations spell it; None when they give no label
+    class_index: int  # MMAction2's index; -1 when unlabelled
+    class_dir: str  # folder between the videos dir and the file at level 2 ('' = flat)
+    subsets: dict[int, str] = field(default_factory=dict)  # split -> train/val/test/unused
+    orders: dict[int, int] = field(default_factory=dict)  # split -> position in that split's file
+
+
+@dataclass
+class Annotations:
+    """Everything parsed from a dataset's annotation files."""
+
+    dataset: str
+    label_map: list[str]  # class names in index order
+    label_source: str  # which file (or rule) the label map came from
+    videos: dict[str, AnnotatedVideo] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)  # annotation files read
+
+    def add(self, video: AnnotatedVideo, split: int, subset: str, order: int, where: tuple):
+        """Record that `video` is in `subset` of `split`; `where` = (path, line, text) for errors."""
+        have = self.videos.get(video.video_id)
+        if have is None:
+            self.videos[video.video_id] = have = video
+        elif have.class_name != video.class_name:
+            raise AnnotationError(*where, f"video {video.video_id!r} is already listed under class "
+                                  f"{have.class_name!r}; fix or remove one of the two lines")
+        if split in have.subsets:
+            raise AnnotationError(*where, f"video {video.video_id!r} is listed twice in split "
+                                  f"{split} ({have.subsets[split]} and {subset}); remove one line")
+        have.subsets[split] = subset
+        have.orders[split] = order
+
+
+class Dataset:
+    """Base for one dataset: its catalog entry, annotation parsing and on-disk layout."""
+
+    name: str = ""
+    #: subsets that get list files, per split
+    list_subsets: tuple[str, ...] = ("train", "val")
+    #: True where each subset has its own videos_<subset>/ folder (Kinetics)
+    per_subset_dirs: bool = False
+    #: True where videos always sit flat in the videos dir (SSv2), whatever --level says
+    flat: bool = False
+
+    @property
+    def catalog(self) -> catalog.CatalogEntry:
+        return catalog.load(self.name)
+
+    @property
+    def num_splits(self) -> int:
+        return self.catalog.splits
+
+    # --- annotations -------------------------------------------------------------------
+    def parse(self, ann_dir: Path) -> Annotations:
+        raise NotImplementedError
+
+    def find_annotation(self, ann_dir: Path, candidates: list[str], required: bool = True,
+                        hint: str | None = None) -> Path | None:
+        """The first of `candidates` (names relative to ann_dir) that exists."""
+        for name in candidates:
+            path = ann_dir / name
+            if path.is_file():
+                return path
+        if required:
+            raise MissingAnnotationError(ann_dir / candidates[0], self.name, hint)
+        return None
+
+    # --- layout ------------------------------------------------------------------------
+    def video_dir(self, subset: str | None) -> str:
+        """Folder (relative to the root) holding the videos of `subset`."""
+        if self.per_subset_dirs and subset in ("train", "val", "test"):
+            return f"videos_{subset}"
+        return "videos"
+
+    def frames_dir(self, subset: str | None) -> str:
+        if self.per_subset_dirs and subset in ("train", "val", "test"):
+            return f"rawframes_{subset}"
+        return "rawframes"
+
+    def key(self, video: AnnotatedVideo, level: int) -> str:
+        """MMAction2's key for a video: its path below the videos dir, without extension."""
+        if level == 1 or self.flat or not video.class_dir:
+            return video.video_id
+        return f"{video.class_dir}/{video.video_id}"
+
+    def list_name(self, split: int, subset: str, fmt: str) -> str:
+        """MMAction2's file name for a list (it writes `val` where the split file says test)."""
+        if self.num_splits > 1:
+            return f"{self.name}_{subset}_split_{split}_{fmt}.txt"
+        return f"{self.name}_{subset}_list_{fmt}.txt"
+
+
+def read_lines(path: Path) -> list[str]:
+    """Lines of a text annotation file, without line endings (CRLF or LF)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AnnotationError(path, None, None, f"cannot read: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise AnnotationError(path, line, None, "not UTF-8 text; is this the right file?") from None
+    # Split on "\n" only, as Python's file iteration does (MMAction2 reads them that way).
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines

@@ -1,0 +1,125 @@
+"""Kinetics-400/600/700: CSVs `label,youtube_id,time_start,time_end,split[,is_cc]`.
+
+Labels with spaces are quoted; the DeepMind re-issue names the val file `validate.csv`; test
+CSVs come with or without a label column; YouTube ids may start with '-'. The video id is
+`{youtube_id}_{start:06d}_{end:06d}` and, at level 2, videos sit in a folder named after the
+label with spaces replaced by '_'. Class index = position in the sorted train-CSV labels
+(underscored), MMAction2's rule; without a train CSV the catalog's label map is used.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from ..errors import AnnotationError
+from .base import AnnotatedVideo, Annotations, Dataset, read_lines
+
+REQUIRED = ("youtube_id", "time_start", "time_end")
+
+
+def class_folder(label: str) -> str:
+    """MMAction2's folder / label-key spelling of a Kinetics class."""
+    return label.replace('"', "").replace(" ", "_")
+
+
+class Kinetics(Dataset):
+    list_subsets = ("train", "val", "test")
+    per_subset_dirs = True
+    version = ""  # "400", "600", "700"
+
+    def csv_candidates(self, subset: str) -> list[str]:
+        official = {"train": ["train.csv"], "val": ["val.csv", "validate.csv"], "test": ["test.csv"]}
+        v = self.version
+        return ([f"kinetics_{subset}.csv"] + official[subset]
+                + [f"kinetics-{v}_{n}" for n in official[subset]]
+                + [f"kinetics{v}_{n}" for n in official[subset]])
+
+    def parse(self, ann_dir: Path) -> Annotations:
+        paths = {s: self.find_annotation(ann_dir, self.csv_candidates(s), required=(s == "val"))
+                 for s in self.list_subsets}
+        rows = {s: read_csv_rows(p) if p else [] for s, p in paths.items()}
+        if rows["train"]:
+            keys = sorted({class_folder(r.label) for r in rows["train"] if r.label is not None})
+            label_source = str(paths["train"])
+            # The label map reads as the annotations spell the classes (with spaces).
+            spelled = {}
+            for r in rows["train"]:
+                spelled.setdefault(class_folder(r.label), r.label)
+            label_map = [spelled[k] for k in keys]
+        else:
+            label_map = self.catalog.label_map()
+            keys = [class_folder(name) for name in label_map]
+            label_source = f"catalog label map ({self.name}; no train CSV in {ann_dir})"
+        index = {k: i for i, k in enumerate(keys)}
+        ann = Annotations(self.name, label_map, label_source,
+                          files=[str(p) for p in paths.values() if p])
+        for subset in self.list_subsets:
+            for order, row in enumerate(rows[subset]):
+                where = (paths[subset], row.line, row.text)
+                if row.label is None:
+                    video = AnnotatedVideo(row.video_id, None, -1, "")
+                else:
+                    key = class_folder(row.label)
+                    if key not in index:
+                        raise AnnotationError(*where, f"class {row.label!r} is not in the label map "
+                                              f"({label_source})")
+                    video = AnnotatedVideo(row.video_id, row.label, index[key], key)
+                ann.add(video, 1, subset, order, where)
+        return ann
+
+
+class CsvRow:
+    __slots__ = ("label", "video_id", "line", "text")
+
+    def __init__(self, label, video_id, line, text):
+        self.label, self.video_id, self.line, self.text = label, video_id, line, text
+
+
+def read_csv_rows(path: Path) -> list[CsvRow]:
+    """Rows of a Kinetics CSV, each with the line it came from, for error messages."""
+    lines = read_lines(path)
+    if not lines:
+        raise AnnotationError(path, 1, None, "empty file; expected a header 'label,youtube_id,...'")
+    header = next(csv.reader([lines[0]]))
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise AnnotationError(path, 1, lines[0], f"header lacks column(s) {', '.join(missing)}")
+    col = {name: i for i, name in enumerate(header)}
+    rows = []
+    for lineno, text in enumerate(lines[1:], start=2):
+        if not text.strip():
+            continue
+        fields = next(csv.reader(io.StringIO(text)))
+        if len(fields) != len(header):
+            raise AnnotationError(path, lineno, text, f"expected {len(header)} fields "
+                                  f"({','.join(header)}), found {len(fields)}")
+        try:
+            start = int(float(fields[col["time_start"]]))
+            end = int(float(fields[col["time_end"]]))
+        except ValueError:
+            raise AnnotationError(path, lineno, text, "time_start/time_end are not numbers") from None
+        ytid = fields[col["youtube_id"]]
+        if not ytid:
+            raise AnnotationError(path, lineno, text, "empty youtube_id")
+        label = fields[col["label"]] if "label" in col else None
+        if label is not None and not label.strip():
+            raise AnnotationError(path, lineno, text, "empty label")
+        rows.append(CsvRow(label, f"{ytid}_{start:06d}_{end:06d}", lineno, text))
+    return rows
+
+
+class Kinetics400(Kinetics):
+    name = "kinetics400"
+    version = "400"
+
+
+class Kinetics600(Kinetics):
+    name = "kinetics600"
+    version = "600"
+
+
+class Kinetics700(Kinetics):
+    name = "kinetics700"
+    version = "700"

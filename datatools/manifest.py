@@ -1,0 +1,197 @@
+"""The Parquet manifest: one file per data root, the single source of truth for that root.
+
+The schema is declared once here (`VideoRecord` and `SCHEMA`). Each step reads the manifest,
+adds what it learned and rewrites it atomically; only the driver process writes it. The text
+lists MMAction2 reads are exports of it (`export_lists`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from . import __version__
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.parquet"
+META_KEY = b"datatools"
+
+
+@dataclass
+class VideoRecord:
+    """One row of the manifest: a video, what is known about it, and what was made from it."""
+
+    # identity
+    dataset: str
+    video_id: str
+    key: str  # MMAction2's key: path below the videos dir without extension
+    video_path: str | None = None  # relative to the root (posix); None when missing on disk
+    class_name: str | None = None
+    class_index: int = -1
+    subset_1: str | None = None  # train / val / test / unused; single-split datasets use _1 only
+    subset_2: str | None = None
+    subset_3: str | None = None
+    order_1: int = -1  # position in that split's annotation file (list order)
+    order_2: int = -1
+    order_3: int = -1
+    # probe
+    status: str = "missing"  # ok, missing, extra, empty, unreadable, not_video, corrupt, ...
+    exists: bool = False
+    size: int | None = None
+    decodable: bool | None = None
+    frame_count: int | None = None
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = None
+    codec: str | None = None
+    error: str | None = None
+    probe_level: str | None = None
+    # extraction
+    frame_dir: str | None = None  # relative to the root (posix)
+    rgb_count: int | None = None
+    flow_count: int | None = None
+    rgb_template: str | None = None
+    flow_template: str | None = None
+    start_index: int | None = None
+    flow_algo: str | None = None
+    flow_bound: float | None = None
+    backend: str | None = None
+    extract_status: str | None = None
+    extract_error: str | None = None
+
+    def subset(self, split: int) -> str | None:
+        return getattr(self, f"subset_{split}")
+
+    def order(self, split: int) -> int:
+        return getattr(self, f"order_{split}")
+
+
+_ARROW_TYPES = {"str": pa.string(), "int": pa.int64(), "bool": pa.bool_(), "float": pa.float64()}
+
+
+def _arrow_type(annotation: str) -> pa.DataType:
+    base = annotation.split("|")[0].strip()
+    return _ARROW_TYPES[base]
+
+
+FIELDS = [f.name for f in dataclasses.fields(VideoRecord)]
+SCHEMA = pa.schema([pa.field(f.name, _arrow_type(f.type)) for f in dataclasses.fields(VideoRecord)])
+
+
+@dataclass
+class ManifestMeta:
+    """Key-value metadata stored in the Parquet footer."""
+
+    dataset: str
+    label_map: list[str]
+    label_source: str = ""
+    level: int = 2
+    steps: dict = dataclasses.field(default_factory=dict)  # step name -> its arguments
+    schema_version: int = SCHEMA_VERSION
+    tool_version: str = __version__
+
+
+def manifest_path(root: Path) -> Path:
+    return Path(root) / MANIFEST_NAME
+
+
+def write_manifest(root: Path, records: list[VideoRecord], meta: ManifestMeta) -> Path:
+    """Write the manifest atomically: a temporary file in the same folder, then a rename."""
+    path = manifest_path(root)
+    columns = {name: [getattr(r, name) for r in records] for name in FIELDS}
+    table = pa.table(columns, schema=SCHEMA)
+    meta.tool_version = __version__
+    table = table.replace_schema_metadata({META_KEY: json.dumps(dataclasses.asdict(meta)).encode()})
+    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_manifest(root: Path) -> tuple[list[VideoRecord], ManifestMeta] | None:
+    """The records and metadata of `root`'s manifest, or None if it has none yet."""
+    path = manifest_path(root)
+    if not path.exists():
+        return None
+    table = pq.read_table(path)
+    raw = json.loads((table.schema.metadata or {}).get(META_KEY, b"{}"))
+    known = {f.name for f in dataclasses.fields(ManifestMeta)}
+    meta = ManifestMeta(**{k: v for k, v in raw.items() if k in known})
+    present = [name for name in FIELDS if name in table.column_names]
+    data = {name: table.column(name).to_pylist() for name in present}
+    records = [VideoRecord(**{name: data[name][i] for name in present})
+               for i in range(table.num_rows)]
+    return records, meta
+
+
+# --- export to MMAction2 text lists -----------------------------------------------------
+
+LIST_FORMATS = ("videos", "rawframes", "flow")
+
+
+def list_line(record: VideoRecord, fmt: str, base_dir: str) -> str | None:
+    """One MMAction2 list line for `record`, or None when it has nothing to list in `fmt`.
+
+    videos: `<path below base_dir> [label]`; rawframes: `<dir> <n_img> [label]`;
+    flow: `<dir> <n_flow> [label]`. Unlabelled (test) videos get no label column, which
+    MMAction2's VideoDataset / RawframeDataset read as label -1.
+    """
+    label = f" {record.class_index}" if record.class_index >= 0 else ""
+    if fmt == "videos":
+        if record.status != "ok" or not record.video_path:
+            return None
+        return f"{_relative(record.video_path, base_dir)}{label}\n"
+    if not record.frame_dir:
+        return None
+    count = record.rgb_count if fmt == "rawframes" else record.flow_count
+    if not count:
+        return None
+    return f"{_relative(record.frame_dir, base_dir)} {count}{label}\n"
+
+
+def _relative(path: str, base_dir: str) -> str:
+    prefix = base_dir.rstrip("/") + "/"
+    return path[len(prefix):] if path.startswith(prefix) else path
+
+
+def mmaction_shuffles(sizes: list[int], seed: int | None) -> list[tuple[list[int], list[int]]]:
+    """Permutations MMAction2's build_file_list.py applies with `--shuffle --seed N`.
+
+    It seeds Python's `random`, then shuffles each list's RGB and flow variants in turn
+    (per split: train RGB, train flow, val RGB, val flow). `sizes` gives the list lengths in
+    that order; the result holds (rgb permutation, flow permutation) for each. Reproducing the
+    call sequence gives byte-identical shuffled lists.
+    """
+    rng = random.Random(seed)
+    out = []
+    for n in sizes:
+        rgb, flow = list(range(n)), list(range(n))
+        rng.shuffle(rgb)
+        rng.shuffle(flow)
+        out.append((rgb, flow))
+    return out
+
+
+def write_text_atomic(path: Path, lines: list[str]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.writelines(lines)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,101 @@
+"""Data roots built at test time from the real annotation files in ../shared/data.
+
+Empty placeholder files stand in for videos where only lists are under test.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+from conftest import ANN
+
+
+def touch(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+
+
+def ucf101_root(base: Path, with_videos: bool = True, level: int = 2) -> Path:
+    root = base / "data" / "ucf101"
+    (root / "annotations").mkdir(parents=True)
+    for f in (ANN / "ucf101").iterdir():
+        shutil.copy(f, root / "annotations" / f.name)
+    if with_videos:
+        for name in ("trainlist01.txt", "testlist01.txt"):
+            for line in (ANN / "ucf101" / name).read_text().splitlines():
+                rel = line.split()[0]
+                touch(root / "videos" / (rel if level == 2 else rel.split("/")[1]))
+    return root
+
+
+def hmdb51_root(base: Path) -> Path:
+    root = base / "data" / "hmdb51"
+    ann = root / "annotations"
+    ann.mkdir(parents=True)
+    for f in (ANN / "hmdb51" / "testTrainMulti_7030_splits").iterdir():
+        shutil.copy(f, ann / f.name)
+        if f.name.endswith("_split1.txt"):
+            cls = f.name[: -len("_test_split1.txt")]
+            for line in f.read_text().splitlines():
+                if line.strip():
+                    touch(root / "videos" / cls / line.split()[0])
+    return root
+
+
+def kinetics_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_csv(path: Path, rows: list[dict], header: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def video_id(row: dict) -> str:
+    return f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}"
+
+
+def kinetics_root(base: Path, dataset: str, val_csv: Path, test_csv: Path | None = None,
+                  videos: bool = True) -> Path:
+    """A Kinetics root the MMAction2 way. The real train CSVs are not available here, so the
+    train CSV is the val rows relabelled `train` (same label set, hence the same class index),
+    their YouTube ids prefixed with `train-` so that no video is in two subsets."""
+    root = base / "data" / dataset
+    ann = root / "annotations"
+    val = kinetics_rows(val_csv)
+    header = ["label", "youtube_id", "time_start", "time_end", "split"]
+    write_csv(ann / "kinetics_train.csv", [dict(r, split="train", youtube_id="train-" + r["youtube_id"]) for r in val], header)
+    shutil.copy(val_csv, ann / "kinetics_val.csv")
+    if test_csv is not None:
+        shutil.copy(test_csv, ann / "kinetics_test.csv")
+    else:
+        write_csv(ann / "kinetics_test.csv", [], header)
+    if videos:
+        for r in val:
+            touch(root / "videos_val" / r["label"].replace(" ", "_") / f"{video_id(r)}.mp4")
+    return root
+
+
+def sthv2_root(base: Path, videos: bool = True) -> Path:
+    """An SSv2 root. The real train JSON is not available here, so the train JSON is the val
+    entries with their ids prefixed `train-` (no video in two subsets)."""
+    root = base / "data" / "sthv2"
+    ann = root / "annotations"
+    ann.mkdir(parents=True)
+    src = ANN / "sthv2"
+    for name in ("labels", "validation", "test"):
+        shutil.copy(src / f"something-something-v2-{name}.json", ann)
+    val = json.loads((src / "something-something-v2-validation.json").read_text())
+    (ann / "something-something-v2-train.json").write_text(
+        json.dumps([dict(item, id="train-" + item["id"]) for item in val]))
+    if videos:
+        for item in json.loads((src / "something-something-v2-validation.json").read_text()):
+            touch(root / "videos" / f"{item['id']}.webm")
+    return root

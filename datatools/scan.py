@@ -24,20 +24,23 @@ class FrameFolder:
     flow_y: int
 
 
+def _visible(folder) -> list:
+    with os.scandir(folder) as it:
+        return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+
+
 def _entries(folder: Path, level: int):
-    """(relative path, name) of visible entries `level` folders deep, like glob('*'[/'*'])."""
+    """(relative path, entry) of visible entries, like glob('*') at level 1 and glob('*/*')
+    at level 2. At level 2, files lying directly in `folder` are yielded too: unlabelled test
+    videos have no class folder."""
     if not folder.is_dir():
         return
-    with os.scandir(folder) as top:
-        firsts = sorted((e for e in top if not e.name.startswith(".")), key=lambda e: e.name)
-    for first in firsts:
-        if level == 1:
+    for first in _visible(folder):
+        if level == 1 or not first.is_dir():
             yield first.name, first
-        elif first.is_dir():
-            with os.scandir(first.path) as inner:
-                for e in sorted(inner, key=lambda e: e.name):
-                    if not e.name.startswith("."):
-                        yield f"{first.name}/{e.name}", e
+        else:
+            for e in _visible(first.path):
+                yield f"{first.name}/{e.name}", e
 
 
 class DiskIndex:
@@ -88,9 +91,23 @@ def count_frames(folder: Path) -> tuple[int, int, int]:
 
 
 def scan_frames(root: Path, frames_dir: str, level: int) -> DiskIndex:
-    """Index of frame folders under `root/frames_dir`: key -> FrameFolder."""
+    """Index of frame folders under `root/frames_dir`: key -> FrameFolder.
+
+    At level 2 a top-level folder that itself holds frames is a flat (unlabelled) one.
+    """
     items = {}
-    for rel, entry in _entries(root / frames_dir, level):
-        if entry.is_dir():
-            items[rel] = FrameFolder(f"{frames_dir}/{rel}", *count_frames(Path(entry.path)))
+    top = root / frames_dir
+    if not top.is_dir():
+        return DiskIndex(items)
+    for first in _visible(top):
+        if not first.is_dir():
+            continue
+        counts = count_frames(Path(first.path))
+        if level == 1 or any(counts):
+            items[first.name] = FrameFolder(f"{frames_dir}/{first.name}", *counts)
+            continue
+        for e in _visible(first.path):
+            if e.is_dir():
+                rel = f"{first.name}/{e.name}"
+                items[rel] = FrameFolder(f"{frames_dir}/{rel}", *count_frames(Path(e.path)))
     return DiskIndex(items)

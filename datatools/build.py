@@ -8,6 +8,7 @@ named in the summary and recorded in the manifest.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def join_disk(ds: Dataset, videos, root: Path, level: int) -> list[VideoRecord]:
         path = index_for(video_index, ds.video_dir(subset), scan_videos).claim(rec.key, video.video_id)
         if path is not None:
             rec.video_path, rec.status, rec.exists = path, "ok", True
-            rec.size = _size(root / path)
+            rec.size = _size(root, path)
         frames = index_for(frame_index, ds.frames_dir(subset), scan_frames).claim(rec.key, video.video_id)
         if frames is not None:
             _set_frames(rec, frames)
@@ -123,7 +124,7 @@ def join_disk(ds: Dataset, videos, root: Path, level: int) -> list[VideoRecord]:
         for key, path in index_for(video_index, folder, scan_videos).unclaimed():
             stem = key.rsplit("/", 1)[-1]
             rec = VideoRecord(dataset=ds.name, video_id=stem, key=key, video_path=path,
-                              status="extra", exists=True, size=_size(root / path))
+                              status="extra", exists=True, size=_size(root, path))
             records.append(rec)
     return records
 
@@ -148,9 +149,9 @@ def _set_frames(rec: VideoRecord, frames) -> None:
         rec.flow_count = frames.flow_x
 
 
-def _size(path: Path) -> int | None:
+def _size(root: Path, rel: str) -> int | None:
     try:
-        return path.stat().st_size
+        return os.stat(os.path.join(root, rel)).st_size
     except OSError:
         return None
 

@@ -107,8 +107,9 @@ def manifest_path(root: Path) -> Path:
 def write_manifest(root: Path, records: list[VideoRecord], meta: ManifestMeta) -> Path:
     """Write the manifest atomically: a temporary file in the same folder, then a rename."""
     path = manifest_path(root)
-    columns = {name: [getattr(r, name) for r in records] for name in FIELDS}
-    table = pa.table(columns, schema=SCHEMA)
+    # Transposing the records' __dict__ values (field order) is far faster than getattr per cell.
+    columns = list(zip(*(r.__dict__.values() for r in records))) or [()] * len(FIELDS)
+    table = pa.table(dict(zip(FIELDS, map(list, columns))), schema=SCHEMA)
     meta.tool_version = __version__
     table = table.replace_schema_metadata({META_KEY: json.dumps(dataclasses.asdict(meta)).encode()})
     fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=path.parent)
@@ -132,9 +133,11 @@ def read_manifest(root: Path) -> tuple[list[VideoRecord], ManifestMeta] | None:
     known = {f.name for f in dataclasses.fields(ManifestMeta)}
     meta = ManifestMeta(**{k: v for k, v in raw.items() if k in known})
     present = [name for name in FIELDS if name in table.column_names]
-    data = {name: table.column(name).to_pylist() for name in present}
-    records = [VideoRecord(**{name: data[name][i] for name in present})
-               for i in range(table.num_rows)]
+    columns = [table.column(name).to_pylist() for name in present]
+    if present == FIELDS:
+        records = [VideoRecord(*row) for row in zip(*columns)]
+    else:  # an older schema: name the columns it has, the rest keep their defaults
+        records = [VideoRecord(**dict(zip(present, row))) for row in zip(*columns)]
     return records, meta
 
 

@@ -229,7 +229,7 @@ def test_malformed_kinetics_row_names_file_line_and_text(tmp_path):
     (root / "annotations/kinetics_val.csv").write_text("\n".join(lines) + "\n")
     res = run_cli("kinetics600", "build-lists", "--root", root)
     assert res.exit_code == 2
-    assert "kinetics_val.csv:42: 'abseiling,\"unterminated,3,13,val': expected 5 fields" in res.output
+    assert "kinetics_val.csv:42: 'abseiling,\"unterminated,3,13,val': unterminated quote" in res.output
 
 
 def test_unknown_sthv2_template_is_named(tmp_path):
@@ -241,3 +241,15 @@ def test_unknown_sthv2_template_is_named(tmp_path):
     assert res.exit_code == 2
     assert "template 'Twirling something that quickly stops spinning' is not in the labels JSON" \
         in res.output and "entry 0" in res.output
+
+
+def test_kinetics_row_with_missing_field_is_named(tmp_path):
+    root = kinetics_root(tmp_path, "kinetics400",
+                         ANN / "kinetics400/activitynet_2017/kinetics-400_val.csv", videos=False)
+    path = root / "annotations/kinetics_val.csv"
+    lines = path.read_text().splitlines()
+    lines[9] = "abseiling,-x9F2kDqt1o,17"
+    path.write_text("\n".join(lines) + "\n")
+    res = run_cli("kinetics400", "build-lists", "--root", root)
+    assert res.exit_code == 2
+    assert "kinetics_val.csv:10: 'abseiling,-x9F2kDqt1o,17': expected 6 fields" in res.output

@@ -1,0 +1,72 @@
+"""`datatools doctor` and `datatools demo`, run as a user runs them (the installed console
+script in a subprocess)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import decord
+
+from datatools.doctor import installed_opencv_wheels, opencv_conflict
+from datatools.manifest import read_manifest
+
+BIN = Path(sys.executable).parent
+
+
+def run(*args, **kw):
+    return subprocess.run([str(BIN / "datatools"), *map(str, args)], capture_output=True,
+                          text=True, **kw)
+
+
+def test_doctor_reports_each_component_on_one_line_and_passes_here():
+    proc = run("doctor")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("ok      opencv (cv2):") and "optflow (TV-L1): yes" in line
+               for line in lines)
+    assert any(line.startswith("ok      opencv wheels: opencv-contrib-python-headless")
+               for line in lines)
+    for name in ("python", "decord", "av", "ffmpeg", "RAR extractor", "torch", "mmaction2"):
+        assert any(f" {name}:" in line for line in lines), name
+    mm = next(line for line in lines if " mmaction2:" in line)
+    assert "mmaction.models.localizers.drn" in mm
+
+
+def test_doctor_fails_and_says_how_when_a_required_component_is_missing(tmp_path):
+    # A real broken environment: a `cv2` module shadowing OpenCV without optflow, the state
+    # left behind when opencv-python overwrites the contrib wheel's files.
+    (tmp_path / "cv2").mkdir()
+    (tmp_path / "cv2" / "__init__.py").write_text("__version__ = '4.10.0'\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    proc = run("doctor", env=env)
+    assert proc.returncode == 1
+    assert "MISSING opencv (cv2): 4.10.0, optflow (TV-L1): NO" in proc.stdout
+    assert "fix: pip uninstall -y opencv-python" in proc.stdout
+    assert "1 required component(s) missing: opencv (cv2)" in proc.stdout
+
+
+def test_opencv_conflict_is_explained():
+    assert installed_opencv_wheels() == ["opencv-contrib-python-headless"]
+    assert opencv_conflict(["opencv-contrib-python-headless"]) is None
+    both = opencv_conflict(["opencv-python", "opencv-contrib-python-headless"])
+    assert "2 OpenCV wheels share one cv2 package" in both
+    assert "no cv2.optflow" in opencv_conflict(["opencv-python"])
+
+
+def test_demo_builds_a_ucf101_layout_root_with_real_videos(tmp_path):
+    root = tmp_path / "demo"
+    proc = run("demo", "--root", root, "--videos-per-class", "3")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (root / "annotations/classInd.txt").read_bytes().startswith(b"1 DriftRight\r\n")
+    train = (root / "ucf101_train_split_1_videos.txt").read_text().splitlines()
+    assert train[0] == "DriftRight/v_DriftRight_g02_c01.avi 0" and len(train) == 8
+    records, meta = read_manifest(root)
+    assert meta.label_map == ["DriftRight", "DriftDown", "DriftDiagonal", "DriftLeft"]
+    assert all(r.status == "ok" for r in records) and len(records) == 12
+    vr = decord.VideoReader(str(root / "videos/DriftRight/v_DriftRight_g01_c01.avi"))
+    assert len(vr) == 24 and vr[0].shape == (120, 160, 3)
+    first, last = vr[0].asnumpy().astype(int), vr[23].asnumpy().astype(int)
+    assert abs(first - last).mean() > 10  # the content moves

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import datasets
+from . import datasets, quarantine
 from .datasets.base import AnnotatedVideo, Dataset
 from .errors import UserError
 from .manifest import (LIST_FORMATS, ManifestMeta, VideoRecord, list_line, mmaction_shuffles,
@@ -20,7 +20,7 @@ from .manifest import (LIST_FORMATS, ManifestMeta, VideoRecord, list_line, mmact
 from .scan import DiskIndex, scan_frames, scan_videos
 
 # Columns a re-scan keeps from an earlier manifest when the file it describes is unchanged.
-PROBE_FIELDS = ("status", "exists", "size", "decodable", "frame_count", "fps", "width", "height",
+PROBE_FIELDS = ("status", "decodable", "frame_count", "fps", "width", "height",
                 "duration", "codec", "error", "probe_level")
 EXTRACT_FIELDS = ("rgb_template", "flow_template", "start_index", "flow_algo", "flow_bound",
                   "backend", "extract_status", "extract_error")
@@ -61,23 +61,56 @@ def parse_formats(text: str) -> list[str]:
     return formats
 
 
-def build_lists(dataset: str, root: Path, formats: list[str] | None = None, level: int = 2,
-                shuffle: bool = False, seed: int | None = None) -> BuildResult:
-    """Scan `root`, update its manifest and write the MMAction2 lists for `formats`."""
+@dataclass
+class ScannedRoot:
+    """A data root's annotations joined with its disk, merged with its previous manifest."""
+
+    dataset: Dataset
+    root: Path
+    level: int
+    records: list[VideoRecord]
+    label_map: list[str]
+    label_source: str
+    steps: dict  # earlier steps' arguments, from the previous manifest
+
+    def save(self, step: str, args: dict) -> None:
+        self.steps[step] = args
+        meta = ManifestMeta(dataset=self.dataset.name, label_map=self.label_map,
+                            label_source=self.label_source, level=self.level, steps=self.steps)
+        write_manifest(self.root, self.records, meta)
+
+
+def scan_root(dataset: str, root: Path, level: int | None = None) -> ScannedRoot:
+    """Parse the annotations, scan the disk and carry over what earlier steps learned.
+
+    `level` None means: as the previous manifest was built (2 for a new root).
+    """
     ds = datasets.get(dataset)
     root = Path(root)
-    formats = formats or ["videos"]
-    if level not in (1, 2):
-        raise UserError(f"--level {level}: must be 1 (flat folders) or 2 (class folders)")
     if not root.is_dir():
         raise UserError(f"{root}: data root not found; create it or run "
                         f"`datatools {dataset} download --root {root}`")
+    previous = read_manifest(root)
+    if level is None:
+        level = previous[1].level if previous else 2
+    if level not in (1, 2):
+        raise UserError(f"--level {level}: must be 1 (flat folders) or 2 (class folders)")
     ann = ds.parse(root / "annotations")
     records = join_disk(ds, ann.videos.values(), root, level)
-    previous = read_manifest(root)
+    quarantine.mark_quarantined(root, records)
     if previous is not None:
         carry_over(records, previous[0])
-    result = BuildResult(dataset, records, label_source=ann.label_source)
+    return ScannedRoot(ds, root, level, records, ann.label_map, ann.label_source,
+                       dict(previous[1].steps) if previous else {})
+
+
+def build_lists(dataset: str, root: Path, formats: list[str] | None = None, level: int = 2,
+                shuffle: bool = False, seed: int | None = None) -> BuildResult:
+    """Scan `root`, update its manifest and write the MMAction2 lists for `formats`."""
+    formats = formats or ["videos"]
+    scanned = scan_root(dataset, root, level)
+    records = scanned.records
+    result = BuildResult(dataset, records, label_source=scanned.label_source)
     for r in records:
         if r.status == "missing":
             result.missing.append(r)
@@ -88,12 +121,9 @@ def build_lists(dataset: str, root: Path, formats: list[str] | None = None, leve
             if r.frame_dir and not r.rgb_count and r.status != "extra":
                 result.no_frames.append(r)
     result.flow_mismatch = [r for r in records if r.extract_error == "flow_x/flow_y counts differ"]
-    result.lists = export_lists(ds, root, records, formats, shuffle, seed)
-    steps = dict(previous[1].steps) if previous else {}
-    steps["build-lists"] = {"formats": formats, "level": level, "shuffle": shuffle, "seed": seed}
-    meta = ManifestMeta(dataset=dataset, label_map=ann.label_map, label_source=ann.label_source,
-                        level=level, steps=steps)
-    write_manifest(root, records, meta)
+    result.lists = export_lists(scanned.dataset, scanned.root, records, formats, shuffle, seed)
+    scanned.save("build-lists", {"formats": formats, "level": level, "shuffle": shuffle,
+                                 "seed": seed})
     return result
 
 
@@ -163,7 +193,7 @@ def carry_over(records: list[VideoRecord], old: list[VideoRecord]) -> None:
         prev = by_id.get(rec.video_id)
         if prev is None:
             continue
-        if rec.exists and prev.video_path == rec.video_path and prev.size == rec.size \
+        if rec.video_path and prev.video_path == rec.video_path and prev.size == rec.size \
                 and prev.probe_level is not None:
             for name in PROBE_FIELDS:
                 setattr(rec, name, getattr(prev, name))

@@ -44,6 +44,36 @@ def _dataset_app(name: str) -> typer.Typer:
             typer.echo(f"error: {result.problems} problem(s) found (--strict)", err=True)
             raise typer.Exit(1)
 
+    @sub.command("validate")
+    def validate_cmd(
+        root: Path = typer.Option(..., help="Data root, e.g. data/" + name),
+        level: str = typer.Option("quick", help="quick: container + a few frames; full: every frame"),
+        quarantine: bool = typer.Option(False, "--quarantine", help="Move bad files to ROOT/quarantine/"),
+        restore: bool = typer.Option(False, "--restore", help="Put quarantined files back, then stop"),
+        strict: bool = typer.Option(False, help="Exit 1 if any video is not ok"),
+        workers: Optional[int] = typer.Option(None, help="Local Dask workers (default: one per core)"),
+        scheduler: Optional[str] = typer.Option(None, help="Use a running Dask cluster: tcp://host:8786"),
+    ):
+        """Probe every video in parallel; record status and metadata in the manifest."""
+        from .parallel import ClusterOptions
+        from .report import console, print_validate_summary
+        from .validate import restore as restore_files
+        from .validate import validate
+        try:
+            if restore:
+                restored, problems = restore_files(name, root)
+                console.print(f"{len(restored)} file(s) restored from quarantine")
+                for p in problems:
+                    typer.echo(f"error: {p}", err=True)
+                raise typer.Exit(1 if problems else 0)
+            result = validate(name, root, level, ClusterOptions(workers, scheduler), quarantine)
+        except UserError as exc:
+            _fail(exc)
+        print_validate_summary(result, datasets.get(name).catalog)
+        if strict and result.not_ok:
+            typer.echo(f"error: {len(result.not_ok)} video(s) not ok (--strict)", err=True)
+            raise typer.Exit(1)
+
     return sub
 
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 
 SHOW = 5  # offenders named per problem before "... and N more"
@@ -36,3 +41,61 @@ def print_build_summary(result, root) -> None:
     if result.flow_mismatch:
         console.print("[yellow]" + name_some(result.flow_mismatch, "frame folders whose flow_x "
                       "and flow_y counts differ (no flow listed)", "frame_dir") + "[/yellow]")
+
+
+@contextmanager
+def progress_bar(total: int, description: str) -> Iterator:
+    """A progress bar on the console; yields a function that advances it by one."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda: progress.advance(task)
+
+
+def print_validate_summary(result, catalog) -> None:
+    from .probe import STATUSES
+    table = Table(title=f"{result.dataset}: videos by status", show_edge=False)
+    table.add_column("status")
+    table.add_column("videos", justify="right")
+    for status in STATUSES:
+        if result.counts.get(status):
+            table.add_row(status, f"{result.counts[status]:,}")
+    console.print(table)
+    bad = [r for r in result.records if r.status not in ("ok", "missing", "extra")]
+    for r in bad[:SHOW]:
+        console.print(f"  {r.status}: {r.video_path}: {r.error}")
+    if len(bad) > SHOW:
+        console.print(f"  … and {len(bad) - SHOW} more (see the manifest's status and error columns)")
+    missing = [r for r in result.records if r.status == "missing"]
+    if missing:
+        console.print(name_some(missing, "missing"))
+    extra = [r for r in result.records if r.status == "extra"]
+    if extra:
+        console.print(name_some(extra, "on disk in no split (extra)", "video_path"))
+    splits = Table(title="per split: ok / in the annotations / the catalog expects", show_edge=False)
+    for col in ("split", "subset", "ok", "annotated", "catalog"):
+        splits.add_column(col, justify="right")
+    for split in range(1, catalog.splits + 1):
+        subsets = sorted({r.subset(split) for r in result.records if r.subset(split)} - {"unused"})
+        for subset in subsets:
+            members = [r for r in result.records if r.subset(split) == subset]
+            ok = sum(r.status == "ok" for r in members)
+            expected = catalog.expected_count(split, subset)
+            splits.add_row(str(split), subset, f"{ok:,}", f"{len(members):,}",
+                           f"{expected:,}" if expected else "-")
+    console.print(splits)
+    annotated = [r for r in result.records if r.status != "extra"]
+    ok = sum(r.status == "ok" for r in annotated)
+    total = catalog.raw.get("total_videos")
+    line = f"{catalog.title}: {ok:,} of {len(annotated):,} annotated videos ok"
+    if total:
+        line += f" (the full dataset has {total:,})"
+    console.print(line)
+    held = [r for r in result.records if r.video_path and not r.exists and r.status != "missing"]
+    if held:
+        console.print(f"{len(held)} file(s) in quarantine/ (see quarantine/records.jsonl; "
+                      "`validate --restore` puts them back)")
+    if result.quarantined:
+        console.print(f"{len(result.quarantined)} file(s) moved to quarantine/ "
+                      f"(records in quarantine/records.jsonl; undo with --restore)")

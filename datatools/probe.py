@@ -1,0 +1,248 @@
+"""Opening and checking videos: one `probe_video` call per file, run inside Dask workers.
+
+Two levels. `quick`: read the container (PyAV demuxes every video packet without decoding, so
+a truncated file shows as missing packets), then decode the first frame, a keyframe near the
+middle and the last keyframe. `full`: decode every frame; the frame count is the exact number
+decoded. Frame count, fps and size are decord's (what MMAction2 trains with); PyAV is the
+fallback decoder where decord is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+
+# Statuses, in the order the summary lists them.
+STATUSES = ("ok", "missing", "empty", "unreadable", "not_video", "no_video_stream", "corrupt",
+            "extra")
+BAD = ("empty", "unreadable", "not_video", "no_video_stream", "corrupt")
+
+# Frames a container may declare beyond what is decodable before the file counts as truncated
+# (some muxers count an extra or dropped frame).
+TRUNCATION_SLACK = 2
+
+try:
+    import decord
+except ImportError:  # decord ships x86_64 wheels only
+    decord = None
+
+
+@dataclass
+class ProbeResult:
+    status: str
+    size: int | None = None
+    frame_count: int | None = None
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = None
+    codec: str | None = None
+    error: str | None = None
+    level: str = "quick"
+
+    @property
+    def decodable(self) -> bool | None:
+        if self.status in ("missing", "empty", "unreadable", "not_video"):
+            return None
+        return self.status == "ok"
+
+
+class ProbeError(Exception):
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def sniff_container(head: bytes) -> str | None:
+    """The container family named by a file's first bytes, or None if none is recognised."""
+    if head[:4] == b"RIFF" and head[8:12] in (b"AVI ", b"AVIX"):
+        return "avi"
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"):
+        return "mp4"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "matroska"
+    if head[:3] == b"FLV":
+        return "flv"
+    if head[:4] in (b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3"):
+        return "mpeg"
+    if head[:4] == b"\x30\x26\xb2\x75":
+        return "asf"
+    if head[:4] == b"OggS":
+        return "ogg"
+    if head[:1] == b"\x47" and len(head) > 188 and head[188:189] == b"\x47":
+        return "mpegts"
+    return None
+
+
+def probe_video(path: str, level: str = "quick") -> ProbeResult:
+    """Check one video file; never raises for a bad file, returns its status and reason."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return ProbeResult("missing", error="file not found", level=level)
+    except OSError as exc:
+        return ProbeResult("unreadable", error=exc.strerror, level=level)
+    if stat.S_ISDIR(st.st_mode):
+        return ProbeResult("not_video", error="is a directory", level=level)
+    if not stat.S_ISREG(st.st_mode):
+        return ProbeResult("not_video", error="not a regular file", level=level)
+    if st.st_size == 0:
+        return ProbeResult("empty", size=0, error="0 bytes", level=level)
+    # Root reads any file, but the training job reading it later may not run as root.
+    if not st.st_mode & (stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH):
+        return ProbeResult("unreadable", size=st.st_size, level=level,
+                           error=f"no read permission (mode {stat.S_IMODE(st.st_mode):03o})")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError as exc:
+        return ProbeResult("unreadable", size=st.st_size, error=exc.strerror, level=level)
+    container = sniff_container(head)
+    try:
+        result = _decode_check(path, level)
+    except ProbeError as exc:
+        status = exc.status
+        if status == "corrupt" and container is None:
+            status, msg = "not_video", "not a video container (unrecognised content)"
+        else:
+            msg = str(exc)
+        return ProbeResult(status, size=st.st_size, error=msg, level=level)
+    result.size = st.st_size
+    return result
+
+
+def probe_task(task: tuple[str, str]) -> ProbeResult:
+    """Dask work unit: (path, level) -> ProbeResult."""
+    return probe_video(*task)
+
+
+def _first_line(exc: BaseException) -> str:
+    """Decoder messages come with C++ file/line prefixes and stack traces; keep the gist."""
+    text = str(exc).strip()
+    for line in text.splitlines():
+        line = line.strip()
+        if "ERROR" in line or "Error" in line or "failed" in line or "cannot" in line:
+            text = line
+            break
+    else:
+        text = text.splitlines()[0] if text else type(exc).__name__
+    if "] " in text and text.startswith("["):
+        text = text.split("] ", 1)[1]
+    for marker in ("video_reader.cc:", ".cc:"):
+        if marker in text:
+            text = text.split(marker, 1)[1].split(": ", 1)[-1]
+    return text[:200]
+
+
+def _ffmpeg_message(path: str, exc: BaseException) -> str:
+    """FFmpeg's reason without the path it appends; the moov case named the way users know it."""
+    msg = getattr(exc, "strerror", None) or str(exc)
+    if path.endswith((".mp4", ".m4v", ".mov")) and "Invalid data" in msg:
+        return f"{msg} (moov atom not found: file cut short or not finished)"
+    return msg
+
+
+def _container_info(path: str, demux: bool):
+    """(codec, declared frames, packets demuxed or None, keyframe indices) from PyAV."""
+    import av
+    try:
+        container = av.open(path)
+    except FileNotFoundError:
+        raise ProbeError("missing", "file not found") from None
+    except PermissionError as exc:
+        raise ProbeError("unreadable", exc.strerror) from None
+    except av.FFmpegError as exc:
+        raise ProbeError("corrupt", _ffmpeg_message(path, exc)) from None
+    with container:
+        if not container.streams.video:
+            raise ProbeError("no_video_stream", "no video stream (audio only?)")
+        stream = container.streams.video[0]
+        codec = stream.codec_context.name
+        declared = stream.frames or 0
+        packets = None
+        keyframes: list[int] = []
+        if demux:
+            packets = 0
+            try:
+                for packet in container.demux(stream):
+                    if packet.size:
+                        if packet.is_keyframe:
+                            keyframes.append(packets)
+                        packets += 1
+            except av.FFmpegError as exc:
+                raise ProbeError("corrupt", f"container damaged after {packets} packets: "
+                                 f"{_first_line(exc)}") from None
+        return codec, declared, packets, keyframes
+
+
+def _decode_check(path: str, level: str) -> ProbeResult:
+    codec, declared, packets, keyframes = _container_info(path, demux=(level == "quick"))
+    if decord is not None:
+        frames, fps, height, width = _decord_check(path, level, keyframes)
+    else:
+        frames, fps, height, width = _pyav_check(path, level)
+    found = packets if packets is not None else frames
+    if declared and found is not None and found + TRUNCATION_SLACK < declared:
+        raise ProbeError("corrupt", f"truncated: the container declares {declared} frames, "
+                         f"only {found} are present")
+    duration = frames / fps if fps else None
+    return ProbeResult("ok", frame_count=frames, fps=fps, width=width, height=height,
+                       duration=duration, codec=codec, level=level)
+
+
+def _decord_check(path: str, level: str, keyframes: list[int]):
+    try:
+        vr = decord.VideoReader(path, num_threads=1)
+        n = len(vr)
+        if n <= 0:
+            raise ProbeError("corrupt", "no frames")
+        fps = float(vr.get_avg_fps())
+        first = vr.next().shape
+        if level == "full":
+            decoded = 1
+            for _ in range(n - 1):
+                vr.next()
+                decoded += 1
+            if decoded != n:
+                raise ProbeError("corrupt", f"only {decoded} of {n} frames decodable")
+        else:
+            # Keyframes decode alone: checking the middle and last ones costs one frame each.
+            for index in sorted({keyframes[len(keyframes) // 2], keyframes[-1]} if keyframes
+                                else {n // 2, n - 1}):
+                vr.seek(min(index, n - 1))
+                vr.next()
+        del vr
+    except ProbeError:
+        raise
+    except decord.DECORDError as exc:
+        msg = _first_line(exc)
+        if "cannot find video stream" in str(exc):
+            raise ProbeError("no_video_stream", "no video stream") from None
+        raise ProbeError("corrupt", msg) from None
+    except (RuntimeError, StopIteration) as exc:
+        raise ProbeError("corrupt", _first_line(exc) or "decoding stopped early") from None
+    return n, fps, first[0], first[1]
+
+
+def _pyav_check(path: str, level: str):
+    import av
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "NONE"
+            fps = float(stream.average_rate) if stream.average_rate else None
+            count, shape = 0, None
+            for frame in container.decode(stream):
+                if shape is None:
+                    shape = (frame.height, frame.width)
+                    if level == "quick":
+                        break
+                count += 1
+            if level == "quick":
+                count = stream.frames or None
+    except av.FFmpegError as exc:
+        raise ProbeError("corrupt", _first_line(exc)) from None
+    if shape is None:
+        raise ProbeError("corrupt", "no decodable frame")
+    return count, fps, shape[0], shape[1]

@@ -1,0 +1,122 @@
+"""Quarantine: bad input files moved aside under <root>/quarantine/, never deleted.
+
+Each moved file keeps its path relative to the root, and a line in quarantine/records.jsonl
+says where it came from and why it was moved; `restore` puts everything back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+FOLDER = "quarantine"
+RECORDS = "records.jsonl"
+
+
+@dataclass
+class QuarantineRecord:
+    video_id: str
+    original: str  # relative to the root
+    moved_to: str  # relative to the root
+    status: str
+    reason: str
+    size: int | None
+    time: str
+
+
+def records_path(root: Path) -> Path:
+    return Path(root) / FOLDER / RECORDS
+
+
+def load(root: Path) -> list[QuarantineRecord]:
+    path = records_path(root)
+    if not path.exists():
+        return []
+    out = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                out.append(QuarantineRecord(**json.loads(line)))
+            except (ValueError, TypeError):
+                raise UserError(f"{path}:{lineno}: unreadable quarantine record; fix or remove "
+                                "the line") from None
+    return out
+
+
+def _save(root: Path, records: list[QuarantineRecord]) -> None:
+    path = records_path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{RECORDS}.tmp")
+    tmp.write_text("".join(json.dumps(asdict(r)) + "\n" for r in records), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def move_aside(root: Path, videos) -> list[QuarantineRecord]:
+    """Move each record's file to quarantine/<its path>; update the records in place."""
+    root = Path(root)
+    kept = load(root)
+    moved = []
+    for rec in videos:
+        dest_rel = f"{FOLDER}/{rec.video_path}"
+        dest = root / dest_rel
+        if dest.exists():
+            raise UserError(f"{dest}: already in quarantine; restore or remove it first")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(root / rec.video_path, dest)
+        q = QuarantineRecord(rec.video_id, rec.video_path, dest_rel, rec.status, rec.error or "",
+                             rec.size, time.strftime("%Y-%m-%dT%H:%M:%S"))
+        kept.append(q)
+        moved.append(q)
+        # Record after each move so that an interrupted run loses no record.
+        _save(root, kept)
+        _mark(rec, q)
+    return moved
+
+
+def _mark(rec, q: QuarantineRecord) -> None:
+    # video_path keeps the original location: identity, and how a restored file is recognised;
+    # exists=False with a bad status is what "in quarantine" looks like in the manifest.
+    rec.status, rec.exists, rec.video_path, rec.size = q.status, False, q.original, q.size
+    rec.error = q.reason
+
+
+def mark_quarantined(root: Path, records) -> None:
+    """After a disk scan: videos found missing because they sit in quarantine say so."""
+    held = {q.video_id: q for q in load(root)}
+    if not held:
+        return
+    for rec in records:
+        q = held.get(rec.video_id)
+        if q is not None and not rec.exists:
+            _mark(rec, q)
+
+
+def restore(root: Path) -> tuple[list[QuarantineRecord], list[str]]:
+    """Move every quarantined file back; returns (restored, problems)."""
+    root = Path(root)
+    restored, left, problems = [], [], []
+    for q in load(root):
+        src, dest = root / q.moved_to, root / q.original
+        if dest.exists():
+            problems.append(f"{dest}: exists, {q.moved_to} left in quarantine")
+            left.append(q)
+            continue
+        if not src.exists():
+            problems.append(f"{src}: quarantined file is gone; record dropped")
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(src, dest)
+        restored.append(q)
+    _save(root, left)
+    # Remove folders the moves emptied, bottom-up; the records file stays.
+    for folder in sorted((p for p in (root / FOLDER).rglob("*") if p.is_dir()), reverse=True):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+    return restored, problems

@@ -99,3 +99,22 @@ def sthv2_root(base: Path, videos: bool = True) -> Path:
         for item in json.loads((src / "something-something-v2-validation.json").read_text()):
             touch(root / "videos" / f"{item['id']}.webm")
     return root
+
+
+def ucf101_style_root(root: Path, files: dict[str, str | None], extra: list[str] = ()) -> Path:
+    """A UCF101-layout root whose split 1 lists `files` (relative paths under videos/, all
+    train); values name what to put there: a real file path, or None for nothing."""
+    ann = root / "annotations"
+    ann.mkdir(parents=True)
+    classes = sorted({rel.split("/")[0] for rel in files})
+    (ann / "classInd.txt").write_text("".join(f"{i} {c}\r\n" for i, c in enumerate(classes, 1)))
+    train = "".join(f"{rel} {classes.index(rel.split('/')[0]) + 1}\r\n" for rel in files)
+    for split in (1, 2, 3):
+        (ann / f"trainlist{split:02d}.txt").write_text(train)
+        (ann / f"testlist{split:02d}.txt").write_text("")
+    for rel, src in list(files.items()) + [(rel, None) for rel in extra]:
+        if src is not None:
+            dest = root / "videos" / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dest)
+    return root

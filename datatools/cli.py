@@ -90,11 +90,12 @@ def doctor():
 
 @app.command()
 def demo(root: Path = typer.Option(Path("demo_data"), help="Where to generate the demo dataset"),
-         videos_per_class: int = typer.Option(3, help="Videos per class (4 classes)")):
+         videos_per_class: int = typer.Option(3, help="Videos per class (4 classes)"),
+         workers: Optional[int] = typer.Option(None, help="Local Dask workers (default: one per core)")):
     """Generate a small UCF101-layout dataset with real motion and run every step on it."""
     from .demo import run_demo
     try:
-        run_demo(root, videos_per_class)
+        run_demo(root, videos_per_class, workers)
     except UserError as exc:
         _fail(exc)
 

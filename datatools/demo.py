@@ -11,8 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from . import catalog
 from .build import build_lists
-from .report import console, print_build_summary
+from .parallel import ClusterOptions
+from .report import console, print_build_summary, print_validate_summary
+from .validate import validate
 
 # Class name -> per-frame displacement of the foreground shape (dx, dy) in pixels.
 MOTIONS = {"DriftRight": (3, 0), "DriftDown": (0, 3), "DriftDiagonal": (2, 2), "DriftLeft": (-3, 0)}
@@ -79,12 +82,17 @@ def make_dataset(root: Path, videos_per_class: int = 3) -> Path:
     return root
 
 
-def run_demo(root: Path, videos_per_class: int = 3) -> None:
+def run_demo(root: Path, videos_per_class: int = 3, workers: int | None = None) -> None:
     root = Path(root)
     console.rule("1. generate a small UCF101-layout dataset")
     make_dataset(root, videos_per_class)
     console.print(f"{len(MOTIONS) * videos_per_class} videos under {root / 'videos'}")
-    console.rule("2. build-lists (videos)")
+    console.rule("2. validate (full decode, local Dask cluster)")
+    checked = validate("ucf101", root, "full", ClusterOptions(workers=workers))
+    print_validate_summary(checked, catalog.load("ucf101"))
+    if checked.not_ok:
+        raise SystemExit(f"demo: validate found {len(checked.not_ok)} bad video(s)")
+    console.rule("3. build-lists (videos)")
     result = build_lists("ucf101", root, ["videos"])
     print_build_summary(result, root)
     if result.problems:

@@ -243,3 +243,11 @@ def test_a_worker_dying_mid_video_costs_that_video_only(tmp_path):
     assert recs["v_Good_g09_c01"].error.startswith("decoder crashed")
     assert all(recs[f"v_Good_g{i:02d}_c01"].status == "ok" for i in (1, 2, 3, 4))
     assert result.counts == {"ok": 4, "corrupt": 1}
+
+
+def test_pyav_fallback_counts_what_decord_counts():
+    # Where decord has no wheel (non-x86_64), full validation decodes with PyAV.
+    from datatools.probe import _pyav_decode_all
+    for name in REAL:
+        frames, fps, height, width = _pyav_decode_all(str(VIDEOS / name))
+        assert (frames, fps, width, height) == decord_meta(VIDEOS / name), name

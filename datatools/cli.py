@@ -82,6 +82,42 @@ for _name in datasets.DATASETS:
 
 
 @app.command()
+def extract(
+    root: Path = typer.Option(..., help="Data root with a manifest (run build-lists first)"),
+    task: str = typer.Option("both", help="rgb, flow or both"),
+    algo: str = typer.Option("tvl1", help="tvl1 or farneback"),
+    backend: str = typer.Option("auto", help="Flow backend: auto or opencv"),
+    new_short: Optional[int] = typer.Option(None, help="Scale the short side to N (never upscales)"),
+    new_size: Optional[str] = typer.Option(None, help="Exact output size WIDTHxHEIGHT"),
+    bound: float = typer.Option(20.0, help="Flow clip bound in pixels (quantization range)"),
+    naming: str = typer.Option("mmaction", help="mmaction: 1-based names; denseflow: 0-based"),
+    jpeg_quality: int = typer.Option(95, help="JPEG quality of RGB and flow images"),
+    split: int = typer.Option(1, help="Which split's membership selects videos"),
+    subset: Optional[str] = typer.Option(None, help="train, val or test (default: all)"),
+    limit: Optional[int] = typer.Option(None, help="Only the first N selected videos"),
+    workers: Optional[int] = typer.Option(None, help="Local Dask workers (default: one per core)"),
+    scheduler: Optional[str] = typer.Option(None, help="Use a running Dask cluster: tcp://host:8786"),
+    force: bool = typer.Option(False, help="Redo videos extracted with other parameters"),
+):
+    """Extract RGB frames and optical flow for the videos in the manifest."""
+    from .extract import ExtractOptions, Selection, parse_size
+    from .extract import extract as run_extract
+    from .parallel import ClusterOptions
+    from .report import print_extract_summary
+    try:
+        opts = ExtractOptions(task=task, algo=algo, backend="opencv" if backend == "auto" else backend,
+                              new_short=new_short, new_size=parse_size(new_size), bound=bound,
+                              naming=naming, jpeg_quality=jpeg_quality)
+        result = run_extract(root, opts, Selection(split, subset, limit),
+                             ClusterOptions(workers, scheduler), force)
+    except UserError as exc:
+        _fail(exc)
+    print_extract_summary(result, root)
+    if result.failures:
+        raise typer.Exit(1)
+
+
+@app.command()
 def doctor():
     """Report what is installed, what is missing, and how to fix it."""
     from .doctor import run_doctor

@@ -99,3 +99,24 @@ def print_validate_summary(result, catalog) -> None:
     if result.quarantined:
         console.print(f"{len(result.quarantined)} file(s) moved to quarantine/ "
                       f"(records in quarantine/records.jsonl; undo with --restore)")
+
+
+def print_extract_summary(result, root) -> None:
+    counts = result.counts
+    table = Table(title=f"{result.dataset}: extraction in {root}", show_edge=False)
+    for col in ("videos", "done", "skipped (already done)", "failed", "refused", "not ok"):
+        table.add_column(col, justify="right")
+    frames = sum(o.rgb_count for _, o in result.outcomes if o.status == "done")
+    pairs = sum(o.flow_count for _, o in result.outcomes if o.status == "done")
+    table.add_row(f"{len(result.outcomes) + len(result.not_ok):,}", f"{counts['done']:,}",
+                  f"{counts['skipped']:,}", f"{counts['failed']:,}", f"{counts['refused']:,}",
+                  f"{len(result.not_ok):,}")
+    console.print(table)
+    console.print(f"written now: {frames:,} RGB frames, {pairs:,} flow pairs")
+    for rec, out in result.failures[:SHOW]:
+        console.print(f"[red]{out.status}: {rec.video_path}: {out.error}[/red]")
+    if len(result.failures) > SHOW:
+        console.print(f"… and {len(result.failures) - SHOW} more (extract_error in the manifest)")
+    if result.not_ok:
+        console.print(name_some(result.not_ok, "selected videos skipped because their status is "
+                                "not ok (see validate)"))

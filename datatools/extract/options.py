@@ -1,0 +1,106 @@
+"""What an extraction run produces: task, flow algorithm and backend, size, naming, quality.
+
+The options that change the output (everything but scheduling) are the extraction's
+parameters: they are written into each video's completion record, and a re-run skips a video
+only when its record holds the same parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..errors import UserError
+
+TASKS = ("rgb", "flow", "both")
+ALGOS = ("tvl1", "farneback")
+NAMINGS = {
+    # name: (rgb template, flow template as MMAction2's filename_tmpl, start index)
+    "mmaction": ("img_{:05d}.jpg", "flow_{}_{:05d}.jpg", 1),  # RawframeDataset's default
+    "denseflow": ("img_{:05d}.jpg", "flow_{}_{:05d}.jpg", 0),  # denseflow writes 0-based names
+}
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    task: str = "both"
+    algo: str = "tvl1"
+    backend: str = "opencv"
+    new_short: int | None = None
+    new_size: tuple[int, int] | None = None  # (width, height)
+    bound: float = 20.0
+    naming: str = "mmaction"
+    jpeg_quality: int = 95
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise UserError(f"--task {self.task!r}: choose {', '.join(TASKS)}")
+        if self.algo not in ALGOS:
+            raise UserError(f"--algo {self.algo!r}: choose {', '.join(ALGOS)}")
+        if self.naming not in NAMINGS:
+            raise UserError(f"--naming {self.naming!r}: choose {', '.join(NAMINGS)}")
+        if self.new_short is not None and self.new_size is not None:
+            raise UserError("--new-short and --new-size exclude each other; pick one")
+        if self.new_short is not None and self.new_short < 2:
+            raise UserError(f"--new-short {self.new_short}: must be at least 2")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise UserError(f"--jpeg-quality {self.jpeg_quality}: must be 1..100")
+        if self.bound <= 0:
+            raise UserError(f"--bound {self.bound}: must be positive")
+
+    @property
+    def rgb(self) -> bool:
+        return self.task in ("rgb", "both")
+
+    @property
+    def flow(self) -> bool:
+        return self.task in ("flow", "both")
+
+    @property
+    def rgb_template(self) -> str:
+        return NAMINGS[self.naming][0]
+
+    @property
+    def flow_template(self) -> str:
+        return NAMINGS[self.naming][1]
+
+    @property
+    def start_index(self) -> int:
+        return NAMINGS[self.naming][2]
+
+    def params(self) -> dict:
+        """What the output depends on (the completion record's `params`)."""
+        p = asdict(self)
+        p["new_size"] = list(self.new_size) if self.new_size else None
+        if not self.flow:  # flow settings do not change RGB-only output
+            p.update(algo=None, backend=None, bound=None)
+        return p
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """'340x256' -> (340, 256)."""
+    if not text:
+        return None
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--new-size {text!r}: expected WIDTHxHEIGHT, e.g. 340x256") from None
+    if w < 2 or h < 2:
+        raise UserError(f"--new-size {text!r}: both sides must be at least 2")
+    return w, h
+
+
+def output_size(width: int, height: int, opts: ExtractOptions) -> tuple[int, int]:
+    """The (width, height) frames are written at.
+
+    --new-size is exact. --new-short scales the short side to N and the long side to
+    round-half-up(long * N / short), and never upscales (a video whose short side is already
+    <= N keeps its size): 1920x1080 with --new-short 256 gives 455x256 (455.11 rounds down).
+    """
+    if opts.new_size is not None:
+        return opts.new_size
+    if opts.new_short is None or min(width, height) <= opts.new_short:
+        return width, height
+    n = opts.new_short
+    if width <= height:
+        return n, int(height * n / width + 0.5)
+    return int(width * n / height + 0.5), n

@@ -22,7 +22,10 @@ class DecodeError(Exception):
 
 
 def iter_frames_decord(path: str) -> Iterator[np.ndarray]:
-    vr = decord.VideoReader(path, num_threads=1)
+    try:
+        vr = decord.VideoReader(path, num_threads=1)
+    except (decord.DECORDError, RuntimeError) as exc:
+        raise DecodeError(f"cannot open: {str(exc).strip().splitlines()[-1][:160]}") from None
     n = len(vr)
     try:
         for i in range(n):

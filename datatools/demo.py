@@ -13,8 +13,9 @@ import numpy as np
 
 from . import catalog
 from .build import build_lists
+from .extract import ExtractOptions, extract
 from .parallel import ClusterOptions
-from .report import console, print_build_summary, print_validate_summary
+from .report import console, print_build_summary, print_extract_summary, print_validate_summary
 from .validate import validate
 
 # Class name -> per-frame displacement of the foreground shape (dx, dy) in pixels.
@@ -94,6 +95,17 @@ def run_demo(root: Path, videos_per_class: int = 3, workers: int | None = None) 
         raise SystemExit(f"demo: validate found {len(checked.not_ok)} bad video(s)")
     console.rule("3. build-lists (videos)")
     result = build_lists("ucf101", root, ["videos"])
+    print_build_summary(result, root)
+    if result.problems:
+        raise SystemExit(f"demo: build-lists found {result.problems} problem(s)")
+    console.rule("4. extract RGB frames and TV-L1 flow")
+    extracted = extract(root, ExtractOptions(task="both", algo="tvl1"),
+                        cluster=ClusterOptions(workers=workers))
+    print_extract_summary(extracted, root)
+    if extracted.failures:
+        raise SystemExit(f"demo: extraction failed for {len(extracted.failures)} video(s)")
+    console.rule("5. build-lists (rawframes, flow)")
+    result = build_lists("ucf101", root, ["videos", "rawframes", "flow"])
     print_build_summary(result, root)
     if result.problems:
         raise SystemExit(f"demo: build-lists found {result.problems} problem(s)")

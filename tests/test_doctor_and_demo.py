@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import decord
+import numpy as np
 
 from datatools.doctor import installed_opencv_wheels, opencv_conflict
 from datatools.manifest import read_manifest
@@ -70,3 +71,15 @@ def test_demo_builds_a_ucf101_layout_root_with_real_videos(tmp_path):
     assert len(vr) == 24 and vr[0].shape == (120, 160, 3)
     first, last = vr[0].asnumpy().astype(int), vr[23].asnumpy().astype(int)
     assert abs(first - last).mean() > 10  # the content moves
+    # Extraction: 24 RGB frames and 23 TV-L1 pairs per video, listed with their counts.
+    assert (root / "ucf101_train_split_1_rawframes.txt").read_text().splitlines()[0] == \
+        "DriftRight/v_DriftRight_g02_c01 24 0"
+    assert (root / "ucf101_val_split_1_flow.txt").read_text().splitlines()[0] == \
+        "DriftRight/v_DriftRight_g01_c01 23 0"
+    assert all((r.rgb_count, r.flow_count, r.flow_algo) == (24, 23, "tvl1") for r in records)
+    # The shape moves right by 3 px a frame: the mean flow_x inside it is about +3 px.
+    import cv2
+    from datatools.extract import dequantize_flow
+    fx = dequantize_flow(cv2.imread(str(root / "rawframes/DriftRight/v_DriftRight_g01_c01/"
+                                                "flow_x_00005.jpg"), cv2.IMREAD_GRAYSCALE), 20)
+    assert fx.max() > 2.0 and abs(float(np.median(fx))) < 1.0

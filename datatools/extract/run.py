@@ -78,6 +78,9 @@ def extract(root: Path, opts: ExtractOptions, sel: Selection | None = None,
         frame_dir.parent.mkdir(parents=True, exist_ok=True)
         todo.append((rec, VideoJob(rec.video_id, str(root / rec.video_path), str(frame_dir), force)))
     by_id = {job.video_id: rec for rec, job in todo}
+    # Largest files first, so that the run does not end with one worker busy on a long video
+    # while the others idle.
+    todo.sort(key=lambda pair: -(pair[0].size or 0))
     run = functools.partial(_run_job, opts=opts)
     run.__name__ = "extract_video"
     try:

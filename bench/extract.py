@@ -1,6 +1,6 @@
 """Benchmark: `datatools extract` against ffmpeg, MMAction2's build_rawframes.py and bare loops.
 
-    python bench/extract.py [--part rgb,flow,rss] [--repeat 5] [--flow-repeat 3]
+    python bench/extract.py [--part rss,rgb,flow] [--repeat 5] [--flow-repeat 3]
 
 rgb   20 x test.avi + 20 x test.mp4 (hard links; 9,280 decoded frames), 2 workers / 2 at a time:
       `datatools extract --task rgb`, `ffmpeg -threads 1 -i V -q:v 2 img_%05d.jpg` (xargs -P 2),
@@ -9,9 +9,9 @@ rgb   20 x test.avi + 20 x test.mp4 (hard links; 9,280 decoded frames), 2 worker
       Every run writes into a new folder and nothing is deleted until the end: on ext4, files
       created shortly after many deletions cost several times more system time (the inode
       allocator skips recently deleted inodes), which would make the order of runs decide.
-flow  6 clips of 11 frames at 340x256 (cut from test.mp4 at test time; 60 pairs): TV-L1 and
-      Farneback through `datatools extract --task flow` with 1 and 2 workers, against a bare
-      single-thread loop (OpenCV decode, gray, calc) in one process.
+flow  6 clips of 11 frames at 340x256 (cut from test.mp4 at test time): TV-L1 on the 60 pairs,
+      Farneback on 20 links of each clip (1,200 pairs), through `datatools extract --task flow`
+      with 1 and 2 workers, against a bare single-thread loop (OpenCV decode, gray, calc).
 rss   peak RSS of each worker on demo_skeleton.mp4 (1920x1080, 72 frames) and on the same clip
       looped 4 times (288 frames), `--task both --algo farneback` at full resolution.
 """
@@ -24,7 +24,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from multiprocessing import Pool
 from pathlib import Path
@@ -127,7 +126,9 @@ def bench_rgb(out: Path, repeat: int) -> list[str]:
                                          "--task", "rgb", "--workers", "2"]))
         frames["datatools"] = count_jpegs(root / "rawframes")
         ff = out / f"ffmpeg{rep}"
-        script = 'mkdir -p "$1/$(basename "$0")" && exec ffmpeg -v error -threads 1 -i "$0" -q:v 2 "$1/$(basename "$0")/img_%05d.jpg"'
+        # $0 = the video, $1 = the output root (arguments, not pasted into the string)
+        script = ('mkdir -p "$1/$(basename "$0")" && exec ffmpeg -v error -threads 1 -i "$0" '
+                  '-q:v 2 "$1/$(basename "$0")/img_%05d.jpg"')
         times["ffmpeg"].append(timed(["xargs", "-0", "-P", "2", "-I", "{}", "sh", "-c", script,
                                       "{}", str(ff)], input="\0".join(paths)))
         frames["ffmpeg"] = count_jpegs(ff)
@@ -150,14 +151,17 @@ def bench_rgb(out: Path, repeat: int) -> list[str]:
     n = frames["decode"]
     med = {k: statistics.median(v) for k, v in times.items()}
     lines = [f"RGB: 20 x test.avi + 20 x test.mp4 ({n:,} decoded frames), 2 workers, medians of {repeat}", "",
-             "| run | seconds | frames written | frames/s | datatools speed-up |", "|---|---:|---:|---:|---:|"]
+             "| run | seconds | frames written | frames/s | datatools speed-up |",
+             "|---|---:|---:|---:|---:|"]
     for key in ("datatools", "mmaction2", "ffmpeg"):
         lines.append(f"| {key} | {med[key]:.2f} | {frames[key]:,} | {n / med[key]:.0f} | "
                      f"{med[key] / med['datatools']:.2f}x |")
     for key in ("decode", "encode", "encode+write"):
-        lines.append(f"| {key} only (2 processes, same frames) | {med[key]:.2f} | - | {n / med[key]:.0f} | - |")
+        lines.append(f"| {key} only (2 processes, same frames) | {med[key]:.2f} | - | "
+                     f"{n / med[key]:.0f} | - |")
     lines.append("")
-    lines.append("all runs (s): " + "; ".join(f"{k} " + ", ".join(f"{x:.2f}" for x in v) for k, v in times.items()))
+    lines.append("all runs (s): " + "; ".join(f"{k} " + ", ".join(f"{x:.2f}" for x in v)
+                                             for k, v in times.items()))
     return lines
 
 
@@ -189,7 +193,9 @@ def bare_flow(args) -> int:
     return pairs
 
 
-def bench_flow(out: Path, repeat: int) -> list[str]:
+def bench_flow(out: Path, repeat: int, algos: list[str], copies: dict[str, int]) -> list[str]:
+    """`copies[algo]` links of each clip: Farneback needs many more pairs than TV-L1 before the
+    run's fixed start-up cost (about 1.6 s) stops dominating."""
     clips = {}
     for k in range(6):
         clip = out / "clips" / f"v_Bench_g{k + 1:02d}_c01.mp4"
@@ -197,11 +203,16 @@ def bench_flow(out: Path, repeat: int) -> list[str]:
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", str(k * 1.5), "-i", str(VIDEOS / "test.mp4"),
                         "-frames:v", "11", "-c:v", "libx264", "-crf", "18", "-an", str(clip)], check=True)
         clips[clip.name] = clip
-    paths = [str(p) for p in clips.values()]
-    lines = [f"Flow at 340x256: 6 clips x 11 frames (60 pairs), medians of {repeat}", "",
-             "| algorithm | bare loop, 1 process (pairs/s) | datatools 1 worker (pairs/s) | per-core overhead "
+    lines = [f"Flow at 340x256: clips of 11 frames cut from test.mp4, medians of {repeat}", "",
+             "| algorithm | bare loop, 1 process (pairs/s) | datatools 1 worker (pairs/s) "
+             "| per-core overhead "
              "| datatools 2 workers (pairs/s) | 2 workers / 1 worker |", "|---|---:|---:|---:|---:|---:|"]
-    for algo in ("tvl1", "farneback"):
+    for algo in algos:
+        videos = {f"v_Bench_g{k + 1:02d}_c{c + 1:02d}.mp4": src
+                  for k, src in enumerate(clips.values()) for c in range(copies.get(algo, 1))}
+        for name, src in videos.items():
+            link_or_copy(src, out / f"links_{algo}" / name)
+        paths = [str(out / f"links_{algo}" / name) for name in videos]
         t = {"bare": [], "one": [], "two": []}
         for rep in range(repeat):
             t0 = time.perf_counter()
@@ -209,11 +220,11 @@ def bench_flow(out: Path, repeat: int) -> list[str]:
                 pairs = pool.map(bare_flow, [(paths, algo)])[0]
             t["bare"].append(time.perf_counter() - t0)
             for key, workers in (("one", 1), ("two", 2)):
-                root = make_root(out / f"flow_{algo}_{key}{rep}", clips)
+                root = make_root(out / f"flow_{algo}_{key}{rep}", videos)
                 t[key].append(timed([str(BIN / "datatools"), "extract", "--root", str(root), "--task",
                                      "flow", "--algo", algo, "--workers", str(workers)]))
         m = {k: statistics.median(v) for k, v in t.items()}
-        lines.append(f"| {algo} | {pairs / m['bare']:.2f} | {pairs / m['one']:.2f} | "
+        lines.append(f"| {algo} ({pairs} pairs) | {pairs / m['bare']:.2f} | {pairs / m['one']:.2f} | "
                      f"{100 * (m['one'] / m['bare'] - 1):+.1f} % | {pairs / m['two']:.2f} | "
                      f"{m['one'] / m['two']:.2f}x |")
     return lines
@@ -241,8 +252,10 @@ def peak_worker_rss(cmd) -> tuple[float, list[int]]:
 
 
 def bench_rss(out: Path) -> list[str]:
+    out.mkdir(parents=True, exist_ok=True)
     looped = out / "looped.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", "3", "-i", str(VIDEOS / "demo_skeleton.mp4"),
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", "3", "-i",
+                    str(VIDEOS / "demo_skeleton.mp4"),
                     "-c", "copy", str(looped)], check=True)
     lines = ["Peak RSS per worker process, `--task both --algo farneback`, 1920x1080, 1 worker", "",
              "| video | frames | seconds | peak RSS of the worker (MiB) |", "|---|---:|---:|---:|"]
@@ -257,22 +270,21 @@ def bench_rss(out: Path) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", default="rgb,flow,rss")
+    ap.add_argument("--part", default="rss,rgb,flow")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--flow-repeat", type=int, default=3)
+    ap.add_argument("--algos", default="tvl1,farneback")
+    ap.add_argument("--farneback-copies", type=int, default=20)
     ap.add_argument("--out", type=Path, default=HERE / "out" / "extract")
     args = ap.parse_args()
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
-    parts = args.part.split(",")
-    report = []
-    if "rgb" in parts:
-        report += bench_rgb(args.out / "rgb", args.repeat) + [""]
-    if "flow" in parts:
-        report += bench_flow(args.out / "flow", args.flow_repeat) + [""]
-    if "rss" in parts:
-        report += bench_rss(args.out / "rss") + [""]
-    print("\n".join(report))
+    parts = {"rss": lambda: bench_rss(args.out / "rss"),
+             "rgb": lambda: bench_rgb(args.out / "rgb", args.repeat),
+             "flow": lambda: bench_flow(args.out / "flow", args.flow_repeat, args.algos.split(","),
+                                        {"farneback": args.farneback_copies})}
+    for name in args.part.split(","):
+        print("\n".join(parts[name]() + [""]), flush=True)  # each table as soon as it is done
 
 
 if __name__ == "__main__":

@@ -158,19 +158,18 @@ def main() -> None:
     fixed = statistics.median(run_validate(tiny_root, "quick", args.workers)[0]
                               for _ in range(args.repeat))
 
-    rows = []
-    q_ours, q_ff, q_rss = [], [], []
-    for _ in range(args.repeat):
-        t, rss = run_validate(quick_root, "quick", args.workers)
-        q_ours.append(t)
-        q_rss.append(rss)
-        q_ff.append(run_ffprobe(quick_paths, args.workers))
-    f_ours, f_bare, f_rss = [], [], []
-    for _ in range(args.repeat):
-        t, rss = run_validate(full_root, "full", args.workers)
-        f_ours.append(t)
-        f_rss.append(rss)
-        f_bare.append(run_bare_decord(full_paths, args.workers))
+    def measure(root, level, baseline, paths):
+        """(our times, baseline times, RSS samples), ours and the baseline alternating."""
+        ours, base, rss = [], [], []
+        for _ in range(args.repeat):
+            t, r = run_validate(root, level, args.workers)
+            ours.append(t)
+            rss.append(r)
+            base.append(baseline(paths, args.workers))
+        return ours, base, rss
+
+    q_ours, q_ff, q_rss = measure(quick_root, "quick", run_ffprobe, quick_paths)
+    f_ours, f_bare, f_rss = measure(full_root, "full", run_bare_decord, full_paths)
     mq, mf = statistics.median(q_ours), statistics.median(q_ff)
     mo, mb = statistics.median(f_ours), statistics.median(f_bare)
     print(f"\nvalidate, {args.workers} workers, medians of {args.repeat}\n")

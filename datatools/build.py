@@ -15,8 +15,16 @@ from pathlib import Path
 from . import datasets, quarantine
 from .datasets.base import AnnotatedVideo, Dataset
 from .errors import UserError
-from .manifest import (LIST_FORMATS, ManifestMeta, VideoRecord, list_line, mmaction_shuffles,
-                       read_manifest, write_manifest, write_text_atomic)
+from .manifest import (
+    LIST_FORMATS,
+    ManifestMeta,
+    VideoRecord,
+    list_line,
+    mmaction_shuffles,
+    read_manifest,
+    write_manifest,
+    write_text_atomic,
+)
 from .scan import DiskIndex, scan_frames, scan_videos
 
 # Columns a re-scan keeps from an earlier manifest when the file it describes is unchanged.

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-
 OPENCV_WHEELS = ("opencv-python", "opencv-python-headless", "opencv-contrib-python",
                  "opencv-contrib-python-headless")
 OPENCV_FIX = ("pip uninstall -y " + " ".join(OPENCV_WHEELS)

@@ -69,7 +69,7 @@ class DiskIndex:
 def scan_videos(root: Path, video_dir: str, level: int) -> DiskIndex:
     """Index of `root/video_dir` entries: key -> path relative to root."""
     items = {}
-    for rel, entry in _entries(root / video_dir, level):
+    for rel, _entry in _entries(root / video_dir, level):
         key = rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
         items[key] = f"{video_dir}/{rel}"
     return DiskIndex(items)

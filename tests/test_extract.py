@@ -25,8 +25,7 @@ from typer.testing import CliRunner
 
 from datatools.build import build_lists
 from datatools.cli import app
-from datatools.extract import (ExtractOptions, Selection, dequantize_flow, extract,
-                               output_size, quantize_flow)
+from datatools.extract import ExtractOptions, dequantize_flow, extract, output_size, quantize_flow
 from datatools.manifest import read_manifest
 from datatools.parallel import ClusterOptions
 

@@ -46,7 +46,8 @@ def test_kinetics700_index_from_a_train_csv_over_its_700_classes(tmp_path):
     ann_dir = tmp_path / "annotations"
     header = ["label", "youtube_id", "time_start", "time_end", "split"]
     write_csv(ann_dir / "kinetics_train.csv", rows, header)
-    write_csv(ann_dir / "kinetics_val.csv", [dict(r, youtube_id="v" + r["youtube_id"]) for r in rows[:3]], header)
+    val = [dict(r, youtube_id="v" + r["youtube_id"]) for r in rows[:3]]
+    write_csv(ann_dir / "kinetics_val.csv", val, header)
     ann = datasets.get("kinetics700").parse(ann_dir)
     assert ann.label_map == names
     assert catalog.load("kinetics700").label_map() == names

@@ -71,7 +71,8 @@ def kinetics_root(base: Path, dataset: str, val_csv: Path, test_csv: Path | None
     ann = root / "annotations"
     val = kinetics_rows(val_csv)
     header = ["label", "youtube_id", "time_start", "time_end", "split"]
-    write_csv(ann / "kinetics_train.csv", [dict(r, split="train", youtube_id="train-" + r["youtube_id"]) for r in val], header)
+    train = [dict(r, split="train", youtube_id="train-" + r["youtube_id"]) for r in val]
+    write_csv(ann / "kinetics_train.csv", train, header)
     shutil.copy(val_csv, ann / "kinetics_val.csv")
     if test_csv is not None:
         shutil.copy(test_csv, ann / "kinetics_test.csv")

@@ -136,7 +136,7 @@ def bench_rgb(out: Path, repeat: int) -> list[str]:
         times["mmaction2"].append(timed(
             [sys.executable, str(mim / "tools/data/build_rawframes.py"), str(src), str(mm),
              "--task", "rgb", "--level", "2", "--use-opencv", "--num-worker", "2", "--mixed-ext"],
-            env=dict(os.environ, PYTHONPATH=str(mim))))
+            env=dict(os.environ, PYTHONPATH=str(mim)), cwd=out))  # it writes build_report.txt in cwd
         frames["mmaction2"] = count_jpegs(mm)
         halves = [paths[0::2], paths[1::2]]
         t0 = time.perf_counter()

@@ -27,6 +27,9 @@ from .manifest import (
 )
 from .scan import DiskIndex, scan_frames, scan_videos
 
+# Recorded for a frame folder holding unequal numbers of flow_x and flow_y files.
+FLOW_MISMATCH = "flow_x/flow_y counts differ"
+
 # Columns a re-scan keeps from an earlier manifest when the file it describes is unchanged.
 PROBE_FIELDS = ("status", "decodable", "frame_count", "fps", "width", "height",
                 "duration", "codec", "error", "probe_level")
@@ -128,7 +131,7 @@ def build_lists(dataset: str, root: Path, formats: list[str] | None = None, leve
         for r in records:
             if r.frame_dir and not r.rgb_count and r.status != "extra":
                 result.no_frames.append(r)
-    result.flow_mismatch = [r for r in records if r.extract_error == "flow_x/flow_y counts differ"]
+    result.flow_mismatch = [r for r in records if r.extract_error == FLOW_MISMATCH]
     result.lists = export_lists(scanned.dataset, scanned.root, records, formats, shuffle, seed)
     scanned.save("build-lists", {"formats": formats, "level": level, "shuffle": shuffle,
                                  "seed": seed})
@@ -182,7 +185,7 @@ def _set_frames(rec: VideoRecord, frames) -> None:
     if frames.flow_x != frames.flow_y:
         # Half a flow pair on disk: list no flow for this video and say why.
         rec.flow_count = 0
-        rec.extract_error = "flow_x/flow_y counts differ"
+        rec.extract_error = FLOW_MISMATCH
     else:
         rec.flow_count = frames.flow_x
 

@@ -94,12 +94,13 @@ def map_tasks(client: Client, fn: Callable, items: Iterable, *, retries: int = 1
     items = list(items)
     window = window or max(64, 16 * max(1, len(client.scheduler_info().get("workers", {}))))
     run = uuid.uuid4().hex[:8]
+    name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "task")
     pending = iter(enumerate(items))
     owner: dict[str, tuple[int, int]] = {}  # future key -> (item index, attempt)
     done = as_completed()
 
     def submit(index: int, attempt: int) -> None:
-        fut = client.submit(fn, items[index], key=f"{fn.__name__}-{run}-{index}-{attempt}",
+        fut = client.submit(fn, items[index], key=f"{name}-{run}-{index}-{attempt}",
                             pure=False)
         owner[fut.key] = (index, attempt)
         done.add(fut)

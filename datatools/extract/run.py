@@ -49,10 +49,6 @@ def select(records: list[VideoRecord], sel: Selection) -> list[VideoRecord]:
     return chosen[: sel.limit] if sel.limit is not None else chosen
 
 
-def _run_job(job: VideoJob, opts: ExtractOptions) -> VideoOutcome:
-    return extract_video(job, opts)
-
-
 def extract(root: Path, opts: ExtractOptions, sel: Selection | None = None,
             cluster: ClusterOptions | None = None, force: bool = False) -> ExtractResult:
     root = Path(root)
@@ -81,8 +77,7 @@ def extract(root: Path, opts: ExtractOptions, sel: Selection | None = None,
     # Largest files first, so that the run does not end with one worker busy on a long video
     # while the others idle.
     todo.sort(key=lambda pair: -(pair[0].size or 0))
-    run = functools.partial(_run_job, opts=opts)
-    run.__name__ = "extract_video"
+    run = functools.partial(extract_video, opts=opts)
     try:
         with dask_client(cluster) as client, progress_bar(len(todo), "extracting") as advance:
             for job, outcome in map_tasks(client, run, [job for _, job in todo]):

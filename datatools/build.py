@@ -91,17 +91,23 @@ class ScannedRoot:
         write_manifest(self.root, self.records, meta)
 
 
-def scan_root(dataset: str, root: Path, level: int | None = None) -> ScannedRoot:
+def scan_root(dataset: str | None, root: Path, level: int | None = None) -> ScannedRoot:
     """Parse the annotations, scan the disk and carry over what earlier steps learned.
 
-    `level` None means: as the previous manifest was built (2 for a new root).
+    `dataset` None means: the dataset of the root's manifest (which must exist). `level` None
+    means: as the previous manifest was built (2 for a new root).
     """
-    ds = datasets.get(dataset)
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: data root not found; create it or run "
-                        f"`datatools {dataset} download --root {root}`")
+                        f"`datatools {dataset or '<dataset>'} download --root {root}`")
     previous = read_manifest(root)
+    if dataset is None:
+        if previous is None:
+            raise UserError(f"{root / 'manifest.parquet'}: no manifest; run `datatools <dataset> "
+                            f"build-lists --root {root}` (or validate) first")
+        dataset = previous[1].dataset
+    ds = datasets.get(dataset)
     if level is None:
         level = previous[1].level if previous else 2
     if level not in (1, 2):

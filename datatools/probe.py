@@ -30,6 +30,8 @@ except ImportError:  # decord ships x86_64 wheels only
 
 @dataclass
 class ProbeResult:
+    """What a probe found; every field (and `decodable`) is a manifest column of the same name."""
+
     status: str
     size: int | None = None
     frame_count: int | None = None
@@ -39,7 +41,7 @@ class ProbeResult:
     duration: float | None = None
     codec: str | None = None
     error: str | None = None
-    level: str = "quick"
+    probe_level: str = "quick"
 
     @property
     def decodable(self) -> bool | None:
@@ -82,33 +84,33 @@ def probe_video(path: str, level: str = "quick") -> ProbeResult:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return ProbeResult("missing", error="file not found", level=level)
+        return ProbeResult("missing", error="file not found", probe_level=level)
     except OSError as exc:
-        return ProbeResult("unreadable", error=exc.strerror, level=level)
+        return ProbeResult("unreadable", error=exc.strerror, probe_level=level)
     if stat.S_ISDIR(st.st_mode):
-        return ProbeResult("not_video", error="is a directory", level=level)
+        return ProbeResult("not_video", error="is a directory", probe_level=level)
     if not stat.S_ISREG(st.st_mode):
-        return ProbeResult("not_video", error="not a regular file", level=level)
+        return ProbeResult("not_video", error="not a regular file", probe_level=level)
     if st.st_size == 0:
-        return ProbeResult("empty", size=0, error="0 bytes", level=level)
+        return ProbeResult("empty", size=0, error="0 bytes", probe_level=level)
     # Root reads any file, but the training job reading it later may not run as root.
     if not st.st_mode & (stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH):
-        return ProbeResult("unreadable", size=st.st_size, level=level,
+        return ProbeResult("unreadable", size=st.st_size, probe_level=level,
                            error=f"no read permission (mode {stat.S_IMODE(st.st_mode):03o})")
     try:
         with open(path, "rb") as f:
             head = f.read(512)
     except OSError as exc:
-        return ProbeResult("unreadable", size=st.st_size, error=exc.strerror, level=level)
+        return ProbeResult("unreadable", size=st.st_size, error=exc.strerror, probe_level=level)
     # Decoders happily open a JPEG or a GIF as a one-stream "video": recognise the container
     # first (every format these datasets ship in has a signature above).
     if sniff_container(head) is None:
-        return ProbeResult("not_video", size=st.st_size, level=level,
+        return ProbeResult("not_video", size=st.st_size, probe_level=level,
                            error="not a video container (unrecognised content)")
     try:
         result = _decode_check(path, level)
     except ProbeError as exc:
-        return ProbeResult(exc.status, size=st.st_size, error=str(exc), level=level)
+        return ProbeResult(exc.status, size=st.st_size, error=str(exc), probe_level=level)
     result.size = st.st_size
     return result
 
@@ -210,7 +212,7 @@ def _quick_check(path: str) -> ProbeResult:
         fps = _fps(stream)
         return ProbeResult("ok", frame_count=packets, fps=fps, height=shape[0], width=shape[1],
                            duration=packets / fps if fps else None, codec=codec_ctx.name,
-                           level="quick")
+                           probe_level="quick")
 
 
 def _full_check(path: str) -> ProbeResult:
@@ -221,7 +223,7 @@ def _full_check(path: str) -> ProbeResult:
     frames, fps, height, width = (_decord_decode_all if decord is not None else _pyav_decode_all)(path)
     _check_declared(declared, frames)
     return ProbeResult("ok", frame_count=frames, fps=fps, width=width, height=height,
-                       duration=frames / fps if fps else None, codec=codec, level="full")
+                       duration=frames / fps if fps else None, codec=codec, probe_level="full")
 
 
 def _decode_check(path: str, level: str) -> ProbeResult:

@@ -4,7 +4,7 @@ manifest, and optionally move bad files to quarantine."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from . import quarantine
@@ -35,12 +35,13 @@ def apply_probe(rec: VideoRecord, res) -> None:
         res = ProbeResult("corrupt", size=rec.size, error=f"decoder crashed ({res.reason}, twice)")
     elif not isinstance(res, ProbeResult):  # the task raised: a bug, recorded with its reason
         res = ProbeResult("corrupt", size=rec.size, error=f"probe failed: {res.reason}")
+    for f in fields(ProbeResult):
+        if f.name != "status":
+            setattr(rec, f.name, getattr(res, f.name))
     if rec.status != "extra":  # a file in no split stays `extra`; its probe is still recorded
         rec.status = res.status
     rec.exists = res.status != "missing"
-    rec.size, rec.decodable, rec.frame_count, rec.fps = res.size, res.decodable, res.frame_count, res.fps
-    rec.width, rec.height, rec.duration, rec.codec = res.width, res.height, res.duration, res.codec
-    rec.error, rec.probe_level = res.error, res.level
+    rec.decodable = res.decodable
 
 
 def validate(dataset: str, root: Path, level: str = "quick", cluster: ClusterOptions | None = None,

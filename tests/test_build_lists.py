@@ -131,8 +131,7 @@ def test_ucf101_level_1_flat_layout(tmp_path):
     result = build_lists("ucf101", root, level=1)
     lines = (root / "ucf101_train_split_1_videos.txt").read_text().splitlines()
     assert lines[0] == "v_ApplyEyeMakeup_g08_c01.avi 0" and len(lines) == 9537
-    assert not result.missing[:0] and len(result.missing) == 0 or \
-        all(r.subset_1 is None for r in result.missing)
+    assert not result.missing and not result.extra
 
 
 def test_class_names_with_spaces_quotes_and_parentheses_survive(tmp_path, shared):

@@ -210,13 +210,13 @@ def test_mmaction2_rawframe_dataset_loads_rgb_and_flow_to_the_last_frame(tmp_pat
             data_prefix=dict(img=str(root / "rawframes")), filename_tmpl=tmpl,
             modality=modality, start_index=start)
         assert len(ds) == 2
-        for i, expect in enumerate((164, 32)):
+        for i, (expect, shape) in enumerate(((164, (240, 320)), (32, (256, 340)))):
             sample = ds[i]
             total = expect if modality == "RGB" else expect - 1
             assert sample["total_frames"] == total
             assert sample["frame_inds"].max() == start + total - 1  # the last file on disk
             assert len(sample["imgs"]) == 400
-            assert sample["imgs"][-1].shape == (240, 320, channels) if i == 0 else True
+            assert sample["imgs"][-1].shape == (*shape, channels)
 
 
 # --- failures, parameters, resume ---------------------------------------------------------

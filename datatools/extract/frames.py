@@ -64,11 +64,15 @@ def iter_frames_pyav(path: str) -> Iterator[np.ndarray]:
             raise DecodeError(f"frame {count}: {exc}") from None
 
 
-def iter_frames_opencv(path: str) -> Iterator[np.ndarray]:
+def iter_frames(path: str) -> Iterator[np.ndarray]:
+    """BGR frames of `path`, in order: OpenCV's reader (see above); where OpenCV cannot open a
+    file, decord, then PyAV."""
     import cv2
     cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
     if not cap.isOpened():
-        raise DecodeError("OpenCV cannot open it")
+        cap.release()
+        yield from (iter_frames_decord if decord is not None else iter_frames_pyav)(path)
+        return
     try:
         while True:
             ok, frame = cap.read()
@@ -77,31 +81,6 @@ def iter_frames_opencv(path: str) -> Iterator[np.ndarray]:
             yield frame
     finally:
         cap.release()
-
-
-def iter_frames(path: str, decoder: str = "auto") -> Iterator[np.ndarray]:
-    """BGR frames of `path`, in order: OpenCV's reader (see above); where OpenCV cannot open a
-    file, decord, then PyAV."""
-    if decoder == "opencv":
-        return iter_frames_opencv(path)
-    if decoder == "decord":
-        return iter_frames_decord(path)
-    if decoder == "pyav":
-        return iter_frames_pyav(path)
-    return _first_that_opens(path)
-
-
-def _first_that_opens(path: str) -> Iterator[np.ndarray]:
-    import cv2
-    cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
-    opened = cap.isOpened()
-    cap.release()
-    if opened:
-        yield from iter_frames_opencv(path)
-    elif decord is not None:
-        yield from iter_frames_decord(path)
-    else:
-        yield from iter_frames_pyav(path)
 
 
 class JpegWriter:

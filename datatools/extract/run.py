@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..build import scan_root
 from ..errors import UserError
-from ..manifest import VideoRecord, read_manifest
+from ..manifest import VideoRecord
 from ..parallel import ClusterOptions, TaskError, WorkerCrash, dask_client, map_tasks
 from ..report import progress_bar
 from .options import ExtractOptions
@@ -52,13 +52,9 @@ def select(records: list[VideoRecord], sel: Selection) -> list[VideoRecord]:
 def extract(root: Path, opts: ExtractOptions, sel: Selection | None = None,
             cluster: ClusterOptions | None = None, force: bool = False) -> ExtractResult:
     root = Path(root)
-    existing = read_manifest(root)
-    if existing is None:
-        raise UserError(f"{root / 'manifest.parquet'}: no manifest; run `datatools <dataset> "
-                        f"build-lists --root {root}` (or validate) first")
-    dataset = existing[1].dataset
-    scanned = scan_root(dataset, root)
+    scanned = scan_root(None, root)
     ds = scanned.dataset
+    dataset = ds.name
     sel = sel or Selection()
     if sel.split > ds.num_splits:
         raise UserError(f"--split {sel.split}: {dataset} has {ds.num_splits} split(s)")

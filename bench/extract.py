@@ -277,6 +277,7 @@ def main() -> None:
     ap.add_argument("--farneback-copies", type=int, default=20)
     ap.add_argument("--out", type=Path, default=HERE / "out" / "extract")
     args = ap.parse_args()
+    args.out = args.out.resolve()  # MMAction2's tool runs with the output folder as cwd
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     parts = {"rss": lambda: bench_rss(args.out / "rss"),

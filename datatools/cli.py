@@ -44,6 +44,41 @@ def _dataset_app(name: str) -> typer.Typer:
             typer.echo(f"error: {result.problems} problem(s) found (--strict)", err=True)
             raise typer.Exit(1)
 
+    @sub.command("download")
+    def download_cmd(
+        root: Path = typer.Option(..., help="Data root, e.g. data/" + name),
+        what: str = typer.Option("all", help="annotations, videos or all"),
+        mirror: Optional[str] = typer.Option(None, envvar="DATATOOLS_MIRROR",
+                                             help="Base URL replacing the catalog's (a mirror or cache)"),
+        from_dir: Optional[Path] = typer.Option(None, help="Use archives fetched by hand from DIR"),
+        jobs: int = typer.Option(4, help="Files fetched in parallel"),
+        keep_archives: bool = typer.Option(False, help="Keep archives after unpacking them"),
+        checksums: Optional[Path] = typer.Option(None, help="sha256sum-style file of expected hashes"),
+        timeout: float = typer.Option(30.0, help="Seconds without data before a try fails"),
+        retries: int = typer.Option(5, help="Further tries on connection errors, timeouts, 5xx"),
+    ):
+        """Download (or take from --from-dir), verify and unpack into the root's layout."""
+        from .acquire import DownloadOptions, download, read_checksums
+        from .download import HttpOptions
+        from .report import DownloadProgress, print_download_summary
+        try:
+            opts = DownloadOptions(what=what, mirror=mirror, from_dir=from_dir, jobs=jobs,
+                                   keep_archives=keep_archives,
+                                   checksums=read_checksums(checksums) if checksums else {},
+                                   http=HttpOptions(timeout=timeout, retries=retries))
+            with DownloadProgress() as ui:
+                result = download(name, root, opts, ui)
+        except UserError as exc:
+            _fail(exc)
+        except KeyboardInterrupt:
+            typer.echo("interrupted: partial downloads are kept; re-run to resume", err=True)
+            raise typer.Exit(130) from None
+        print_download_summary(result, root)
+        for failure in result.failures:  # one line each, never wrapped
+            typer.echo(f"error: {failure}", err=True)
+        if result.failures:
+            raise typer.Exit(1)
+
     @sub.command("validate")
     def validate_cmd(
         root: Path = typer.Option(..., help="Data root, e.g. data/" + name),

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
+    TransferSpeedColumn,
 )
 from rich.table import Table
 
@@ -126,3 +129,64 @@ def print_extract_summary(result, root) -> None:
     if result.not_ok:
         console.print(name_some(result.not_ok, "selected videos skipped because their status is "
                                 "not ok (see validate)"))
+
+
+class DownloadProgress:
+    """Byte progress bars, one per file in flight, safe to drive from several threads."""
+
+    def __init__(self):
+        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                   TransferSpeedColumn(), TimeRemainingColumn())
+        self.progress = Progress(*columns, console=console, transient=False)
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def file(self, name: str) -> FileBar:
+        return FileBar(self.progress, name)
+
+
+class FileBar:
+    """One file's bar; chunks are summed and drawn at most ten times a second."""
+
+    def __init__(self, progress: Progress, name: str):
+        self.progress = progress
+        self.task = progress.add_task(name, total=None)
+        self.pending = 0
+        self.last = 0.0
+
+    def start(self, total: int | None, done: int) -> None:
+        self.pending = 0
+        self.progress.update(self.task, total=total, completed=done)
+
+    def advance(self, n: int) -> None:
+        self.pending += n
+        now = time.monotonic()
+        if now - self.last > 0.1:
+            self.progress.update(self.task, advance=self.pending)
+            self.pending, self.last = 0, now
+
+    def close(self) -> None:
+        self.progress.update(self.task, advance=self.pending)
+        self.progress.remove_task(self.task)
+
+
+def print_download_summary(result, root) -> None:
+    fetched = sum(f.transferred for f in result.fetched)
+    console.print(f"{result.dataset}: {len(result.fetched)} file(s) fetched "
+                  f"({fetched / 2**20:,.1f} MiB over the network), {len(result.unpacked)} "
+                  f"unpacked, {len(result.skipped)} already done (downloads/records.jsonl)")
+    unverified = [f.path.name for f in result.fetched if f.verified in ("none", "size")]
+    if unverified:
+        console.print(f"{len(unverified)} file(s) had no published checksum: sha256 computed and "
+                      "recorded in downloads/records.jsonl")
+    for subset, missing in result.missing.items():
+        console.print(f"[yellow]{len(missing):,} {subset} clip(s) named in the annotations were in "
+                      f"no archive: listed in {root}/downloads/missing_{subset}.txt[/yellow]")
+    if result.unmatched:
+        console.print(f"{len(result.unmatched):,} file(s) in the archives are in no annotation: "
+                      f"moved to {root}/downloads/unmatched/")

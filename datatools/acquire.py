@@ -1,0 +1,368 @@
+"""`datatools <dataset> download`: fetch a dataset's files and lay them out under the root.
+
+A run is a list of items, each a file to get (download, or take from --from-dir) and a way to
+put its content in place (unpack into videos/, rename into annotations/, sort Kinetics clips
+into class folders). Items run in a thread pool (--jobs): the work is network and disk bound,
+and the hashing and decompression release the GIL. Everything that finished is recorded in
+ROOT/downloads/records.jsonl, so a re-run skips it; a part left by an interruption resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from . import archives, datasets
+from .download import DownloadError, Fetched, HttpOptions, Records, Remote, encode_url, fetch, use_local
+from .errors import UserError
+
+WHAT = ("annotations", "videos", "all")
+MIRROR_ENV = "DATATOOLS_MIRROR"
+
+
+@dataclass
+class DownloadOptions:
+    what: str = "all"
+    mirror: str | None = None  # replaces the catalog's base URL
+    from_dir: Path | None = None  # archives fetched by hand: verify and unpack, no network
+    jobs: int = 4
+    keep_archives: bool = False
+    checksums: dict[str, str] = field(default_factory=dict)  # file name -> sha256 (--checksums)
+    http: HttpOptions = field(default_factory=HttpOptions)
+
+
+@dataclass
+class DownloadResult:
+    dataset: str
+    fetched: list[Fetched] = field(default_factory=list)
+    unpacked: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # finished by an earlier run
+    missing: dict[str, list[str]] = field(default_factory=dict)  # subset -> clips in no tarball
+    unmatched: list[str] = field(default_factory=list)  # files in archives named by no annotation
+    failures: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Item:
+    """One file to get, and what to do with it once it is verified."""
+
+    remote: Remote
+    path: Path  # where the file is kept (or found, with --from-dir)
+    place: Callable[[Path, str], None] | None = None  # (file, name): puts the content in place
+
+
+def read_checksums(path: Path) -> dict[str, str]:
+    """A `sha256sum`-style file: `<hex>  <name>` per line; names match by their last part."""
+    sums = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        m = re.match(r"^([0-9a-fA-F]{64})\s+\*?(.+)$", line.strip())
+        if not m:
+            raise UserError(f"{path}:{n}: expected '<sha256>  <file name>', found {line!r}")
+        sums[Path(m[2]).name] = m[1].lower()
+    return sums
+
+
+class Session:
+    """One download run for one dataset under one root."""
+
+    def __init__(self, name: str, root: Path, opts: DownloadOptions, ui=None):
+        if opts.what not in WHAT:
+            raise UserError(f"--what must be one of {', '.join(WHAT)}, not {opts.what!r}")
+        self.dataset = datasets.get(name)
+        self.root = root
+        self.opts = opts
+        self.ui = ui  # report.DownloadProgress or None
+        self.downloads = root / "downloads"
+        self.downloads.mkdir(parents=True, exist_ok=True)
+        self.records = Records(self.downloads)
+        self.result = DownloadResult(name)
+        self.cancel = threading.Event()
+        self._lock = threading.Lock()
+        self.catalog_base = self.dataset.catalog.base_url
+        self.base = opts.mirror or self.catalog_base
+        if self.base is None and opts.from_dir is None:
+            hint = self.dataset.catalog.raw.get("manual_download", "pass --from-dir DIR")
+            raise UserError(f"{name} has no public download URL: {hint} "
+                            "(or --mirror URL if you host a copy)")
+
+    # --- building items ------------------------------------------------------------------
+    def url(self, rel: str) -> str:
+        return encode_url(self.base.rstrip("/") + "/" + rel)
+
+    def rewrite(self, url: str) -> str:
+        """A URL from a list file, moved to the mirror when one is given."""
+        url = url.strip()
+        if self.opts.mirror and self.catalog_base and url.startswith(self.catalog_base):
+            url = self.opts.mirror.rstrip("/") + "/" + url[len(self.catalog_base):]
+        return encode_url(url)
+
+    def remote(self, source: dict, url: str | None = None, name: str | None = None) -> Remote:
+        name = name or source["name"]
+        base = Path(name).name
+        return Remote(url=url or (self.url(source["name"]) if self.base else ""), name=name,
+                      size=source.get("size"),
+                      sha256=self.opts.checksums.get(base) or source.get("sha256"),
+                      md5=source.get("md5"))
+
+    def item(self, remote: Remote, keep_in: Path | None = None, place=None) -> Item:
+        """An item whose file is kept at keep_in (default downloads/<name>), or found in
+        --from-dir by its file name."""
+        if self.opts.from_dir is not None:
+            return Item(remote, self.opts.from_dir / Path(remote.name).name, place)
+        return Item(remote, keep_in or self.downloads / remote.name, place)
+
+    # --- running -----------------------------------------------------------------------
+    def get(self, item: Item) -> Fetched:
+        if self.opts.from_dir is not None:
+            if not item.path.is_file():
+                raise DownloadError(f"{item.path}: not found in --from-dir; download "
+                                    f"{Path(item.remote.name).name} there by hand first")
+            return use_local(item.path, item.remote, self.records)
+        bar = self.ui.file(item.remote.name) if self.ui else None
+        try:
+            return fetch(item.remote, item.path, self.records, self.opts.http,
+                         progress=bar.advance if bar else None,
+                         start=bar.start if bar else None, cancel=self.cancel)
+        finally:
+            if bar:
+                bar.close()
+
+    def run_item(self, item: Item) -> None:
+        rec = self.records.get(item.remote.name)
+        if rec and rec.get("stage") == "unpacked" and item.place is not None:
+            with self._lock:
+                self.result.skipped.append(item.remote.name)
+            return
+        fetched = self.get(item)
+        with self._lock:
+            if fetched.skipped:
+                self.result.skipped.append(item.remote.name)
+            else:
+                self.result.fetched.append(fetched)
+        if item.place is None:
+            return
+        item.place(fetched.path, item.remote.name)
+        self.records.put(item.remote.name, size=fetched.size, sha256=fetched.sha256,
+                         verified=fetched.verified, stage="unpacked")
+        with self._lock:
+            self.result.unpacked.append(item.remote.name)
+        if not self.opts.keep_archives and self.opts.from_dir is None and item.path.is_relative_to(
+                self.downloads):
+            item.path.unlink(missing_ok=True)
+
+    def run(self, items: list[Item]) -> None:
+        """Run items in parallel; a failing item is recorded and does not stop the others."""
+        if not items:
+            return
+        pool = ThreadPoolExecutor(max_workers=max(1, self.opts.jobs))
+        try:
+            futures = {pool.submit(self.run_item, it): it for it in items}
+            for fut in as_completed(futures):
+                exc = fut.exception()
+                if isinstance(exc, UserError):
+                    self.result.failures.append(str(exc))
+                elif exc is not None:
+                    raise exc
+        except BaseException:
+            self.cancel.set()  # running transfers stop at their next chunk; parts are kept
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+
+    # --- placing content -----------------------------------------------------------------
+    def staging(self, name: str) -> Path:
+        """A private folder per item name (names are unique; file names are not: Kinetics
+        has train/part_0.tar.gz and val/part_0.tar.gz)."""
+        return self.downloads / ".staging" / name.replace("/", "__")
+
+    def unpack(self, archive: Path, name: str) -> Path:
+        return archives.extract(archive, self.staging(name))
+
+    def unpack_into(self, dest: Path) -> Callable[[Path, str], None]:
+        """Unpack, drop the one folder the archive wraps everything in, merge into dest."""
+        def place(archive: Path, name: str) -> None:
+            staged = self.unpack(archive, name)
+            archives.move_into(archives.single_top(staged), dest)
+            shutil.rmtree(staged)
+        return place
+
+    def sources(self, what: str) -> list[dict]:
+        return [s for s in self.dataset.catalog.sources
+                if s["what"] == what and self.opts.what in (what, "all")]
+
+
+def download(name: str, root: Path, opts: DownloadOptions, ui=None) -> DownloadResult:
+    session = Session(name, root, opts, ui)
+    layout = LAYOUTS[name.rstrip("0123456789") if name.startswith("kinetics") else name]
+    layout(session)
+    return session.result
+
+
+# --- per-dataset layouts -------------------------------------------------------------------
+
+def _ucf101(s: Session) -> None:
+    """UCF101.rar holds UCF101/<Class>/*.avi; the splits zip holds ucfTrainTestlist/*.txt."""
+    items = [s.item(s.remote(src), place=s.unpack_into(s.root / "annotations"))
+             for src in s.sources("annotations")]
+    items += [s.item(s.remote(src), place=s.unpack_into(s.root / "videos"))
+              for src in s.sources("videos")]
+    s.run(items)
+
+
+def _hmdb51(s: Session) -> None:
+    """hmdb51_org.rar holds one archive per class (<class>.rar -> <class>/*.avi);
+    test_train_splits.rar holds testTrainMulti_7030_splits/*.txt, wanted flat in annotations/."""
+    def annotations(archive: Path, name: str) -> None:
+        staged = s.unpack(archive, name)
+        dest = s.root / "annotations"
+        dest.mkdir(parents=True, exist_ok=True)
+        for path in staged.rglob("*_test_split*.txt"):
+            os.replace(path, dest / path.name)
+        shutil.rmtree(staged)
+
+    def videos(archive: Path, name: str) -> None:
+        outer = s.unpack(archive, name)
+        inner = sorted(p for p in outer.rglob("*") if p.is_file())
+        for n, path in enumerate(inner):
+            if archives.sniff(path) is None:
+                raise UserError(f"{archive}: member {path.relative_to(outer)} is not an archive; "
+                                "expected one archive per class")
+            staged = archives.extract(path, outer / f".inner-{n}")
+            top = archives.single_top(staged)
+            # <class>.rar normally wraps <class>/; name the folder after the archive if not.
+            cls = top.name if top != staged else path.name.split(".")[0]
+            archives.move_into(top, s.root / "videos" / cls)
+            shutil.rmtree(staged)
+            path.unlink()
+        shutil.rmtree(outer)
+
+    items = [s.item(s.remote(src), place=annotations) for src in s.sources("annotations")]
+    items += [s.item(s.remote(src), place=videos) for src in s.sources("videos")]
+    s.run(items)
+
+
+def _kinetics(s: Session) -> None:
+    """Annotation CSVs first (they say where each clip goes), then per subset the list of
+    tarball URLs, then every tarball, its clips sorted into videos_<subset>/<class>/."""
+    s.run([s.item(s.remote(src), keep_in=s.root / "annotations" / src["rename"])
+           for src in s.sources("annotations")])
+    if s.opts.what == "annotations" or s.result.failures:
+        return
+    ann = s.dataset.parse(s.root / "annotations")
+    index = {subset: {} for subset in s.dataset.list_subsets}
+    for video in ann.videos.values():
+        subset = video.subsets.get(1)
+        if subset in index:
+            index[subset][video.video_id] = video
+    items = []
+    for src in s.sources("videos"):
+        subset = src["subset"]
+        if src["kind"] == "url_list":
+            lst = s.item(s.remote(src))
+            s.run([lst])
+            if s.result.failures:
+                return
+            for line in lst.path.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    url = s.rewrite(line)
+                    name = f"{subset}/{Path(urlsplit(line.strip()).path).name}"
+                    items.append(s.item(Remote(url, name), place=_sort_clips(s, index, [subset])))
+        else:  # the K400 replacement tarball: clips of any subset, replacing what is there
+            items.append(s.item(s.remote(src), place=_sort_clips(s, index, list(index))))
+    s.run(items)
+    _report_missing(s, index)
+
+
+def _sort_clips(s: Session, index: dict, subsets: list[str]) -> Callable[[Path, str], None]:
+    def place(archive: Path, name: str) -> None:
+        staged = s.unpack(archive, name)
+        unmatched = []
+        for path in sorted(p for p in staged.rglob("*") if p.is_file()):
+            target = None
+            for subset in subsets:
+                video = index[subset].get(path.stem)
+                if video is not None:
+                    target = (s.root / s.dataset.video_dir(subset)
+                              / (s.dataset.key(video, 2) + path.suffix))
+                    break
+            if target is None:
+                target = s.downloads / "unmatched" / path.relative_to(staged)
+                unmatched.append(str(target.relative_to(s.root)))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+        shutil.rmtree(staged)
+        with s._lock:
+            s.result.unmatched.extend(unmatched)
+    return place
+
+
+def _report_missing(s: Session, index: dict) -> None:
+    """Clips the annotations name that no tarball brought: listed per subset in a file."""
+    for subset, videos in index.items():
+        folder = s.root / s.dataset.video_dir(subset)
+        have = {p.stem for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else set()
+        missing = sorted(vid for vid in videos if vid not in have)
+        if missing:
+            s.result.missing[subset] = missing
+            (s.downloads / f"missing_{subset}.txt").write_text("\n".join(missing) + "\n")
+
+
+def _sthv2(s: Session) -> None:
+    """Numbered parts joined in order form one archive of 20bn-something-something-v2/<id>.webm;
+    the labels zip holds labels/{labels,train,validation,test}.json, renamed with the
+    something-something-v2- prefix that MMAction2 (and our parser) expect."""
+    def labels(archive: Path, name: str) -> None:
+        staged = s.unpack(archive, name)
+        dest = s.root / "annotations"
+        dest.mkdir(parents=True, exist_ok=True)
+        for path in staged.rglob("*"):
+            if path.is_file():
+                name = path.name
+                if path.suffix == ".json" and not name.startswith("something-something-v2-"):
+                    name = "something-something-v2-" + name
+                os.replace(path, dest / name)
+        shutil.rmtree(staged)
+
+    s.run([s.item(s.remote(src), place=labels) for src in s.sources("annotations")])
+    parts = [s.item(s.remote(src)) for src in s.sources("videos")]
+    if not parts or s.result.failures:
+        return
+    joined_name = "20bn-something-something-v2.joined"
+    if (s.records.get(joined_name) or {}).get("stage") == "unpacked":
+        s.result.skipped.append(joined_name)
+        return
+    s.run(parts)
+    if s.result.failures:
+        return
+    joined = s.downloads / joined_name
+    tmp = joined.with_name(joined.name + ".tmp")
+    with open(tmp, "wb") as out:
+        for part in parts:  # catalog order = numeric order
+            with open(part.path, "rb") as f:
+                shutil.copyfileobj(f, out, 8 << 20)
+    os.replace(tmp, joined)
+    staged = s.unpack(joined, joined_name)
+    dest = s.root / "videos"
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in staged.rglob("*"):
+        if path.is_file():
+            os.replace(path, dest / path.name)
+    shutil.rmtree(staged)
+    joined.unlink()
+    s.records.put(joined_name, stage="unpacked", parts=[p.remote.name for p in parts])
+    s.result.unpacked.append(joined_name)
+    if not s.opts.keep_archives and s.opts.from_dir is None:
+        for part in parts:
+            part.path.unlink(missing_ok=True)
+
+
+LAYOUTS = {"ucf101": _ucf101, "hmdb51": _hmdb51, "kinetics": _kinetics, "sthv2": _sthv2}

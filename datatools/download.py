@@ -1,0 +1,345 @@
+"""Resumable, verified HTTP(S) downloads.
+
+Each file is written to `<name>.part`; the server's validators (ETag, Last-Modified) and the
+total size go to `<name>.part.json`, so a later run resumes with `Range: bytes=N-` plus
+`If-Range`. A 206 whose range starts where the part ends is appended; anything else (a 200
+from a server that ignores Range, or a file changed upstream) starts again from byte zero, so
+a part is never spliced from two different files. sha256 (and md5 where the catalog publishes
+one) is computed while the bytes stream past; a resumed part is hashed from disk first.
+
+Only a verified file is renamed to its final name and recorded in `records.jsonl` beside it;
+a file that fails verification is deleted and the error says so. Connection errors, timeouts
+and 5xx answers are retried with exponential backoff; 4xx answers are not (a 404 will not go
+away by asking again).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import http.client
+import json
+import os
+import re
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from . import __version__
+from .errors import UserError
+
+CHUNK = 1 << 20  # bytes per read: large enough that per-call overhead is invisible
+RECORDS = "records.jsonl"
+
+
+class DownloadError(UserError):
+    """A download that cannot complete: the message names the URL and what to do."""
+
+
+class VerificationError(DownloadError):
+    """A downloaded file whose size or checksum is not the published one."""
+
+
+@dataclass
+class Remote:
+    """One file to fetch: where from, the name it is recorded under, what it must be."""
+
+    url: str
+    name: str
+    size: int | None = None
+    sha256: str | None = None
+    md5: str | None = None
+
+
+@dataclass
+class HttpOptions:
+    timeout: float = 30.0  # seconds without a byte (connect or read) before a try fails
+    retries: int = 5  # further tries after the first, on connection errors, timeouts and 5xx
+    backoff: float = 1.0  # seconds before the first retry; doubles each time
+
+
+@dataclass
+class Fetched:
+    path: Path
+    size: int
+    sha256: str
+    verified: str  # what it was checked against: "sha256", "md5", "size" or "none"
+    transferred: int  # bytes that came over the network in this run
+    skipped: bool = False  # already complete and verified by an earlier run
+
+
+def encode_url(url: str) -> str:
+    """Percent-encode the path of a URL as written in a list file (Kinetics-600 tarball
+    names contain spaces and parentheses); already-encoded URLs come out unchanged."""
+    parts = urlsplit(url.strip())
+    path = quote(unquote(parts.path), safe="/")
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+class Records:
+    """`records.jsonl` in a downloads folder: one line per verified file or finished step,
+    appended (the last line for a name wins); a line cut short by a crash is ignored."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / RECORDS
+        self._lock = threading.Lock()
+        self._by_name: dict[str, dict] = {}
+        if self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                self._by_name[entry["name"]] = entry
+
+    def get(self, name: str) -> dict | None:
+        return self._by_name.get(name)
+
+    def put(self, name: str, **fields) -> None:
+        entry = {"name": name, **fields, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
+            self._by_name[name] = entry
+
+
+Progress = Callable[[int], None]  # called with the number of new bytes
+
+
+def fetch(remote: Remote, final: Path, records: Records, opts: HttpOptions | None = None,
+          progress: Progress | None = None, start: Callable[[int | None, int], None] | None = None,
+          cancel: threading.Event | None = None) -> Fetched:
+    """Download `remote` to the path `final`, resuming a part left by an earlier run.
+
+    `start(total, done)` is called when a try knows the size and where it starts (a bar is
+    reset to it), `progress(n)` for every chunk. Setting
+    `cancel` stops the transfer at the next chunk, keeping the part for a later resume."""
+    opts = opts or HttpOptions()
+    done = _already_verified(final, remote, records)
+    if done:
+        return done
+    final.parent.mkdir(parents=True, exist_ok=True)
+    part = final.with_name(final.name + ".part")
+    received = [0]  # bytes over the network, summed over tries
+    for attempt in range(opts.retries + 1):
+        try:
+            total = _transfer(remote, part, opts, progress, start, cancel, received)
+            break
+        except _Retryable as exc:
+            if attempt == opts.retries:
+                raise DownloadError(f"{remote.url}: {exc} (gave up after {attempt + 1} tries; "
+                                    "check the server or --mirror, then re-run to resume)") from None
+            time.sleep(opts.backoff * 2 ** attempt)
+    fetched = _verify(part, final, remote, total, received[0])
+    records.put(remote.name, url=remote.url, size=fetched.size, sha256=fetched.sha256,
+                verified=fetched.verified, mtime_ns=final.stat().st_mtime_ns, stage="downloaded")
+    return fetched
+
+
+def use_local(path: Path, remote: Remote, records: Records) -> Fetched:
+    """Verify a file the user fetched by hand (--from-dir) as if it had been downloaded."""
+    done = _already_verified(path, remote, records)
+    if done:
+        return done
+    sha256, md5 = _hash_file(path, path.stat().st_size, want_md5=remote.md5 is not None)
+    fetched = _check(path, remote, path.stat().st_size, sha256, md5, transferred=0)
+    records.put(remote.name, url=str(path), size=fetched.size, sha256=sha256,
+                verified=fetched.verified, mtime_ns=path.stat().st_mtime_ns, stage="downloaded")
+    return fetched
+
+
+def _already_verified(path: Path, remote: Remote, records: Records) -> Fetched | None:
+    """A file verified by an earlier run, unchanged since (same size and mtime)."""
+    rec = records.get(remote.name)
+    if not rec or not path.is_file() or rec.get("sha256") is None:
+        return None
+    st = path.stat()
+    if st.st_size != rec["size"] or st.st_mtime_ns != rec.get("mtime_ns"):
+        return None
+    if remote.sha256 and remote.sha256.lower() != rec["sha256"]:
+        return None
+    return Fetched(path, st.st_size, rec["sha256"], rec["verified"], 0, skipped=True)
+
+
+class _Retryable(Exception):
+    """A failure worth another try: connection refused or reset, timeout, 5xx, short body."""
+
+
+def _transfer(remote, part, opts, progress, start, cancel, received: list[int]) -> int | None:
+    """One try: request the rest of the part and append it. Returns the total size."""
+    meta_path = part.with_name(part.name + ".json")
+    meta = _read_meta(meta_path) if part.exists() else None
+    offset = part.stat().st_size if meta and meta.get("url") == remote.url else 0
+    headers = {"User-Agent": f"datatools/{__version__}", "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+        validator = meta.get("etag") or meta.get("last_modified")
+        if validator:
+            headers["If-Range"] = validator
+    try:
+        resp = urllib.request.urlopen(urllib.request.Request(remote.url, headers=headers),
+                                      timeout=opts.timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset and meta and meta.get("total") == offset:
+            return offset  # the part is already whole (killed between last byte and rename)
+        if exc.code == 416:
+            _discard(part, meta_path)
+            raise _Retryable("the server rejected the resume range; starting again") from None
+        if exc.code >= 500:
+            raise _Retryable(f"HTTP {exc.code} {exc.reason}") from None
+        raise DownloadError(f"{remote.url}: HTTP {exc.code} {exc.reason}"
+                            + (" (no such file on this server; check --mirror)" if exc.code == 404
+                               else "")) from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise _Retryable(_describe(exc)) from None
+    with resp:
+        start_at, total = _range_of(resp, offset)
+        _write_meta(meta_path, remote.url, resp, total)
+        if start is not None:
+            start(total, start_at)
+        end = _stream(resp, part, start_at, progress, cancel, received)
+    if total is not None and end < total:
+        raise _Retryable(f"connection closed after {end:,} of {total:,} bytes")
+    return total if total is not None else end
+
+
+def _range_of(resp, offset: int) -> tuple[int, int | None]:
+    """Where the body starts in the file, and the file's total size if the server says."""
+    length = resp.headers.get("Content-Length")
+    if resp.status == 206:
+        m = re.match(r"bytes (\d+)-(\d+)/(\d+|\*)", resp.headers.get("Content-Range", ""))
+        if m:
+            total = int(m[3]) if m[3] != "*" else None
+            return int(m[1]), total
+    # A 200 is the whole file: the server ignored Range, or If-Range said it changed.
+    return 0, int(length) if length is not None else None
+
+
+def _stream(resp, part: Path, start_at: int, progress, cancel, received: list[int]) -> int:
+    """Write the body into the part from `start_at`; returns where the part ends."""
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.ftruncate(fd, start_at)
+        os.lseek(fd, start_at, os.SEEK_SET)
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        end = start_at
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise KeyboardInterrupt
+            try:
+                n = resp.readinto(view)
+            except (OSError, http.client.HTTPException) as exc:
+                raise _Retryable(_describe(exc)) from None
+            if not n:
+                return end
+            written = 0
+            while written < n:
+                written += os.write(fd, view[written:n])
+            end += n
+            received[0] += n
+            if progress:
+                progress(n)
+    finally:
+        os.close(fd)
+
+
+def _verify(part: Path, final: Path, remote: Remote, total: int | None, transferred: int) -> Fetched:
+    size = part.stat().st_size
+    sha256, md5 = _hash_file(part, size, want_md5=remote.md5 is not None)
+    if total is not None and size != total:
+        _discard(part, part.with_name(part.name + ".json"))
+        raise VerificationError(f"{remote.url}: got {size:,} bytes, the server announced "
+                                f"{total:,}; the file was deleted, re-run to fetch it again")
+    fetched = _check(part, remote, size, sha256, md5, transferred)
+    os.replace(part, final)
+    part.with_name(part.name + ".json").unlink(missing_ok=True)
+    fetched.path = final
+    return fetched
+
+
+def _check(path: Path, remote: Remote, size: int, sha256: str, md5: str | None,
+           transferred: int) -> Fetched:
+    """Compare with what the catalog (or --checksums) publishes; the first mismatch is fatal."""
+    problems = []
+    if remote.size is not None and size != remote.size:
+        problems.append(f"size {size:,} bytes, expected {remote.size:,}")
+    if remote.sha256 and sha256 != remote.sha256.lower():
+        problems.append(f"sha256 {sha256}, expected {remote.sha256.lower()}")
+    if remote.md5 and md5 != remote.md5.lower():
+        problems.append(f"md5 {md5}, expected {remote.md5.lower()}")
+    if problems:
+        downloaded = path.name.endswith(".part")
+        if downloaded:
+            _discard(path, path.with_name(path.name + ".json"))
+        what = ("the download was deleted; re-run to fetch it again" if downloaded
+                else "the file was not used; fetch it again")
+        raise VerificationError(f"{remote.name}: checksum mismatch: {'; '.join(problems)}; {what}")
+    verified = "sha256" if remote.sha256 else "md5" if remote.md5 else "size" if remote.size else "none"
+    return Fetched(path, size, sha256, verified, transferred)
+
+
+def _hash_file(path: Path, size: int, want_md5: bool) -> tuple[str, str | None]:
+    """sha256 (and md5) of a file; reads in large blocks, hashlib releases the GIL on them."""
+    sha = hashlib.sha256()
+    md5 = hashlib.md5() if want_md5 else None
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(8 * CHUNK)
+        view = memoryview(buf)
+        left = size
+        while left:
+            n = f.readinto(view[:min(left, len(buf))])
+            if not n:
+                break
+            sha.update(view[:n])
+            if md5:
+                md5.update(view[:n])
+            left -= n
+    return sha.hexdigest(), md5.hexdigest() if md5 else None
+
+
+def _read_meta(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _write_meta(path: Path, url: str, resp, total: int | None) -> None:
+    meta = {"url": url, "etag": resp.headers.get("ETag"),
+            "last_modified": resp.headers.get("Last-Modified"), "total": total}
+    # Weak ETags cannot validate a range (RFC 9110); fall back to the date.
+    if meta["etag"] and meta["etag"].startswith("W/"):
+        meta["etag"] = None
+    if meta["last_modified"] and not email.utils.parsedate_to_datetime(meta["last_modified"]):
+        meta["last_modified"] = None
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(meta), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _discard(part: Path, meta_path: Path) -> None:
+    part.unlink(missing_ok=True)
+    meta_path.unlink(missing_ok=True)
+
+
+def _describe(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", exc)
+    if isinstance(reason, (socket.timeout, TimeoutError)):
+        return "timed out waiting for the server"
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, socket.gaierror):
+        return f"cannot resolve the host name ({reason.strerror})"
+    if isinstance(reason, ConnectionResetError):
+        return "connection reset by the server"
+    if isinstance(exc, http.client.RemoteDisconnected):
+        return "the server closed the connection without answering"
+    return str(reason) or type(reason).__name__

@@ -1,0 +1,243 @@
+"""`datatools <dataset> download` against a real nginx on loopback serving each dataset's files
+in their real layout (tests/served.py), run as a user runs it: the console script in a
+subprocess. After each download, `validate` and `build-lists` must find the root clean."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import served
+from conftest import ANN, require_tool
+from nginx import Nginx, free_port
+from trees import video_id
+
+from datatools.build import build_lists
+from datatools.parallel import ClusterOptions
+from datatools.validate import validate
+
+BIN = Path(sys.executable).parent
+
+
+def run(*args, **kw):
+    return subprocess.run([str(BIN / "datatools"), *map(str, args)], capture_output=True,
+                          text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    require_tool("nginx")
+    ng = Nginx(tmp_path_factory.mktemp("nginx"))
+    yield ng
+    ng.stop()
+
+
+def assert_clean(dataset: str, root: Path, n_videos: int) -> None:
+    """What the issue asks of a downloaded root: validate and build-lists find nothing wrong."""
+    checked = validate(dataset, root, "quick", ClusterOptions(workers=1))
+    assert len(checked.records) == n_videos
+    assert not checked.not_ok, [(r.key, r.status, r.error) for r in checked.not_ok]
+    built = build_lists(dataset, root, ["videos"], 2, False, None)
+    assert not built.missing and not built.extra
+    assert sum(lf.lines for lf in built.lists) > 0
+
+
+def records(root: Path) -> dict[str, dict]:
+    lines = (root / "downloads" / "records.jsonl").read_text().splitlines()
+    return {e["name"]: e for e in map(json.loads, lines)}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_ucf101_unpacks_into_its_layout_and_a_rerun_fetches_nothing(server, tmp_path):
+    clips = served.ucf101(server.www / "ucf")
+    root = tmp_path / "ucf101"
+    r = run("ucf101", "download", "--root", root, "--mirror", server.url("ucf/"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    videos = root / "videos"
+    assert {p.relative_to(videos).as_posix() for p in videos.rglob("*.avi")} == clips
+    for name in ("classInd.txt", "trainlist02.txt"):  # as published, CRLF kept
+        assert (root / "annotations" / name).read_bytes().startswith(
+            (ANN / "ucf101" / name).read_bytes()[:40])
+    assert not (root / "downloads" / "UCF101.rar").exists()  # removed once unpacked
+    rec = records(root)
+    assert rec["UCF101.rar"]["sha256"] == sha256(server.www / "ucf" / "UCF101.rar")
+    assert rec["UCF101.rar"]["stage"] == "unpacked"
+    assert_clean("ucf101", root, len(clips))
+
+    asked = len(server.requests("/ucf/"))
+    again = run("ucf101", "download", "--root", root, "--mirror", server.url("ucf/"))
+    assert again.returncode == 0 and "2 already done" in again.stdout, again.stdout
+    assert len(server.requests("/ucf/")) == asked
+
+
+def test_hmdb51_nested_class_archives_and_flat_split_files(server, tmp_path):
+    clips = served.hmdb51(server.www / "hmdb")
+    root = tmp_path / "hmdb51"
+    r = run("hmdb51", "download", "--root", root, "--mirror", server.url("hmdb/"), "--keep-archives")
+    assert r.returncode == 0, r.stdout + r.stderr
+    videos = root / "videos"
+    assert {p.relative_to(videos).as_posix() for p in videos.rglob("*.avi")} == clips
+    assert sorted(p.name for p in (root / "annotations").iterdir()) == sorted(
+        f"{c}_test_split{s}.txt" for c in ("brush_hair", "cartwheel") for s in (1, 2, 3))
+    assert (root / "downloads" / "hmdb51_org.rar").is_file()  # --keep-archives
+    assert_clean("hmdb51", root, len(clips))
+
+
+def test_kinetics400_tarballs_are_sorted_into_class_folders(server, tmp_path):
+    www = server.www / "k400"
+    k400 = ANN / "kinetics400" / "activitynet_2017"
+    got = served.kinetics(www, "kinetics400", k400 / "kinetics-400_val.csv", k400 / "kinetics-400_test.csv",
+                          ["abseiling", "air drumming", "zumba"], per_class=2,
+                          tarball_of=lambda subset, i, row: f"part_{i % 2}.tar.gz",
+                          leave_out=1)
+    # The replacement tarball brings the clip left out of the val tarballs, plus a file that
+    # no CSV names (reported, kept aside, not mixed into the class folders).
+    served.tar_of(www / "replacement_for_corrupted_k400.tgz",
+                  {f"replacement/{vid}.mp4": served.SHORT for vid in got["left_out"]}
+                  | {"replacement/notinanycsv_000000_000010.mp4": served.SHORT})
+    root = tmp_path / "kinetics400"
+    r = run("kinetics400", "download", "--root", root, "--mirror", server.url("k400/"), "--jobs", "3")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for subset, rows in got["rows"].items():
+        for row in rows:
+            folder = root / f"videos_{subset}" / (row["label"].replace(" ", "_") if "label" in row else "")
+            assert (folder / f"{video_id(row)}.mp4").is_file(), (subset, row)
+    assert (root / "downloads/unmatched/replacement/notinanycsv_000000_000010.mp4").is_file()
+    assert "1 file(s) in the archives are in no annotation" in r.stdout
+    tarball_requests = [q for q in server.requests("/k400/") if q.uri.endswith(".tar.gz")]
+    assert len(tarball_requests) == 6  # 2 parts per subset
+    assert_clean("kinetics400", root, sum(len(rows) for rows in got["rows"].values()))
+
+
+def test_kinetics600_names_with_spaces_and_parentheses_and_missing_clips_reported(server, tmp_path):
+    www = server.www / "k600"
+    k600 = ANN / "kinetics600"
+    classes = ["passing american football (not in game)", "playing ice hockey"]
+    got = served.kinetics(www, "kinetics600", k600 / "kinetics-600_val.csv", k600 / "kinetics-600_test.csv",
+                          classes, tarball_of=lambda subset, i, row: f"{row.get('label', 'test')}.tar.gz",
+                          leave_out=1)
+    root = tmp_path / "kinetics600"
+    r = run("kinetics600", "download", "--root", root, "--mirror", server.url("k600/"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    encoded = "/k600/val/passing%20american%20football%20%28not%20in%20game%29.tar.gz"
+    assert [q.status for q in server.requests(encoded)] == [200]
+    folder = root / "videos_val" / "passing_american_football_(not_in_game)"
+    assert len(list(folder.glob("*.mp4"))) == 2 - (got["left_out"][0].startswith(tuple(
+        video_id(r) for r in got["rows"]["val"] if r["label"] == classes[0])))
+    assert (root / "downloads" / "missing_val.txt").read_text().split() == got["left_out"]
+    assert "1 val clip(s) named in the annotations were in no archive" in r.stdout
+    built = build_lists("kinetics600", root, ["videos"], 2, False, None)
+    assert [rec.video_id for rec in built.missing] == got["left_out"]
+
+
+def test_sthv2_parts_from_dir_are_joined_by_magic_and_labels_renamed(tmp_path):
+    require_tool("ffmpeg")
+    manual = tmp_path / "manual"
+    ids = served.sthv2(manual)
+    root = tmp_path / "sthv2"
+    no_source = run("sthv2", "download", "--root", root)
+    assert no_source.returncode == 2 and "--from-dir" in no_source.stderr
+    r = run("sthv2", "download", "--root", root, "--from-dir", manual)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(p.stem for p in (root / "videos").iterdir()) == sorted(ids)
+    assert sorted(p.name for p in (root / "annotations").iterdir()) == [
+        f"something-something-v2-{n}.json" for n in ("labels", "test", "train", "validation")]
+    assert all(p.exists() for p in manual.iterdir())  # the user's files are left alone
+    assert_clean("sthv2", root, len(ids))
+
+
+def _kill_mid_file(server, prefix: str, root: Path) -> int:
+    """Start a download through a rate-limited location, SIGKILL it mid-file; returns the
+    size of the part it left."""
+    part = root / "downloads" / "UCF101.rar.part"
+    proc = subprocess.Popen([str(BIN / "datatools"), "ucf101", "download", "--root", str(root),
+                             "--mirror", server.url(prefix)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not (part.exists() and part.stat().st_size > 300_000):
+        assert proc.poll() is None and time.monotonic() < deadline, "download ended before the kill"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)  # nginx logs the cut request once it notices the closed connection
+    return part.stat().st_size
+
+
+def test_killed_download_resumes_and_transfers_only_the_remainder(server, tmp_path):
+    clips = served.ucf101(server.www / "resume", quota=(("trainlist01.txt", 4), ("testlist01.txt", 2)))
+    archive = server.www / "resume" / "UCF101.rar"
+    root = tmp_path / "ucf101"
+    left = _kill_mid_file(server, "slow/resume/", root)
+    assert 0 < left < archive.stat().st_size
+    r = run("ucf101", "download", "--root", root, "--mirror", server.url("slow/resume/"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    asked = server.requests("/slow/resume/UCF101.rar")
+    assert len(asked) == 2 and asked[1].range == f"bytes={left}-" and asked[1].status == 206
+    assert asked[1].body_bytes == archive.stat().st_size - left
+    assert records(root)["UCF101.rar"]["sha256"] == sha256(archive)
+    assert len(list((root / "videos").rglob("*.avi"))) == len(clips)
+
+
+def test_a_server_ignoring_range_restarts_from_zero_not_a_spliced_file(server, tmp_path):
+    served.ucf101(server.www / "norange", quota=(("trainlist01.txt", 4), ("testlist01.txt", 2)))
+    archive = server.www / "norange" / "UCF101.rar"
+    root = tmp_path / "ucf101"
+    _kill_mid_file(server, "slow-norange/norange/", root)
+    r = run("ucf101", "download", "--root", root, "--mirror", server.url("slow-norange/norange/"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    asked = server.requests("/slow-norange/norange/UCF101.rar")
+    assert asked[-1].status == 200 and asked[-1].body_bytes == archive.stat().st_size
+    assert records(root)["UCF101.rar"]["sha256"] == sha256(archive)
+
+
+def test_checksum_mismatch_fails_clearly_and_the_file_is_not_used(server, tmp_path):
+    served.ucf101(server.www / "badsum")
+    sums = tmp_path / "SHA256SUMS"
+    sums.write_text(f"{'0' * 64}  UCF101.rar\n")
+    root = tmp_path / "ucf101"
+    r = run("ucf101", "download", "--root", root, "--mirror", server.url("badsum/"), "--checksums", sums)
+    assert r.returncode == 1
+    assert "UCF101.rar: checksum mismatch: sha256" in r.stderr
+    assert not list((root / "downloads").glob("UCF101.rar*"))
+    assert not (root / "videos").exists()
+    assert (root / "annotations" / "classInd.txt").is_file()  # the other file was fine
+
+
+@pytest.mark.parametrize("where, options, message", [
+    ("nothing-here/", [], "HTTP 404 Not Found"),
+    ("flaky/", ["--retries", "1"], "HTTP 503"),
+    ("stall/", ["--timeout", "1", "--retries", "0"], "timed out waiting for the server"),
+    (None, ["--retries", "1"], "connection refused (gave up after 2 tries"),
+])
+def test_server_errors_give_clear_errors_and_a_nonzero_exit(server, tmp_path, where, options, message):
+    mirror = server.url(where) if where else f"http://127.0.0.1:{free_port()}/"
+    started = time.monotonic()
+    r = run("ucf101", "download", "--root", tmp_path / "ucf101", "--mirror", mirror, *options)
+    assert r.returncode == 1
+    failures = r.stderr.splitlines()
+    assert len(failures) == 2 and all(ln.startswith("error: ") and message in ln for ln in failures), \
+        r.stderr
+    assert time.monotonic() - started < 20
+
+
+def test_a_hostile_archive_from_the_server_is_refused_and_nothing_escapes(server, tmp_path):
+    www = server.www / "hostile"
+    served.ucf101(www)
+    served.zip_of(www / "UCF101.rar", {"UCF101/Archery/ok.avi": served.CLIP,
+                                       "../../escaped.avi": served.CLIP})
+    root = tmp_path / "deep" / "ucf101"
+    r = run("ucf101", "download", "--root", root, "--mirror", server.url("hostile/"))
+    assert r.returncode == 1
+    assert "member '../../escaped.avi' contains '..'; nothing was extracted" in r.stderr
+    assert not list(tmp_path.rglob("escaped.avi")) and not list(tmp_path.rglob("ok.avi"))
+    assert not (root / "videos").exists()

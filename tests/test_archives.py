@@ -1,0 +1,172 @@
+"""Archive extraction: the real RAR files in ../shared/data/archives through each installed
+reader, and hostile zip/tar archives built here (they must be refused before anything is
+written, and nothing may appear outside the destination)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import stat
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import SHARED, require_tool
+
+from datatools import archives
+from datatools.archives import ArchiveError, UnsafeArchive
+
+RARS = SHARED / "archives"
+SUBDIR_FILES = {"sub/dir1/file1.txt": 6, "sub/dir2/file2.txt": 6, "sub/with space/long fn.txt": 8,
+                "sub/üȵĩöḋè/file.txt": 5}
+VOLUME_FILES = {"vols/bigfile.txt": 205000, "vols/smallfile.txt": 2050}
+
+
+def files_in(folder: Path) -> dict[str, int]:
+    return {p.relative_to(folder).as_posix(): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+
+
+def everything_under(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("tool", ["7z", "unar", "bsdtar"])
+@pytest.mark.parametrize("name, expected", [("rar3-subdirs.rar", SUBDIR_FILES),
+                                            ("rar5-subdirs.rar", SUBDIR_FILES),
+                                            ("rar3-vols.part1.rar", VOLUME_FILES)])
+def test_each_rar_reader_extracts_what_it_can_and_says_so_where_it_cannot(tmp_path, tool, name, expected):
+    require_tool(tool)
+    dest = tmp_path / "out"
+    if (tool, name) == ("unar", "rar5-subdirs.rar"):  # unar cannot parse this RAR5 file
+        with pytest.raises(ArchiveError, match="no RAR reader could extract it .*unar: "):
+            archives.extract(RARS / name, dest, rar_tools=[tool])
+    elif (tool, name) == ("bsdtar", "rar3-vols.part1.rar"):  # bsdtar reads one volume only
+        with pytest.raises(ArchiveError, match="multi-volume RAR needs 7z or unar"):
+            archives.extract(RARS / name, dest, rar_tools=[tool])
+    else:
+        archives.extract(RARS / name, dest, rar_tools=[tool])
+        assert files_in(dest) == expected
+        if "subdirs" in name:
+            assert (dest / "sub/dir1/file1.txt").read_bytes() == b"file1\n"
+        return
+    assert not dest.exists() and everything_under(tmp_path) == set()
+
+
+def test_a_failing_reader_falls_back_to_the_next_one(tmp_path):
+    for tool in ("unar", "bsdtar"):
+        require_tool(tool)
+    archives.extract(RARS / "rar5-subdirs.rar", tmp_path / "out", rar_tools=["unar", "bsdtar"])
+    assert files_in(tmp_path / "out") == SUBDIR_FILES
+
+
+def test_no_rar_reader_names_the_debian_packages(tmp_path):
+    with pytest.raises(ArchiveError, match=r"no RAR reader installed; install one of unar, "
+                                           r"libarchive-tools \(bsdtar\) or p7zip-full \(7z\)"):
+        archives.extract(RARS / "rar3-subdirs.rar", tmp_path / "out", rar_tools=[])
+
+
+def test_kind_comes_from_the_first_bytes_not_the_name(tmp_path):
+    disguised = tmp_path / "archive.rar"
+    with zipfile.ZipFile(disguised, "w") as zf:
+        zf.writestr("inner/a.txt", b"zip content")
+    plain = tmp_path / "labels.zip"
+    shutil.copy(RARS / "rar3-subdirs.rar", plain)
+    noext = tmp_path / "part-00"
+    with tarfile.open(noext, "w:bz2") as tf:
+        info = tarfile.TarInfo("b.txt")
+        info.size = 3
+        tf.addfile(info, io.BytesIO(b"bz2"))
+    assert [archives.sniff(p) for p in (disguised, plain, noext)] == ["zip", "rar", "tar"]
+    archives.extract(disguised, tmp_path / "a")
+    archives.extract(noext, tmp_path / "c")
+    assert (tmp_path / "a/inner/a.txt").read_bytes() == b"zip content"
+    assert (tmp_path / "c/b.txt").read_bytes() == b"bz2"
+    html = tmp_path / "error.tar.gz"
+    html.write_text("<html>Access denied</html>")
+    with pytest.raises(ArchiveError, match="not a zip, tar or RAR archive .* may be an error page"):
+        archives.extract(html, tmp_path / "d")
+
+
+def _hostile_zip(path: Path, member: str, kind: str) -> None:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("good/first.txt", b"written first if nothing checked")
+        info = zipfile.ZipInfo(member)
+        if kind == "symlink":
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, b"../../outside")
+        else:
+            zf.writestr(info, b"escaped")
+
+
+def _hostile_tar(path: Path, member: str, kind: str) -> None:
+    with tarfile.open(path, "w") as tf:
+        first = tarfile.TarInfo("good/first.txt")
+        first.size = 5
+        tf.addfile(first, io.BytesIO(b"first"))
+        info = tarfile.TarInfo(member)
+        if kind == "symlink":
+            info.type, info.linkname = tarfile.SYMTYPE, "../../outside"
+        elif kind == "abs-symlink":
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        elif kind == "hardlink":
+            info.type, info.linkname = tarfile.LNKTYPE, "../outside"
+        elif kind == "device":
+            info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
+        else:
+            info.size = 7
+        tf.addfile(info, io.BytesIO(b"escaped") if info.isreg() else None)
+
+
+@pytest.mark.parametrize("fmt, member, kind, reason", [
+    ("zip", "../escaped.txt", "file", "contains '..'"),
+    ("zip", "good/../../escaped.txt", "file", "contains '..'"),
+    ("zip", "/tmp/escaped.txt", "file", "has an absolute path"),
+    ("zip", "good/link", "symlink", "is a link leaving the destination"),
+    ("tar", "../escaped.txt", "file", "contains '..'"),
+    ("tar", "/tmp/escaped.txt", "file", "has an absolute path"),
+    ("tar", "good/link", "symlink", "is a link leaving the destination"),
+    ("tar", "good/link", "abs-symlink", "is a link to the absolute path '/etc/passwd'"),
+    ("tar", "good/hard", "hardlink", "is a link leaving the destination"),
+    ("tar", "good/null", "device", "is a device, FIFO or socket"),
+])
+def test_hostile_archives_are_refused_before_anything_is_written(tmp_path, fmt, member, kind, reason):
+    archive = tmp_path / f"hostile.{fmt}"
+    (_hostile_zip if fmt == "zip" else _hostile_tar)(archive, member, kind)
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    before = everything_under(tmp_path)
+    with pytest.raises(UnsafeArchive, match=f"refused, member {member!r} {reason}"):
+        archives.extract(archive, work / "dest")
+    assert everything_under(tmp_path) == before  # not even good/first.txt
+    assert not Path("/tmp/escaped.txt").exists()
+
+
+def test_a_link_that_stays_inside_is_kept(tmp_path):
+    archive = tmp_path / "ok.tar"
+    with tarfile.open(archive, "w") as tf:
+        target = tarfile.TarInfo("data/real.txt")
+        target.size = 4
+        tf.addfile(target, io.BytesIO(b"real"))
+        link = tarfile.TarInfo("data/alias.txt")
+        link.type, link.linkname = tarfile.SYMTYPE, "real.txt"
+        tf.addfile(link)
+    archives.extract(archive, tmp_path / "out")
+    alias = tmp_path / "out/data/alias.txt"
+    assert alias.is_symlink() and alias.read_bytes() == b"real"
+
+
+def test_an_interrupted_extraction_leaves_nothing_half_written(tmp_path):
+    broken = tmp_path / "cut.tar.gz"
+    whole = tmp_path / "whole.tar.gz"
+    with tarfile.open(whole, "w:gz") as tf:
+        for n in range(3):
+            data = os.urandom(200_000)
+            info = tarfile.TarInfo(f"clip{n}.mp4")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    broken.write_bytes(whole.read_bytes()[:300_000])  # a download cut short
+    with pytest.raises(ArchiveError, match="cannot read the tar archive"):
+        archives.extract(broken, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.tar.gz", "whole.tar.gz"]

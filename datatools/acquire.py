@@ -14,13 +14,22 @@ import re
 import shutil
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import archives, datasets
-from .download import DownloadError, Fetched, HttpOptions, Records, Remote, encode_url, fetch, use_local
+from .download import (
+    DownloadError,
+    Fetched,
+    HttpOptions,
+    Records,
+    Remote,
+    encode_url,
+    fetch,
+    in_threads,
+    use_local,
+)
 from .errors import UserError
 
 WHAT = ("annotations", "videos", "all")
@@ -161,22 +170,7 @@ class Session:
 
     def run(self, items: list[Item]) -> None:
         """Run items in parallel; a failing item is recorded and does not stop the others."""
-        if not items:
-            return
-        pool = ThreadPoolExecutor(max_workers=max(1, self.opts.jobs))
-        try:
-            futures = {pool.submit(self.run_item, it): it for it in items}
-            for fut in as_completed(futures):
-                exc = fut.exception()
-                if isinstance(exc, UserError):
-                    self.result.failures.append(str(exc))
-                elif exc is not None:
-                    raise exc
-        except BaseException:
-            self.cancel.set()  # running transfers stop at their next chunk; parts are kept
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
+        self.result.failures += in_threads(self.run_item, items, self.opts.jobs, self.cancel)
 
     # --- placing content -----------------------------------------------------------------
     def staging(self, name: str) -> Path:

@@ -117,6 +117,34 @@ for _name in datasets.DATASETS:
 
 
 @app.command()
+def fetch(
+    urls: list[str] = typer.Argument(..., help="One or more http(s) URLs"),
+    to: Path = typer.Option(Path("."), help="Folder the files go to"),
+    jobs: int = typer.Option(4, help="Files fetched in parallel"),
+    sha256: Optional[str] = typer.Option(None, help="Expected sha256 (with a single URL)"),
+    timeout: float = typer.Option(30.0, help="Seconds without data before a try fails"),
+    retries: int = typer.Option(5, help="Further tries on connection errors, timeouts, 5xx"),
+):
+    """Download files with resume, retries and sha256 (what `download` uses, for any URL)."""
+    from .download import HttpOptions, fetch_urls
+    from .report import DownloadProgress
+    if sha256 and len(urls) > 1:
+        _fail(UserError("--sha256 checks a single file; pass one URL"))
+    with DownloadProgress() as ui:
+        try:
+            fetched, failures = fetch_urls(urls, to, jobs, HttpOptions(timeout, retries), sha256, ui)
+        except KeyboardInterrupt:
+            typer.echo("interrupted: partial downloads are kept; re-run to resume", err=True)
+            raise typer.Exit(130) from None
+    for f in sorted(fetched, key=lambda f: f.path.name):  # sha256sum's format, never wrapped
+        typer.echo(f"{f.sha256}  {f.path}")
+    for failure in failures:
+        typer.echo(f"error: {failure}", err=True)
+    if failures:
+        raise typer.Exit(1)
+
+
+@app.command()
 def extract(
     root: Path = typer.Option(..., help="Data root with a manifest (run build-lists first)"),
     task: str = typer.Option("both", help="rgb, flow or both"),

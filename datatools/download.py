@@ -20,13 +20,15 @@ import hashlib
 import http.client
 import json
 import os
+import queue
 import re
 import socket
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -130,14 +132,14 @@ def fetch(remote: Remote, final: Path, records: Records, opts: HttpOptions | Non
     received = [0]  # bytes over the network, summed over tries
     for attempt in range(opts.retries + 1):
         try:
-            total = _transfer(remote, part, opts, progress, start, cancel, received)
+            total, digests = _transfer(remote, part, opts, progress, start, cancel, received)
             break
         except _Retryable as exc:
             if attempt == opts.retries:
                 raise DownloadError(f"{remote.url}: {exc} (gave up after {attempt + 1} tries; "
                                     "check the server or --mirror, then re-run to resume)") from None
             time.sleep(opts.backoff * 2 ** attempt)
-    fetched = _verify(part, final, remote, total, received[0])
+    fetched = _verify(part, final, remote, total, digests, received[0])
     records.put(remote.name, url=remote.url, size=fetched.size, sha256=fetched.sha256,
                 verified=fetched.verified, mtime_ns=final.stat().st_mtime_ns, stage="downloaded")
     return fetched
@@ -172,8 +174,10 @@ class _Retryable(Exception):
     """A failure worth another try: connection refused or reset, timeout, 5xx, short body."""
 
 
-def _transfer(remote, part, opts, progress, start, cancel, received: list[int]) -> int | None:
-    """One try: request the rest of the part and append it. Returns the total size."""
+def _transfer(remote, part, opts, progress, start, cancel,
+              received: list[int]) -> tuple[int | None, tuple[str, str | None]]:
+    """One try: request the rest of the part and append it. Returns the total size and the
+    part's digests (sha256, md5)."""
     meta_path = part.with_name(part.name + ".json")
     meta = _read_meta(meta_path) if part.exists() else None
     offset = part.stat().st_size if meta and meta.get("url") == remote.url else 0
@@ -188,7 +192,8 @@ def _transfer(remote, part, opts, progress, start, cancel, received: list[int]) 
                                       timeout=opts.timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset and meta and meta.get("total") == offset:
-            return offset  # the part is already whole (killed between last byte and rename)
+            # The part is already whole (killed between its last byte and the rename).
+            return offset, _hash_file(part, offset, want_md5=remote.md5 is not None)
         if exc.code == 416:
             _discard(part, meta_path)
             raise _Retryable("the server rejected the resume range; starting again") from None
@@ -204,10 +209,16 @@ def _transfer(remote, part, opts, progress, start, cancel, received: list[int]) 
         _write_meta(meta_path, remote.url, resp, total)
         if start is not None:
             start(total, start_at)
-        end = _stream(resp, part, start_at, progress, cancel, received)
+        hasher = _Hasher(want_md5=remote.md5 is not None)
+        try:
+            if start_at:
+                hasher.prefix(part, start_at)
+            end = _stream(resp, part, start_at, progress, cancel, received, hasher)
+        finally:
+            digests = hasher.digests()
     if total is not None and end < total:
         raise _Retryable(f"connection closed after {end:,} of {total:,} bytes")
-    return total if total is not None else end
+    return (total if total is not None else end), digests
 
 
 def _range_of(resp, offset: int) -> tuple[int, int | None]:
@@ -222,18 +233,19 @@ def _range_of(resp, offset: int) -> tuple[int, int | None]:
     return 0, int(length) if length is not None else None
 
 
-def _stream(resp, part: Path, start_at: int, progress, cancel, received: list[int]) -> int:
+def _stream(resp, part: Path, start_at: int, progress, cancel, received: list[int],
+            hasher: _Hasher) -> int:
     """Write the body into the part from `start_at`; returns where the part ends."""
     fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o644)
     try:
         os.ftruncate(fd, start_at)
         os.lseek(fd, start_at, os.SEEK_SET)
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
         end = start_at
         while True:
             if cancel is not None and cancel.is_set():
                 raise KeyboardInterrupt
+            buf = hasher.buffer()
+            view = memoryview(buf)
             try:
                 n = resp.readinto(view)
             except (OSError, http.client.HTTPException) as exc:
@@ -243,6 +255,7 @@ def _stream(resp, part: Path, start_at: int, progress, cancel, received: list[in
             written = 0
             while written < n:
                 written += os.write(fd, view[written:n])
+            hasher.submit(buf, n)
             end += n
             received[0] += n
             if progress:
@@ -251,9 +264,57 @@ def _stream(resp, part: Path, start_at: int, progress, cancel, received: list[in
         os.close(fd)
 
 
-def _verify(part: Path, final: Path, remote: Remote, total: int | None, transferred: int) -> Fetched:
+class _Hasher:
+    """sha256 (and md5) of what the download thread has just written, computed on a thread of
+    its own: hashlib releases the GIL, so hashing overlaps the network and the disk instead
+    of adding to them. Buffers circulate between the two threads; none is copied."""
+
+    def __init__(self, want_md5: bool, buffers: int = 4):
+        self.sha = hashlib.sha256()
+        self.md5 = hashlib.md5() if want_md5 else None
+        self.free: queue.Queue = queue.Queue()
+        for _ in range(buffers):
+            self.free.put(bytearray(CHUNK))
+        self.full: queue.Queue = queue.Queue()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.full.get()) is not None:
+            buf, n = item
+            view = memoryview(buf)[:n]
+            self.sha.update(view)
+            if self.md5:
+                self.md5.update(view)
+            self.free.put(buf)
+
+    def prefix(self, path: Path, size: int) -> None:
+        """Hash the first `size` bytes already on disk (a resumed part)."""
+        with open(path, "rb", buffering=0) as f:
+            while size:
+                buf = self.buffer()
+                n = f.readinto(memoryview(buf)[:min(size, CHUNK)])
+                if not n:
+                    break
+                self.submit(buf, n)
+                size -= n
+
+    def buffer(self) -> bytearray:
+        return self.free.get()
+
+    def submit(self, buf: bytearray, n: int) -> None:
+        self.full.put((buf, n))
+
+    def digests(self) -> tuple[str, str | None]:
+        self.full.put(None)
+        self.thread.join()
+        return self.sha.hexdigest(), self.md5.hexdigest() if self.md5 else None
+
+
+def _verify(part: Path, final: Path, remote: Remote, total: int | None,
+            digests: tuple[str, str | None], transferred: int) -> Fetched:
     size = part.stat().st_size
-    sha256, md5 = _hash_file(part, size, want_md5=remote.md5 is not None)
+    sha256, md5 = digests
     if total is not None and size != total:
         _discard(part, part.with_name(part.name + ".json"))
         raise VerificationError(f"{remote.url}: got {size:,} bytes, the server announced "
@@ -343,3 +404,48 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, http.client.RemoteDisconnected):
         return "the server closed the connection without answering"
     return str(reason) or type(reason).__name__
+
+
+def in_threads(work: Callable, items: Iterable, jobs: int, cancel: threading.Event) -> list[str]:
+    """Run `work(item)` for each item on `jobs` threads (downloads wait on the network and
+    hashlib releases the GIL, so threads suffice). A UserError costs its item only and comes
+    back as a message; anything else, Ctrl-C included, sets `cancel` (transfers stop at the
+    next chunk, parts are kept for a resume) and is raised once running items have stopped."""
+    failures = []
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+    try:
+        futures = [pool.submit(work, item) for item in items]
+        for fut in as_completed(futures):
+            exc = fut.exception()
+            if isinstance(exc, UserError):
+                failures.append(str(exc))
+            elif exc is not None:
+                raise exc
+    except BaseException:
+        cancel.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return failures
+
+
+def fetch_urls(urls: list[str], folder: Path, jobs: int = 4, opts: HttpOptions | None = None,
+               sha256: str | None = None, ui=None) -> tuple[list[Fetched], list[str]]:
+    """`datatools fetch`: download plain URLs into a folder, each under its own file name."""
+    records = Records(folder)
+    cancel = threading.Event()
+    fetched: list[Fetched] = []
+
+    def one(url: str) -> None:
+        name = unquote(Path(urlsplit(url).path).name) or "index.html"
+        bar = ui.file(name) if ui else None
+        try:
+            fetched.append(fetch(Remote(encode_url(url), name, sha256=sha256), folder / name,
+                                 records, opts, progress=bar.advance if bar else None,
+                                 start=bar.start if bar else None, cancel=cancel))
+        finally:
+            if bar:
+                bar.close()
+
+    return fetched, in_threads(one, urls, jobs, cancel)
+

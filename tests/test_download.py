@@ -241,3 +241,20 @@ def test_a_hostile_archive_from_the_server_is_refused_and_nothing_escapes(server
     assert "member '../../escaped.avi' contains '..'; nothing was extracted" in r.stderr
     assert not list(tmp_path.rglob("escaped.avi")) and not list(tmp_path.rglob("ok.avi"))
     assert not (root / "videos").exists()
+
+
+def test_fetch_downloads_plain_urls_in_parallel_and_checks_a_given_sha256(server, tmp_path):
+    www = server.www / "plain"
+    www.mkdir()
+    files = {"a b (1).bin": os.urandom(300_000), "c.bin": os.urandom(200_000)}
+    for name, data in files.items():
+        (www / name).write_bytes(data)
+    urls = [server.url(f"plain/{name}") for name in files]  # spaces and parentheses as typed
+    r = run("fetch", *urls, "--to", tmp_path / "got", "--jobs", "2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for name, data in files.items():
+        assert (tmp_path / "got" / name).read_bytes() == data
+        assert f"{hashlib.sha256(data).hexdigest()}  {tmp_path / 'got' / name}" in r.stdout
+    bad = run("fetch", urls[1], "--to", tmp_path / "bad", "--sha256", "f" * 64)
+    assert bad.returncode == 1 and "c.bin: checksum mismatch: sha256" in bad.stderr
+    assert not list((tmp_path / "bad").glob("c.bin*"))

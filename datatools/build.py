@@ -22,6 +22,7 @@ from .manifest import (
     list_line,
     mmaction_shuffles,
     read_manifest,
+    split_members,
     write_manifest,
     write_text_atomic,
 )
@@ -229,8 +230,7 @@ def export_lists(ds: Dataset, root: Path, records: list[VideoRecord], formats: l
     out: list[ListFile] = []
     planned: dict[tuple, tuple[list[str], int]] = {}
     for split, subset in groups:
-        members = sorted((r for r in records if r.subset(split) == subset),
-                         key=lambda r: r.order(split))
+        members = split_members(records, split, subset)
         for fmt in formats:
             base = (ds.video_dir if fmt == "videos" else ds.frames_dir)(subset)
             lines = [line for r in members if (line := list_line(r, fmt, base)) is not None]

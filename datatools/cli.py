@@ -116,6 +116,49 @@ for _name in datasets.DATASETS:
     app.add_typer(_dataset_app(_name), name=_name)
 
 
+mmaction_app = typer.Typer(help="Train with MMAction2 from a manifest.", no_args_is_help=True)
+app.add_typer(mmaction_app, name="mmaction")
+
+
+@mmaction_app.command("config")
+def mmaction_config(
+    root: Path = typer.Option(..., help="Data root with a manifest"),
+    out: Path = typer.Option(..., help="Config file to write (.py)"),
+    model: str = typer.Option("tsn", help="tsn, tsm, i3d or slowonly (MMAction2's zoo)"),
+    modality: str = typer.Option("rgb", help="rgb or flow (flow: tsn)"),
+    input: str = typer.Option("videos", "--input", help="RGB from videos or rawframes"),
+    split: int = typer.Option(1, help="Which split's train/val subsets to use"),
+    depth: int = typer.Option(50, help="ResNet depth: 18, 34, 50 or 101"),
+    pretrained: bool = typer.Option(True, help="ImageNet-initialised backbone (needs the download)"),
+    crop: int = typer.Option(224, help="Input size (square crop)"),
+    clips: Optional[int] = typer.Option(None, help="Clips (segments) per video; default: the model's"),
+    epochs: int = typer.Option(50, help="Training epochs"),
+    batch_size: int = typer.Option(8, help="Videos per batch"),
+    workers: int = typer.Option(2, help="Dataloader worker processes"),
+    lr: float = typer.Option(0.01, help="SGD learning rate"),
+):
+    """Write an MMAction2 config whose datasets read the manifest (no hand-edited paths)."""
+    from .mmconfig import ConfigOptions, write_config
+    try:
+        path = write_config(root, ConfigOptions(model, modality, input, split, depth, pretrained, crop,
+                                                clips, epochs, batch_size, workers, lr), out)
+    except UserError as exc:
+        _fail(exc)
+    typer.echo(f"wrote {path}; train with: datatools mmaction train {path} "
+               "(or MMAction2's tools/train.py)")
+
+
+@mmaction_app.command("train")
+def mmaction_train(
+    config: Path = typer.Argument(..., help="A config from `datatools mmaction config`"),
+    work_dir: Path = typer.Option(Path("work_dirs/datatools"), help="Logs and checkpoints"),
+):
+    """Train a config with MMEngine's Runner, then test it on the val subset (top-1)."""
+    from .mmtrain import train_and_test
+    metrics = train_and_test(config, work_dir)
+    typer.echo("test: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+
 @app.command()
 def fetch(
     urls: list[str] = typer.Argument(..., help="One or more http(s) URLs"),

@@ -146,6 +146,16 @@ def read_manifest(root: Path) -> tuple[list[VideoRecord], ManifestMeta] | None:
 LIST_FORMATS = ("videos", "rawframes", "flow")
 
 
+def split_members(records: list[VideoRecord], split: int, subset: str) -> list[VideoRecord]:
+    """The records in `subset` of `split`, in annotation order (the order of the lists)."""
+    return sorted((r for r in records if r.subset(split) == subset), key=lambda r: r.order(split))
+
+
+def listed(record: VideoRecord, fmt: str) -> bool:
+    """Whether a `fmt` list holds this record: the one rule for lists and MMAction2 datasets."""
+    return list_line(record, fmt, "") is not None
+
+
 def list_line(record: VideoRecord, fmt: str, base_dir: str) -> str | None:
     """One MMAction2 list line for `record`, or None when it has nothing to list in `fmt`.
 

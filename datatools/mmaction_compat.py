@@ -1,0 +1,48 @@
+"""Make the MMAction2 1.2.0 wheel importable: it lacks `mmaction.models.localizers.drn`.
+
+The wheel's `mmaction/models/localizers/__init__.py` runs `from .drn.drn import DRN`, but the
+`drn` package was left out of the wheel, so `import mmaction.models` (and therefore building
+any model) fails with ModuleNotFoundError. Where that package is missing, a stand-in module is
+put in `sys.modules` before MMAction2 imports it: its `DRN` raises a clear error if anyone
+builds a DRN localizer, and everything else imports as usual. Nothing in site-packages is
+touched, and an MMAction2 that ships the package is left alone.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+MISSING = "mmaction.models.localizers.drn"
+
+
+class DRN:  # noqa: D101 - stand-in, see module docstring
+    def __init__(self, *args, **kwargs):
+        raise ImportError("the DRN localizer is not in the MMAction2 1.2.0 wheel "
+                          "(mmaction/models/localizers/drn is missing); install MMAction2 from "
+                          "source to use it")
+
+
+def drn_is_missing() -> bool:
+    """True when the installed mmaction lacks the drn package (checked on disk: asking the
+    import system would import mmaction.models.localizers, the import that fails)."""
+    spec = importlib.util.find_spec("mmaction")
+    if spec is None or spec.origin is None:
+        return False
+    return not (Path(spec.origin).parent / "models" / "localizers" / "drn").is_dir()
+
+
+def provide_missing_drn() -> bool:
+    """Register the stand-in if needed; returns whether it did. Safe to call repeatedly."""
+    if MISSING in sys.modules or not drn_is_missing():
+        return False
+    package = types.ModuleType(MISSING)
+    package.__path__ = []  # a package, so that `.drn.drn` resolves below it
+    module = types.ModuleType(MISSING + ".drn")
+    module.DRN = DRN
+    package.drn = module
+    sys.modules[MISSING] = package
+    sys.modules[MISSING + ".drn"] = module
+    return True

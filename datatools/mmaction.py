@@ -17,17 +17,19 @@ hold the same samples. Videos left out are counted by status in one log line, ne
 silently.
 
 Importing this module also makes `import mmaction.models` work on the MMAction2 1.2.0 wheel
-(see mmaction_compat.py).
+and lets torch >= 2.6 load MMEngine's checkpoints (see mmaction_compat.py).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
-from .mmaction_compat import provide_missing_drn
+from .mmaction_compat import allow_mmengine_checkpoints, provide_missing_drn
 
 provide_missing_drn()
+allow_mmengine_checkpoints()
 
 from mmaction.datasets import RawframeDataset, VideoDataset  # noqa: E402
 from mmaction.registry import DATASETS  # noqa: E402
@@ -46,10 +48,18 @@ def manifest_root(manifest: str | Path) -> Path:
     return path.parent if path.suffix == ".parquet" else path
 
 
+@dataclass
+class Selection:
+    root: Path
+    records: list[VideoRecord]  # in list order
+    num_classes: int
+    left_out: Counter  # reason -> count
+
+
 def select(manifest: str | Path, split: int, subset: str, fmt: str,
-           who: str = "datatools") -> tuple[Path, list[VideoRecord], int]:
+           who: str = "datatools") -> Selection:
     """The records of one split's subset that a `fmt` list would hold, in list order; logs
-    what was left out and why. Returns (root, records, number of classes)."""
+    what was left out and why."""
     if subset not in SUBSETS:
         raise UserError(f"{who}: subset must be one of {', '.join(SUBSETS)}, not {subset!r}")
     if split not in (1, 2, 3):
@@ -64,14 +74,14 @@ def select(manifest: str | Path, split: int, subset: str, fmt: str,
     kept = [r for r in members if listed(r, fmt)]
     left_out = Counter(_why_left_out(r, fmt) for r in members if not listed(r, fmt))
     summary = ", ".join(f"{n} {why}" for why, n in sorted(left_out.items()))
-    print_log(f"{who}: {root.name} split {split} {subset} ({fmt}): {len(kept)} samples"
+    print_log(f"{who}: {meta.dataset} split {split} {subset} ({fmt}): {len(kept)} samples"
               + (f"; left out {sum(left_out.values())} ({summary})" if left_out else ""),
               logger="current")
     if not kept:
         raise UserError(f"{who}: {root} split {split} {subset} has no {fmt} samples"
                         + (f" ({summary})" if summary else "")
                         + ("; run `datatools extract` first" if fmt != "videos" else ""))
-    return root, kept, len(meta.label_map or [])
+    return Selection(root, kept, len(meta.label_map or []), left_out)
 
 
 def _why_left_out(r: VideoRecord, fmt: str) -> str:
@@ -96,15 +106,15 @@ class ManifestVideoDataset(VideoDataset):
 
     def __init__(self, manifest: str, pipeline: list, split: int = 1, subset: str = "train",
                  **kwargs):
-        self.root, self.records, classes = select(manifest, split, subset, "videos",
-                                                  type(self).__name__)
-        kwargs.setdefault("num_classes", classes or None)
+        self.selection = select(manifest, split, subset, "videos", type(self).__name__)
+        kwargs.setdefault("num_classes", self.selection.num_classes or None)
         super().__init__(ann_file=str(manifest), pipeline=pipeline, data_prefix=dict(video=""),
                          **kwargs)
 
     def load_data_list(self) -> list[dict]:
-        return [dict(filename=str(self.root / r.video_path), label=r.class_index)
-                for r in self.records]
+        root = self.selection.root
+        return [dict(filename=str(root / r.video_path), label=r.class_index)
+                for r in self.selection.records]
 
 
 @DATASETS.register_module()
@@ -118,14 +128,15 @@ class ManifestRawframeDataset(RawframeDataset):
         if modality not in ("RGB", "Flow"):
             raise UserError(f"{type(self).__name__}: modality must be 'RGB' or 'Flow', not {modality!r}")
         who = type(self).__name__
-        self.root, self.records, classes = select(manifest, split, subset, FORMAT[modality], who)
+        self.selection = sel = select(manifest, split, subset, FORMAT[modality], who)
         self.count_field = "rgb_count" if modality == "RGB" else "flow_count"
-        template = _one(self.records, "rgb_template" if modality == "RGB" else "flow_template", who)
-        kwargs.setdefault("num_classes", classes or None)
+        template = _one(sel.records, "rgb_template" if modality == "RGB" else "flow_template", who)
+        kwargs.setdefault("num_classes", sel.num_classes or None)
         super().__init__(ann_file=str(manifest), pipeline=pipeline, data_prefix=dict(img=""),
-                         filename_tmpl=template, start_index=_one(self.records, "start_index", who),
+                         filename_tmpl=template, start_index=_one(sel.records, "start_index", who),
                          modality=modality, **kwargs)
 
     def load_data_list(self) -> list[dict]:
-        return [dict(frame_dir=str(self.root / r.frame_dir), total_frames=getattr(r, self.count_field),
-                     label=r.class_index) for r in self.records]
+        root = self.selection.root
+        return [dict(frame_dir=str(root / r.frame_dir), total_frames=getattr(r, self.count_field),
+                     label=r.class_index) for r in self.selection.records]

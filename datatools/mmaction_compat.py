@@ -46,3 +46,25 @@ def provide_missing_drn() -> bool:
     sys.modules[MISSING] = package
     sys.modules[MISSING + ".drn"] = module
     return True
+
+
+def allow_mmengine_checkpoints() -> None:
+    """Let torch >= 2.6 load the checkpoints MMEngine writes.
+
+    torch.load now defaults to weights_only=True, which refuses any class it was not told
+    about; MMEngine's checkpoints carry its message hub (HistoryBuffer objects holding numpy
+    arrays), so MMAction2's tools/test.py and `resume` fail on a checkpoint tools/train.py has
+    just written. The classes those checkpoints contain are added to torch's allowlist (and
+    nothing more: loading stays weights-only for anything else)."""
+    import builtins
+
+    import numpy as np
+    import torch
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    if not hasattr(torch.serialization, "add_safe_globals"):
+        return  # an older torch: weights_only is off by default
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
+    torch.serialization.add_safe_globals([HistoryBuffer, np.ndarray, np.dtype, multiarray.scalar,
+                                          multiarray._reconstruct, builtins.getattr, *dtypes])

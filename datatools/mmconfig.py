@@ -91,12 +91,13 @@ def make_config(root: Path, opts: ConfigOptions) -> str:
         backbone["in_channels"] = 2 * FLOW_CLIP
     for key in spec.backbone_extra:
         backbone[key] = clips
-    head = {"num_classes": "num_classes", "in_channels": 512 if opts.depth < 50 else 2048}
+    head = {"num_classes": Expr("num_classes"), "in_channels": 512 if opts.depth < 50 else 2048}
     if opts.model == "tsm":
         head["num_segments"] = clips
     model = {"backbone": backbone, "cls_head": head}
     if opts.modality == "flow":
-        model["data_preprocessor"] = {"mean": [128, 128] * FLOW_CLIP, "std": [128, 128] * FLOW_CLIP}
+        pairs = Expr(f"[128, 128] * {FLOW_CLIP}")  # as MMAction2's flow config: 2 channels per pair
+        model["data_preprocessor"] = {"mean": pairs, "std": pairs}
 
     fmt_shape = "NCHW" if spec.dims == 2 else "NCTHW"
     decode = ([_call("DecordInit")] if fmt == "videos" else [])
@@ -114,15 +115,15 @@ def make_config(root: Path, opts: ConfigOptions) -> str:
         _call("FormatShape", input_format=fmt_shape), _call("PackActionInputs")]
 
     if fmt == "videos":
-        dataset = "dict(type='ManifestVideoDataset', manifest=manifest, split=split, subset={subset!r}, "
+        dataset = "dict(type='ManifestVideoDataset', manifest=manifest, split=split, subset={subset!r},"
     else:
         modality = "Flow" if fmt == "flow" else "RGB"
-        dataset = (f"dict(type='ManifestRawframeDataset', manifest=manifest, modality='{modality}', "
-                   "split=split, subset={subset!r}, ")
+        dataset = (f"dict(type='ManifestRawframeDataset', manifest=manifest, modality='{modality}',"
+                   "\n                 split=split, subset={subset!r},")
     persistent = opts.workers > 0
 
     def loader(subset: str, shuffle: bool, pipeline: str, test_mode: bool) -> str:
-        ds = (dataset.format(subset=subset) + f"pipeline={pipeline}"
+        ds = (dataset.format(subset=subset) + f"\n                 pipeline={pipeline}"
               + (", test_mode=True" if test_mode else "") + ")")
         return (f"dict(\n    batch_size={opts.batch_size}, num_workers={opts.workers}, "
                 f"persistent_workers={persistent},\n"
@@ -141,7 +142,7 @@ def make_config(root: Path, opts: ConfigOptions) -> str:
         f"split = {opts.split}",
         f"num_classes = {num_classes}  # the manifest's label map ({meta.label_source})",
         "",
-        f"model = {_render(model)}",
+        "model = dict(\n" + "".join(f"    {k}={_render(v)},\n" for k, v in model.items()) + ")",
         "",
         "train_pipeline = [\n" + "".join(f"    {p},\n" for p in train_pipeline) + "]",
         "val_pipeline = [\n" + "".join(f"    {p},\n" for p in val_pipeline) + "]",
@@ -188,10 +189,14 @@ def _call(type_: str, **kwargs) -> str:
     return f"dict(type={type_!r}{args})"
 
 
+class Expr(str):
+    """Config text written as is (a variable name, an expression), not as a string literal."""
+
+
 def _render(value) -> str:
-    """A nested dict as `dict(k=v, ...)`; the string "num_classes" stays a variable name."""
+    """A nested dict as `dict(k=v, ...)`."""
     if isinstance(value, dict):
         return "dict(" + ", ".join(f"{k}={_render(v)}" for k, v in value.items()) + ")"
-    if value == "num_classes":
-        return "num_classes"
+    if isinstance(value, Expr):
+        return str(value)
     return repr(value)

@@ -8,7 +8,13 @@ ROOT   ?= demo_data
 # Where the OpenCV wheels are sorted out (see scripts/install.sh): one contrib-headless cv2.
 STAMP  := $(VENV)/.install-stamp
 
-.PHONY: install demo test bench lint clean doctor
+# Whole pipelines (download → validate → lists → extract → frame lists), resumable:
+#   make ucf101 ROOT=data/ucf101 ARGS="--cluster slurm --slurm jobs=8 --slurm partition=cpu"
+# ROOT defaults to data/<dataset> for these (demo_data is the demo's).
+DATASETS := ucf101 hmdb51 kinetics400 kinetics600 kinetics700 sthv2
+ARGS ?=
+
+.PHONY: install demo test bench lint clean doctor $(DATASETS)
 
 install: $(STAMP)
 
@@ -27,6 +33,9 @@ test: install
 
 bench: install
 	$(BIN)/python bench/build_lists.py
+
+$(DATASETS): install
+	$(BIN)/datatools $@ prepare --root $(if $(filter demo_data,$(ROOT)),data/$@,$(ROOT)) $(ARGS)
 
 lint: install
 	$(BIN)/ruff check datatools tests bench

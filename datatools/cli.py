@@ -20,6 +20,31 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
+# Where the work runs; the same options on every parallel step (see parallel.py, slurm.py).
+WORKERS = typer.Option(None, help="Local Dask workers (default: one per core)")
+SCHEDULER = typer.Option(None, help="Use a running Dask cluster: tcp://host:8786")
+CLUSTER = typer.Option("local", "--cluster", help="local, or slurm (workers as SLURM jobs)")
+SLURM = typer.Option(None, "--slurm", help="SLURM setting key=value (repeatable): partition, "
+                     "account, cores, processes, memory, walltime, jobs, max_jobs, gpus_per_job, "
+                     "extra (an #SBATCH line), lifetime, stagger")
+CLUSTER_CONFIG = typer.Option(None, help="Dask config YAML with the cluster settings "
+                              "(jobqueue.slurm.*), written once per lab")
+GPUS = typer.Option(None, help="Local GPU workers: device ids (0,1) or 'all'")
+
+
+def cluster_options(workers, scheduler, cluster, slurm, cluster_config, gpus):
+    from .parallel import ClusterOptions, visible_gpus
+    from .slurm import parse_slurm_options
+    devices = []
+    if gpus:
+        devices = visible_gpus() if gpus == "all" else [d.strip() for d in gpus.split(",") if d.strip()]
+        if not devices:
+            raise UserError("--gpus all: no GPU on this machine (`nvidia-smi -L` lists none)")
+    return ClusterOptions(workers=workers, scheduler=scheduler, kind=cluster,
+                          slurm=parse_slurm_options(slurm or []), config_file=cluster_config,
+                          gpus=devices)
+
+
 def _dataset_app(name: str) -> typer.Typer:
     sub = typer.Typer(help=f"Steps for {datasets.get(name).catalog.title}.", no_args_is_help=True)
 
@@ -79,6 +104,50 @@ def _dataset_app(name: str) -> typer.Typer:
         if result.failures:
             raise typer.Exit(1)
 
+    @sub.command("prepare")
+    def prepare_cmd(
+        root: Path = typer.Option(..., help="Data root, e.g. data/" + name),
+        steps: str = typer.Option("download,validate,lists,extract,frame-lists",
+                                  help="Which steps, comma-separated (always run in this order)"),
+        mirror: Optional[str] = typer.Option(None, envvar="DATATOOLS_MIRROR", help="download: base URL"),
+        from_dir: Optional[Path] = typer.Option(None, help="download: archives fetched by hand"),
+        jobs: int = typer.Option(4, help="download: files in parallel"),
+        level: str = typer.Option("quick", help="validate: quick or full"),
+        task: str = typer.Option("both", help="extract: rgb, flow or both"),
+        algo: str = typer.Option("tvl1", help="extract: tvl1 or farneback"),
+        backend: str = typer.Option("auto", help="extract: flow backend"),
+        new_short: Optional[int] = typer.Option(None, help="extract: short side N"),
+        naming: str = typer.Option("mmaction", help="extract: mmaction or denseflow names"),
+        workers: Optional[int] = WORKERS,
+        scheduler: Optional[str] = SCHEDULER,
+        cluster: str = CLUSTER,
+        slurm: Optional[list[str]] = SLURM,
+        cluster_config: Optional[Path] = CLUSTER_CONFIG,
+        gpus: Optional[str] = GPUS,
+    ):
+        """Run the whole pipeline (download → validate → lists → extract → frame lists);
+        re-run the same command to resume after an interruption."""
+        from .acquire import DownloadOptions
+        from .extract import ExtractOptions
+        from .prepare import PrepareOptions, parse_steps, prepare
+        try:
+            opts = PrepareOptions(
+                steps=parse_steps(steps),
+                download=DownloadOptions(mirror=mirror, from_dir=from_dir, jobs=jobs),
+                level=level,
+                extract=ExtractOptions(task=task, algo=algo,
+                                       backend="opencv" if backend == "auto" else backend,
+                                       new_short=new_short, naming=naming),
+                cluster=cluster_options(workers, scheduler, cluster, slurm, cluster_config, gpus))
+            ok = prepare(name, root, opts)
+        except UserError as exc:
+            _fail(exc)
+        except KeyboardInterrupt:
+            typer.echo("interrupted: re-run the same command to resume", err=True)
+            raise typer.Exit(130) from None
+        if not ok:
+            raise typer.Exit(1)
+
     @sub.command("validate")
     def validate_cmd(
         root: Path = typer.Option(..., help="Data root, e.g. data/" + name),
@@ -86,11 +155,14 @@ def _dataset_app(name: str) -> typer.Typer:
         quarantine: bool = typer.Option(False, "--quarantine", help="Move bad files to ROOT/quarantine/"),
         restore: bool = typer.Option(False, "--restore", help="Put quarantined files back, then stop"),
         strict: bool = typer.Option(False, help="Exit 1 if any video is not ok"),
-        workers: Optional[int] = typer.Option(None, help="Local Dask workers (default: one per core)"),
-        scheduler: Optional[str] = typer.Option(None, help="Use a running Dask cluster: tcp://host:8786"),
+        workers: Optional[int] = WORKERS,
+        scheduler: Optional[str] = SCHEDULER,
+        cluster: str = CLUSTER,
+        slurm: Optional[list[str]] = SLURM,
+        cluster_config: Optional[Path] = CLUSTER_CONFIG,
+        gpus: Optional[str] = GPUS,
     ):
         """Probe every video in parallel; record status and metadata in the manifest."""
-        from .parallel import ClusterOptions
         from .report import console, print_validate_summary
         from .validate import restore as restore_files
         from .validate import validate
@@ -101,7 +173,9 @@ def _dataset_app(name: str) -> typer.Typer:
                 for p in problems:
                     typer.echo(f"error: {p}", err=True)
                 raise typer.Exit(1 if problems else 0)
-            result = validate(name, root, level, ClusterOptions(workers, scheduler), quarantine)
+            result = validate(name, root, level,
+                              cluster_options(workers, scheduler, cluster, slurm, cluster_config, gpus),
+                              quarantine)
         except UserError as exc:
             _fail(exc)
         print_validate_summary(result, datasets.get(name).catalog)
@@ -114,6 +188,36 @@ def _dataset_app(name: str) -> typer.Typer:
 
 for _name in datasets.DATASETS:
     app.add_typer(_dataset_app(_name), name=_name)
+
+
+cluster_app = typer.Typer(help="Run datatools on a SLURM cluster.", no_args_is_help=True)
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("sbatch", context_settings={"allow_extra_args": True,
+                                                 "ignore_unknown_options": True})
+def cluster_sbatch(
+    ctx: typer.Context,
+    out: Path = typer.Option(..., help="Batch script to write"),
+    job_name: str = typer.Option("datatools", help="SLURM job name of the driver"),
+    partition: Optional[str] = typer.Option(None, help="Partition of the driver job"),
+    account: Optional[str] = typer.Option(None, help="Account to charge"),
+    time: str = typer.Option("24:00:00", help="Walltime of the driver job"),
+    cpus: int = typer.Option(1, help="CPUs of the driver job"),
+    mem: str = typer.Option("4G", help="Memory of the driver job"),
+    extra: Optional[list[str]] = typer.Option(None, help="More #SBATCH lines (repeatable)"),
+):
+    """Write a batch script running a datatools command as the driver job:
+    `datatools cluster sbatch --out job.sh -- ucf101 prepare --root data/ucf101 --cluster slurm`,
+    then `sbatch job.sh`."""
+    from .sbatch import batch_script
+    try:
+        text = batch_script(list(ctx.args), job_name, partition, account, time, cpus, mem, extra or [])
+    except UserError as exc:
+        _fail(exc)
+    out.write_text(text)
+    out.chmod(0o755)
+    typer.echo(f"wrote {out}; submit with: sbatch {out}")
 
 
 mmaction_app = typer.Typer(help="Train with MMAction2 from a manifest.", no_args_is_help=True)
@@ -201,21 +305,25 @@ def extract(
     split: int = typer.Option(1, help="Which split's membership selects videos"),
     subset: Optional[str] = typer.Option(None, help="train, val or test (default: all)"),
     limit: Optional[int] = typer.Option(None, help="Only the first N selected videos"),
-    workers: Optional[int] = typer.Option(None, help="Local Dask workers (default: one per core)"),
-    scheduler: Optional[str] = typer.Option(None, help="Use a running Dask cluster: tcp://host:8786"),
+    workers: Optional[int] = WORKERS,
+    scheduler: Optional[str] = SCHEDULER,
+    cluster: str = CLUSTER,
+    slurm: Optional[list[str]] = SLURM,
+    cluster_config: Optional[Path] = CLUSTER_CONFIG,
+    gpus: Optional[str] = GPUS,
     force: bool = typer.Option(False, help="Redo videos extracted with other parameters"),
 ):
     """Extract RGB frames and optical flow for the videos in the manifest."""
     from .extract import ExtractOptions, Selection, parse_size
     from .extract import extract as run_extract
-    from .parallel import ClusterOptions
     from .report import print_extract_summary
     try:
         opts = ExtractOptions(task=task, algo=algo, backend="opencv" if backend == "auto" else backend,
                               new_short=new_short, new_size=parse_size(new_size), bound=bound,
                               naming=naming, jpeg_quality=jpeg_quality)
         result = run_extract(root, opts, Selection(split, subset, limit),
-                             ClusterOptions(workers, scheduler), force)
+                             cluster_options(workers, scheduler, cluster, slurm, cluster_config, gpus),
+                             force)
     except UserError as exc:
         _fail(exc)
     print_extract_summary(result, root)

@@ -1,8 +1,11 @@
 """The one place that knows how work is scheduled: a Dask client and a map over videos.
 
-Default: a local Dask cluster with one single-threaded worker process per core. With
-`scheduler="tcp://host:8786"` an existing cluster is used instead. Work units are whole
-videos; results come back to the driver, which alone writes the manifest.
+Default: a local Dask cluster with one single-threaded worker process per core (plus, with
+`gpus`, one worker per GPU). `kind="slurm"` starts the workers as SLURM jobs through
+dask-jobqueue (slurm.py); `scheduler="tcp://host:8786"` uses an existing cluster instead.
+Work units are whole videos; results come back to the driver, which alone writes the
+manifest. GPU work asks for the worker resource GPU=1: it runs only on workers that declare a
+GPU, one video per GPU at a time, each worker seeing only its own device.
 
 A worker that dies mid-task (a native decoder abort, the OOM killer, a node lost) costs the
 video it was working on, not the run: the local cluster's scheduler gives up on a task after
@@ -17,11 +20,14 @@ import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dask
 from distributed import Client, KilledWorker, LocalCluster, as_completed
+
+from .errors import UserError
 
 # Set in each worker process before it starts (Dask's nanny "pre-spawn" environment).
 # One task at a time on one core: keep libraries from starting a thread per core as well.
@@ -39,6 +45,10 @@ class ClusterOptions:
     workers: int | None = None  # local cluster size; default: one per core
     scheduler: str | None = None  # address of a running cluster
     memory_limit: str = "auto"  # per local worker; the nanny restarts a worker above it
+    kind: str = "local"  # "local" or "slurm"
+    slurm: dict = field(default_factory=dict)  # SlurmOptions fields (--slurm key=value)
+    config_file: Path | None = None  # a Dask config YAML (jobqueue.slurm.*, datatools.*)
+    gpus: list[str] = field(default_factory=list)  # local GPU workers: one per device id
 
 
 @dataclass
@@ -61,20 +71,23 @@ def default_workers() -> int:
 
 @contextmanager
 def dask_client(options: ClusterOptions | None = None) -> Iterator[Client]:
+    """A client on the cluster the options name: an existing scheduler, SLURM jobs started
+    through dask-jobqueue, or (default) local worker processes."""
     options = options or ClusterOptions()
+    if options.config_file is not None:
+        load_config_file(options.config_file)
     if options.scheduler:
         with Client(options.scheduler, timeout="20s") as client:
             yield client
         return
-    n = options.workers or default_workers()
-    config = {"distributed.scheduler.allowed-failures": 0,
-              "distributed.worker.daemon": False,
-              "distributed.admin.system-monitor.gil.enabled": False,
-              "distributed.nanny.pre-spawn-environ": WORKER_ENV}
-    with dask.config.set(config):
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                               memory_limit=options.memory_limit, dashboard_address=None,
-                               silence_logs=logging.ERROR)
+    with dask.config.set(WORKER_CONFIG):
+        if options.kind == "slurm":
+            from .slurm import slurm_cluster
+            cluster = slurm_cluster(options.slurm)
+        elif options.kind == "local":
+            cluster = _local_cluster(options)
+        else:
+            raise UserError(f"--cluster must be local or slurm, not {options.kind!r}")
         try:
             with Client(cluster) as client:
                 yield client
@@ -82,16 +95,85 @@ def dask_client(options: ClusterOptions | None = None) -> Iterator[Client]:
             cluster.close()
 
 
+# Worker settings for clusters this module starts: a task whose worker dies is reported at
+# once (map_tasks resubmits it itself, once), workers may start processes of their own.
+WORKER_CONFIG = {"distributed.scheduler.allowed-failures": 0,
+                 "distributed.worker.daemon": False,
+                 "distributed.admin.system-monitor.gil.enabled": False,
+                 "distributed.nanny.pre-spawn-environ": WORKER_ENV}
+
+
+def _local_cluster(options: ClusterOptions):
+    """One single-threaded worker process per core; with `gpus`, one more per GPU that
+    declares the resource GPU=1 and sees only its own device (CUDA_VISIBLE_DEVICES)."""
+    n = options.workers or default_workers()
+    if not options.gpus:
+        return LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                            memory_limit=options.memory_limit, dashboard_address=None,
+                            silence_logs=logging.ERROR)
+    from distributed import Nanny, Scheduler, SpecCluster
+    from distributed.worker_memory import parse_memory_limit
+
+    total = n + len(options.gpus)
+    memory = parse_memory_limit(options.memory_limit, 1, total_cores=total,
+                                logger=logging.getLogger(__name__))
+    base = {"nthreads": 1, "memory_limit": memory, "silence_logs": logging.ERROR}
+    workers = {f"cpu-{i}": {"cls": Nanny, "options": dict(base)} for i in range(n)}
+    for device in options.gpus:
+        workers[f"gpu-{device}"] = {"cls": Nanny, "options": dict(
+            base, resources={GPU: 1}, env={"CUDA_VISIBLE_DEVICES": device})}
+    return SpecCluster(workers=workers, silence_logs=logging.ERROR,
+                       scheduler={"cls": Scheduler, "options": {"dashboard_address": None}})
+
+
+GPU = "GPU"  # the Dask worker resource a GPU task asks for: one task per GPU at a time
+
+
+def gpu_workers(client: Client) -> list[str]:
+    """Addresses of the workers that declare a GPU."""
+    return [addr for addr, w in client.scheduler_info()["workers"].items()
+            if w.get("resources", {}).get(GPU)]
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids on this machine, as `nvidia-smi -L` lists them (none without a driver)."""
+    import shutil
+    import subprocess
+    if not shutil.which("nvidia-smi"):
+        return []
+    out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
+
+
+def load_config_file(path: Path) -> None:
+    """Merge a Dask config YAML into Dask's config (how a lab writes its SLURM settings once;
+    Dask also reads ~/.config/dask/*.yaml and $DASK_CONFIG by itself)."""
+    import yaml
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"{path}: cannot read the cluster config ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a YAML mapping such as `jobqueue: {{slurm: {{...}}}}`")
+    dask.config.update(dask.config.config, dask.config.expand_environment_variables(data), priority="new")
+
+
 def map_tasks(client: Client, fn: Callable, items: Iterable, *, retries: int = 1,
-              window: int | None = None, on_result: Callable[[Any, Any], None] | None = None
-              ) -> Iterator[tuple[Any, Any]]:
+              window: int | None = None, on_result: Callable[[Any, Any], None] | None = None,
+              gpu: bool = False) -> Iterator[tuple[Any, Any]]:
     """Run `fn(item)` for every item on the cluster; yield (item, result) as they finish.
 
     A failed task yields a `TaskError`; one whose worker died `retries + 1` times a
     `WorkerCrash`. At most `window` tasks are in flight, so millions of videos do not all sit
-    in the scheduler at once.
+    in the scheduler at once. `gpu=True` runs tasks only on workers declaring a GPU, one per
+    GPU at a time.
     """
     items = list(items)
+    resources = {GPU: 1} if gpu else None
+    if gpu and not gpu_workers(client):
+        raise UserError("this step needs a GPU, and no worker of the cluster has one: on this "
+                        "machine `nvidia-smi -L` lists " + (", ".join(visible_gpus()) or "none")
+                        + "; pass --gpus (local) or --slurm gpus_per_job=N, or use a CPU backend")
     window = window or max(64, 16 * max(1, len(client.scheduler_info().get("workers", {}))))
     run = uuid.uuid4().hex[:8]
     name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "task")
@@ -101,7 +183,7 @@ def map_tasks(client: Client, fn: Callable, items: Iterable, *, retries: int = 1
 
     def submit(index: int, attempt: int) -> None:
         fut = client.submit(fn, items[index], key=f"{name}-{run}-{index}-{attempt}",
-                            pure=False)
+                            pure=False, resources=resources)
         owner[fut.key] = (index, attempt)
         done.add(fut)
 

@@ -3,7 +3,6 @@ the real videos, MMAction2 reading the output, failures, parameters, and resume 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -20,7 +19,7 @@ from conftest import SHARED, VIDEOS, require_tool
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from trees import ucf101_style_root
+from trees import tree_bytes, ucf101_style_root
 from typer.testing import CliRunner
 
 from datatools.build import build_lists
@@ -252,14 +251,6 @@ def test_other_parameters_are_refused_unless_forced(tmp_path):
     res = runner.invoke(app, args + ["--jpeg-quality", "50", "--force"])
     assert res.exit_code == 0
     assert len((root / "rawframes/Real/v_Real_g01_c01/img_00001.jpg").read_bytes()) < len(first)
-
-
-def tree_bytes(folder: Path) -> dict[str, str]:
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.name != ".datatools-done.json":
-            out[str(p.relative_to(folder))] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 def resume_root(base: Path) -> Path:

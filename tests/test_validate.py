@@ -16,7 +16,7 @@ from pathlib import Path
 import decord
 import pytest
 from conftest import VIDEOS, require_tool
-from trees import ucf101_style_root
+from trees import pids_with_open, ucf101_style_root
 from typer.testing import CliRunner
 
 from datatools.cli import app
@@ -190,22 +190,6 @@ def test_explicit_scheduler_gives_the_same_results_as_the_local_default(tmp_path
         sched.terminate()
         worker.wait(30)
         sched.wait(30)
-
-
-def pids_with_open(path: Path) -> list[int]:
-    target = str(path)
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
-                    found.append(int(pid))
-                    break
-        except OSError:
-            continue
-    return found
 
 
 def test_a_worker_dying_mid_video_costs_that_video_only(tmp_path):

@@ -6,7 +6,9 @@ Empty placeholder files stand in for videos where only lists are under test.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -119,3 +121,31 @@ def ucf101_style_root(root: Path, files: dict[str, str | None], extra: list[str]
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, dest)
     return root
+
+
+def tree_bytes(folder: Path) -> dict[str, str]:
+    """sha256 of every file below `folder` by relative path (completion records aside: they
+    hold inode numbers and times)."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name != ".datatools-done.json":
+            out[str(p.relative_to(folder))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def pids_with_open(path: Path) -> list[int]:
+    """Processes (other than this one) that have `path` open: the worker busy with a video."""
+    target = str(path)
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                    found.append(int(pid))
+                    break
+        except OSError:
+            continue
+    return found
+

@@ -16,6 +16,7 @@ from ..errors import UserError
 class FlowBackend(Protocol):
     name: str
     algo: str
+    gpu: bool  # runs only on workers declaring a GPU (parallel.GPU), one video per GPU
 
     def compute(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
         ...
@@ -24,6 +25,11 @@ class FlowBackend(Protocol):
 def available() -> dict[str, type]:
     from .opencv_flow import OpenCVFlow
     return {"opencv": OpenCVFlow}
+
+
+def needs_gpu(name: str) -> bool:
+    backends = available()
+    return bool(getattr(backends.get(name), "gpu", False))
 
 
 def create(name: str, algo: str) -> FlowBackend:

@@ -17,6 +17,7 @@ FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, po
 
 class OpenCVFlow:
     name = "opencv"
+    gpu = False
 
     def __init__(self, algo: str):
         import cv2

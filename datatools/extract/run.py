@@ -13,6 +13,7 @@ from ..errors import UserError
 from ..manifest import VideoRecord
 from ..parallel import ClusterOptions, TaskError, WorkerCrash, dask_client, map_tasks
 from ..report import progress_bar
+from . import backends
 from .options import ExtractOptions
 from .video import VideoJob, VideoOutcome, extract_video
 
@@ -76,7 +77,8 @@ def extract(root: Path, opts: ExtractOptions, sel: Selection | None = None,
     run = functools.partial(extract_video, opts=opts)
     try:
         with dask_client(cluster) as client, progress_bar(len(todo), "extracting") as advance:
-            for job, outcome in map_tasks(client, run, [job for _, job in todo]):
+            gpu = opts.flow and backends.needs_gpu(opts.backend)
+            for job, outcome in map_tasks(client, run, [job for _, job in todo], gpu=gpu):
                 if isinstance(outcome, (WorkerCrash, TaskError)):
                     outcome = VideoOutcome(job.video_id, "failed", error=f"worker: {outcome.reason}")
                 rec = by_id[job.video_id]

@@ -1,0 +1,210 @@
+"""Cluster scale: a real one-node SLURM (tests/slurm.py) running the driver as a batch job and
+the workers as dask-jobqueue jobs; a worker process killed mid-extraction; GPU placement with
+declared resources on CPU workers; `prepare` end to end from the loopback HTTP server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import served
+from conftest import VIDEOS, require, require_tool
+from nginx import Nginx
+from slurm import Slurm, available
+from trees import pids_with_open, tree_bytes, ucf101_style_root
+
+from datatools.build import build_lists
+from datatools.demo import make_dataset
+from datatools.errors import UserError
+from datatools.extract import ExtractOptions, extract
+from datatools.gpu_pin import device_for
+from datatools.manifest import read_manifest
+from datatools.parallel import ClusterOptions, dask_client, load_config_file, map_tasks
+from datatools.slurm import make_cluster, parse_slurm_options
+
+BIN = Path(sys.executable).parent
+FARNEBACK = ExtractOptions(task="both", algo="farneback")
+
+
+def run(*args, **kw):
+    return subprocess.run([str(BIN / "datatools"), *map(str, args)], capture_output=True,
+                          text=True, **kw)
+
+
+def clip_root(base: Path, names=("test.avi", "short_32f.mp4", "bikes.mp4")) -> Path:
+    files = {f"Real/v_Real_g{i:02d}_c01{Path(n).suffix}": str(VIDEOS / n) for i, n in enumerate(names, 1)}
+    root = ucf101_style_root(base, files)
+    build_lists("ucf101", root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    require("slurm-wlm and munge", available())
+    cluster = Slurm(tmp_path_factory.mktemp("slurm"))
+    yield cluster
+    cluster.stop()
+
+
+def test_extract_through_slurm_jobs_equals_a_local_run(slurm, tmp_path):
+    """The driver runs as a batch job from `datatools cluster sbatch` (checked with
+    --test-only first); it starts its worker as a SLURM job through dask-jobqueue."""
+    local = clip_root(tmp_path / "local")
+    extract(local, FARNEBACK, cluster=ClusterOptions(workers=1))
+    root = clip_root(tmp_path / "slurm")
+    job = tmp_path / "job.sh"
+    r = run("cluster", "sbatch", "--out", job, "--job-name", "dt-driver", "--time", "00:15:00",
+            "--mem", "1G", "--", "extract", "--root", root, "--task", "both", "--algo", "farneback",
+            "--cluster", "slurm", "--slurm", "jobs=1", "--slurm", "memory=1GB",
+            "--slurm", "walltime=00:15:00", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    check = slurm.run("sbatch", "--test-only", str(job))
+    assert check.returncode == 0 and "to start at" in check.stderr, check.stderr
+    submitted = slurm.run("sbatch", "--parsable", str(job))
+    assert submitted.returncode == 0, submitted.stderr
+    driver = submitted.stdout.strip()
+    seen_workers = set()
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        queue = slurm.run("squeue", "-h", "-o", "%i %j %T").stdout.split("\n")
+        seen_workers |= {q.split()[0] for q in queue if "datatools-worker" in q and "RUNNING" in q}
+        if not any(q.startswith(driver + " ") for q in queue):
+            break
+        time.sleep(0.5)
+    log = (tmp_path / f"dt-driver-{driver}.log").read_text()
+    jobs = {j["JobId"]: j for j in slurm.finished_jobs()}
+    assert jobs[driver]["JobState"] == "COMPLETED", log[-3000:]
+    workers = [j for j in jobs.values() if j["Name"] == "datatools-worker"]
+    assert seen_workers and {w["JobId"] for w in workers} >= seen_workers
+    assert tree_bytes(root / "rawframes") == tree_bytes(local / "rawframes")
+    records, _ = read_manifest(root)
+    assert {r.extract_status for r in records} == {"done"}
+
+
+def test_a_killed_worker_costs_only_its_video_and_the_output_is_unchanged(tmp_path):
+    names = ("test.mp4", "demo.mp4", "short_32f.mp4", "bikes.mp4", "test.avi")
+    reference = clip_root(tmp_path / "reference", names)
+    extract(reference, FARNEBACK, cluster=ClusterOptions(workers=2))
+    root = clip_root(tmp_path / "killed", names)
+    target = root / "videos/Real/v_Real_g01_c01.mp4"  # test.mp4: the longest, done first
+    killed = []
+
+    def killer():
+        deadline = time.time() + 120
+        while not killed and time.time() < deadline:
+            pids = pids_with_open(target)
+            if pids:
+                time.sleep(0.5)  # mid-video: frames are being written
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    result = extract(root, FARNEBACK, cluster=ClusterOptions(workers=2))
+    thread.join()
+    assert killed
+    assert sorted(rec.video_id for rec, _ in result.outcomes) == sorted(
+        f"v_Real_g{i:02d}_c01" for i in range(1, 6))  # each once, none missing
+    assert not result.failures and result.counts == {"done": 5}
+    assert tree_bytes(root / "rawframes") == tree_bytes(reference / "rawframes")
+    assert not [p for p in (root / "rawframes").rglob("*") if p.name.endswith(".tmp")]
+
+
+def _where(item):
+    """A task that reports where it ran and when (for the placement test)."""
+    from distributed import get_worker
+    start = time.monotonic()
+    time.sleep(0.3)
+    return get_worker().name, os.environ.get("CUDA_VISIBLE_DEVICES"), start, time.monotonic()
+
+
+def test_gpu_tasks_run_only_on_gpu_workers_one_per_gpu_each_on_its_device():
+    """Two local workers declare GPU=1 (device ids 0 and 1; no CUDA involved), one does not."""
+    with dask_client(ClusterOptions(workers=1, gpus=["0", "1"])) as client:
+        placed = [res for _, res in map_tasks(client, _where, range(8), gpu=True)]
+    names = {name for name, *_ in placed}
+    assert names == {"gpu-0", "gpu-1"}  # never the CPU worker, both GPUs used
+    for name, device, _, _ in placed:
+        assert device == name.split("-")[1]  # pinned: gpu-1 sees only device 1
+    for name in names:
+        spans = sorted((s, e) for n, _, s, e in placed if n == name)
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
+    with dask_client(ClusterOptions(workers=1)) as client:
+        with pytest.raises(UserError, match="needs a GPU, and no worker of the cluster has one"):
+            list(map_tasks(client, _where, range(2), gpu=True))
+
+
+def test_each_worker_of_a_multi_gpu_job_keeps_its_own_device():
+    assert [device_for(f"SLURMCluster-3-{k}", "4,5") for k in (0, 1)] == ["4", "5"]
+    assert device_for("gpu-0", "") is None
+
+
+def test_slurm_settings_come_from_a_config_file_and_the_command_line(tmp_path):
+    require_tool("sbatch")
+    conf = tmp_path / "lab.yaml"
+    conf.write_text("jobqueue:\n  slurm:\n    queue: gpu-long\n    account: lab42\n"
+                    "    memory: 64GB\n    job-extra-directives: ['--constraint=a100']\n")
+    load_config_file(conf)
+    settings = parse_slurm_options(["gpus_per_job=2", "memory=32GB", "walltime=01:00:00",
+                                    "extra=--qos=high"])
+    cluster = make_cluster(settings)
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    for line in ("#SBATCH -p gpu-long", "#SBATCH -A lab42", "#SBATCH --constraint=a100",
+                 "#SBATCH --gres=gpu:2", "#SBATCH --qos=high", "#SBATCH -t 01:00:00"):
+        assert line in script, script
+    assert "--mem=30G" in script or "--mem=32G" in script  # the command line wins over the file
+    for arg in ("--nworkers 2", "--resources GPU=1", "--preload datatools.gpu_pin",
+                "--lifetime 3300s", "--lifetime-stagger 4m"):
+        assert arg in script, script
+    with pytest.raises(UserError, match="expected key=value with key one of"):
+        parse_slurm_options(["colour=blue"])
+
+
+def test_prepare_runs_every_step_and_resumes_after_a_kill(tmp_path):
+    require_tool("nginx")
+    server = Nginx(tmp_path / "nginx")
+    try:
+        demo = make_dataset(tmp_path / "demo")
+        www = server.www / "ucf101"
+        lists = {f"ucfTrainTestlist/{p.name}": p for p in (demo / "annotations").iterdir()}
+        served.zip_of(www / "UCF101TrainTestSplits-RecognitionTask.zip", lists)
+        served.zip_of(www / "UCF101.rar", {f"UCF101/{p.relative_to(demo / 'videos')}": p
+                                           for p in (demo / "videos").rglob("*.avi")})
+        args = ["ucf101", "prepare", "--mirror", server.url("ucf101/"), "--algo", "farneback",
+                "--workers", "2"]
+        whole = tmp_path / "whole"
+        r = run(*args, "--root", whole)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        for step in ("1/5 download", "2/5 validate", "3/5 lists", "4/5 extract", "5/5 frame-lists"):
+            assert step in r.stdout
+        resumed = tmp_path / "resumed"
+        proc = subprocess.Popen([str(BIN / "datatools"), *args, "--root", str(resumed)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        deadline = time.monotonic() + 120
+        while not list((resumed / "rawframes").glob("*/*/img_*")) + list(
+                (resumed / "rawframes").glob("*/.*.tmp/img_*")):
+            assert proc.poll() is None and time.monotonic() < deadline, "ended before the kill"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # mid-extract, driver and workers alike
+        proc.wait()
+        r = run(*args, "--root", resumed)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        assert tree_bytes(resumed / "rawframes") == tree_bytes(whole / "rawframes")
+        for name in ("ucf101_train_split_1_rawframes.txt", "ucf101_val_split_1_flow.txt"):
+            assert (resumed / name).read_bytes() == (whole / name).read_bytes()
+        assert "already done" in r.stdout  # the download was not repeated
+    finally:
+        server.stop()
+        shutil.rmtree(tmp_path / "nginx", ignore_errors=True)

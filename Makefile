@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.install-stamp
 DATASETS := ucf101 hmdb51 kinetics400 kinetics600 kinetics700 sthv2
 ARGS ?=
 
-.PHONY: install demo test bench lint clean doctor $(DATASETS)
+.PHONY: install demo test bench lint clean doctor native $(DATASETS)
 
 install: $(STAMP)
 
@@ -37,8 +37,16 @@ bench: install
 $(DATASETS): install
 	$(BIN)/datatools $@ prepare --root $(if $(filter demo_data,$(ROOT)),data/$@,$(ROOT)) $(ARGS)
 
+# The native extractor (native/): CMake, Release; needs cmake, a C++17 compiler and
+# libopencv-dev + libopencv-contrib-dev (or an OpenCV built with CUDA and contrib).
+native: native/build/datatools-flow
+
+native/build/datatools-flow: native/CMakeLists.txt native/src/main.cpp
+	cmake -S native -B native/build -DCMAKE_BUILD_TYPE=Release
+	cmake --build native/build -j
+
 lint: install
 	$(BIN)/ruff check datatools tests bench
 
 clean:
-	rm -rf $(VENV) $(ROOT) bench/out .pytest_cache
+	rm -rf $(VENV) $(ROOT) bench/out .pytest_cache native/build

@@ -296,7 +296,9 @@ def extract(
     root: Path = typer.Option(..., help="Data root with a manifest (run build-lists first)"),
     task: str = typer.Option("both", help="rgb, flow or both"),
     algo: str = typer.Option("tvl1", help="tvl1 or farneback"),
-    backend: str = typer.Option("auto", help="Flow backend: auto or opencv"),
+    backend: str = typer.Option("auto", help="Flow backend: auto (opencv), opencv, native "
+                                "(our C++ datatools-flow) or denseflow (--denseflow-bin)"),
+    denseflow_bin: Optional[str] = typer.Option(None, help="A denseflow-compatible executable"),
     new_short: Optional[int] = typer.Option(None, help="Scale the short side to N (never upscales)"),
     new_size: Optional[str] = typer.Option(None, help="Exact output size WIDTHxHEIGHT"),
     bound: float = typer.Option(20.0, help="Flow clip bound in pixels (quantization range)"),
@@ -320,7 +322,7 @@ def extract(
     try:
         opts = ExtractOptions(task=task, algo=algo, backend="opencv" if backend == "auto" else backend,
                               new_short=new_short, new_size=parse_size(new_size), bound=bound,
-                              naming=naming, jpeg_quality=jpeg_quality)
+                              naming=naming, jpeg_quality=jpeg_quality, denseflow_bin=denseflow_bin)
         result = run_extract(root, opts, Selection(split, subset, limit),
                              cluster_options(workers, scheduler, cluster, slurm, cluster_config, gpus),
                              force)

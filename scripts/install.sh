@@ -15,7 +15,10 @@ EXTRAS=${EXTRAS:-dev,mmaction,cluster}
 pip="$VENV/bin/python -m pip"
 $pip install -q --upgrade pip
 # torch first, pinned: its CPU wheel is what mmaction2's unpinned `torch` then finds satisfied.
-$pip install -q "torch==2.13.0"
+# (Only for the extras that need it: the CPU docker image installs without.)
+case ",$EXTRAS," in
+  *,mmaction,*|*,gpu,*) $pip install -q "torch==2.13.0" ;;
+esac
 $pip install -q -e ".[${EXTRAS}]"
 opencv_version=$("$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('opencv-contrib-python-headless'))")
 $pip uninstall -q -y opencv-python opencv-python-headless opencv-contrib-python opencv-contrib-python-headless

@@ -37,3 +37,11 @@ def require_tool(name: str) -> str:
 def shared() -> Path:
     assert SHARED.is_dir(), f"{SHARED} missing: tests read the real data in ../shared/data"
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def native_flow() -> Path:
+    """The native extractor, built from native/ if it is missing or older than its sources."""
+    from native import build_native
+    return build_native()
+

@@ -95,20 +95,25 @@ def rubberwhale_root(tmp_path_factory):
     return ucf101_style_root(base / "root", {"Middlebury/v_RubberWhale_g01_c01.mkv": str(video)})
 
 
-@pytest.mark.parametrize("algo,limit", [("tvl1", 0.185), ("farneback", 0.40)])
-def test_rubberwhale_end_point_error_after_quantization(rubberwhale_root, algo, limit, tmp_path):
+@pytest.mark.parametrize("backend,algo,limit", [("opencv", "tvl1", 0.185), ("opencv", "farneback", 0.40),
+                                                ("native", "tvl1", 0.185)])
+def test_rubberwhale_end_point_error_after_quantization(rubberwhale_root, backend, algo, limit, tmp_path,
+                                                       request):
     import shutil
+    if backend == "native":
+        request.getfixturevalue("native_flow")
     root = tmp_path / "root"
     shutil.copytree(rubberwhale_root, root)
     build_lists("ucf101", root)
-    result = extract(root, ExtractOptions(task="flow", algo=algo), cluster=ClusterOptions(workers=1))
+    result = extract(root, ExtractOptions(task="flow", algo=algo, backend=backend),
+                     cluster=ClusterOptions(workers=1))
     assert result.counts["done"] == 1
     folder = root / "rawframes/Middlebury/v_RubberWhale_g01_c01"
     fx = np.asarray(Image.open(folder / "flow_x_00001.jpg"))
     fy = np.asarray(Image.open(folder / "flow_y_00001.jpg"))
     flow = np.dstack([dequantize_flow(fx, 20), dequantize_flow(fy, 20)])
     error = epe(flow, read_flo(RUBBER / "flow10.flo"))
-    assert error <= limit, f"{algo} EPE {error:.3f} px"
+    assert error <= limit, f"{backend} {algo} EPE {error:.3f} px"
     assert sorted(p.name for p in folder.iterdir()) == [".datatools-done.json",
                                                        "flow_x_00001.jpg", "flow_y_00001.jpg"]
 

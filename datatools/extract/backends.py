@@ -1,7 +1,10 @@
 """Flow backends behind one small interface, chosen by name.
 
-A backend turns a pair of same-sized grayscale uint8 frames into a float32 flow field
-(H x W x 2, pixels). Later backends (native, denseflow, torch) register here too.
+A pair backend (`opencv`) turns a pair of same-sized grayscale uint8 frames into a float32
+flow field (H x W x 2, pixels); video.py decodes, resizes, quantizes and writes around it.
+A video tool (`native`, `denseflow`: external.py) is handed the whole video and writes the
+frame folder itself (`video_tool = True`, `extract_into`). Later backends (torch) register
+here too.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ class FlowBackend(Protocol):
 
 
 def available() -> dict[str, type]:
+    from .external import DenseflowFlow, NativeFlow
     from .opencv_flow import OpenCVFlow
-    return {"opencv": OpenCVFlow}
+    return {"opencv": OpenCVFlow, "native": NativeFlow, "denseflow": DenseflowFlow}
 
 
 def needs_gpu(name: str) -> bool:
@@ -32,10 +36,16 @@ def needs_gpu(name: str) -> bool:
     return bool(getattr(backends.get(name), "gpu", False))
 
 
-def create(name: str, algo: str) -> FlowBackend:
+def create(name: str, algo: str, denseflow_bin: str | None = None) -> FlowBackend:
     backends = available()
     if name == "auto":
         name = "opencv"
     if name not in backends:
         raise UserError(f"--backend {name!r}: choose auto or {', '.join(backends)}")
+    if name == "denseflow":
+        return backends[name](algo, denseflow_bin)
     return backends[name](algo)
+
+
+def is_video_tool(name: str) -> bool:
+    return bool(getattr(available().get(name), "video_tool", False))

@@ -30,6 +30,7 @@ class ExtractOptions:
     bound: float = 20.0
     naming: str = "mmaction"
     jpeg_quality: int = 95
+    denseflow_bin: str | None = None  # the executable of --backend denseflow
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -71,6 +72,7 @@ class ExtractOptions:
         """What the output depends on (the completion record's `params`)."""
         p = asdict(self)
         p["new_size"] = list(self.new_size) if self.new_size else None
+        del p["denseflow_bin"]  # where the tool lives is not a property of the output
         if not self.flow:  # flow settings do not change RGB-only output
             p.update(algo=None, backend=None, bound=None)
         return p

@@ -59,6 +59,8 @@ def extract(root: Path, opts: ExtractOptions, sel: Selection | None = None,
     sel = sel or Selection()
     if sel.split > ds.num_splits:
         raise UserError(f"--split {sel.split}: {dataset} has {ds.num_splits} split(s)")
+    if opts.flow or backends.is_video_tool(opts.backend):
+        backends.create(opts.backend, opts.algo, opts.denseflow_bin)  # a missing tool stops here
     chosen = select(scanned.records, sel)
     result = ExtractResult(dataset)
     todo = []

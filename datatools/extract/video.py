@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from .. import __version__
 from .backends import create as create_backend
+from .backends import is_video_tool
+from .external import ToolError
 from .frames import DecodeError, JpegWriter, iter_frames, resize, to_gray
 from .options import ExtractOptions, output_size
 from .quantize import quantize_flow
@@ -76,10 +78,14 @@ def extract_video(job: VideoJob, opts: ExtractOptions) -> VideoOutcome:
     shutil.rmtree(tmp, ignore_errors=True)  # left over from an interrupted run
     os.makedirs(tmp)
     try:
-        outcome = _extract_into(job, opts, tmp)
-    except DecodeError as exc:
+        if is_video_tool(opts.backend):
+            outcome = _tool_into(job, opts, tmp)
+        else:
+            outcome = _extract_into(job, opts, tmp)
+    except (DecodeError, ToolError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        return VideoOutcome(job.video_id, "failed", error=f"decoding failed: {exc}",
+        what = "decoding failed: " if isinstance(exc, DecodeError) else ""
+        return VideoOutcome(job.video_id, "failed", error=f"{what}{exc}",
                             seconds=time.perf_counter() - t0)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -113,6 +119,18 @@ def _replace_dir(tmp: str, final: str) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.rename(tmp, final)
+
+
+def _tool_into(job: VideoJob, opts: ExtractOptions, folder: str) -> VideoOutcome:
+    """A whole-video backend writes the folder; the frame size is read back from a file."""
+    import cv2
+    tool = create_backend(opts.backend, opts.algo, opts.denseflow_bin)
+    rgb, flow = tool.extract_into(job.video_path, folder, opts)
+    first = opts.rgb_template.format(opts.start_index) if rgb else opts.flow_template.format(
+        "x", opts.start_index)
+    image = cv2.imread(os.path.join(folder, first), cv2.IMREAD_UNCHANGED)
+    height, width = image.shape[:2] if image is not None else (None, None)
+    return VideoOutcome(job.video_id, "done", rgb, flow, width, height)
 
 
 def _extract_into(job: VideoJob, opts: ExtractOptions, folder: str) -> VideoOutcome:

@@ -1,0 +1,465 @@
+// datatools-flow: RGB frames and optical flow of videos, denseflow-compatible command line,
+// datatools' output contract (see datatools/extract/ and ../shared/docs/ARCHITECTURE.md):
+//   img_NNNNN.jpg (BGR, JPEG q95), flow_x_NNNNN.jpg / flow_y_NNNNN.jpg (one channel, q95),
+//   flow clipped to +-bound and quantized as round-half-even(255 * (v + b) / 2b), 0 -> 128;
+//   N decoded frames give N images and N-1 flow pairs; names start at --start-index (0, as
+//   denseflow; 1 for MMAction2).
+//
+// Work is a pipeline of threads: one decodes (and resizes, converts to gray), --threads
+// compute flow for consecutive pairs (each with its own algorithm instance), and the same
+// threads encode and write. Frames stream through a bounded window: memory does not grow
+// with the length of the video, and no frame is dropped at the end (denseflow #33/#60 lost
+// the last batch of long videos).
+
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <opencv2/optflow.hpp>
+#include <opencv2/video.hpp>
+#include <opencv2/videoio.hpp>
+
+#ifdef DATATOOLS_WITH_CUDA
+#include <opencv2/cudaoptflow.hpp>
+#endif
+
+#include <atomic>
+#include <cerrno>
+#include <cfenv>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace {
+
+struct Options {
+    std::vector<std::string> inputs;  // videos (a .txt input lists one per line)
+    std::string out_dir = ".";
+    std::string algorithm = "tvl1";   // tvl1, farn (brox: CUDA only)
+    double bound = 20.0;
+    int step = 1;                     // 0: RGB frames only; 1: flow between consecutive frames
+    int new_width = 0, new_height = 0, new_short = 0;
+    int start_index = 0;
+    int quality = 95;
+    int threads = 0;                  // 0: hardware concurrency
+    bool flow_only = false;
+    bool force = false;
+    bool verbose = false;
+    bool list_input = false;
+};
+
+[[noreturn]] void usage_error(const std::string& msg) {
+    std::cerr << "datatools-flow: " << msg << "\n"
+              << "usage: datatools-flow VIDEO|LIST.txt [-o OUT] [-a tvl1|farn] [-b BOUND] [-s STEP]\n"
+              << "       [-nw W -nh H | -ns SHORT] [--start-index 0|1] [--quality Q] [--threads N]\n"
+              << "       [--flow-only] [-f] [-v]   (denseflow's -key=value spelling works too)\n";
+    std::exit(2);
+}
+
+int to_int(const std::string& key, const std::string& v) {
+    char* end = nullptr;
+    long x = std::strtol(v.c_str(), &end, 10);
+    if (v.empty() || *end) usage_error(key + " expects a whole number, got '" + v + "'");
+    return static_cast<int>(x);
+}
+
+double to_double(const std::string& key, const std::string& v) {
+    char* end = nullptr;
+    double x = std::strtod(v.c_str(), &end);
+    if (v.empty() || *end) usage_error(key + " expects a number, got '" + v + "'");
+    return x;
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+Options parse(int argc, char** argv) {
+    Options o;
+    static const std::map<std::string, std::string> alias = {
+        {"-o", "out"}, {"--outputDir", "out"}, {"-a", "algorithm"}, {"--algorithm", "algorithm"},
+        {"-b", "bound"}, {"--bound", "bound"}, {"-s", "step"}, {"--step", "step"},
+        {"-nw", "nw"}, {"--newWidth", "nw"}, {"-nh", "nh"}, {"--newHeight", "nh"},
+        {"-ns", "ns"}, {"--newShort", "ns"}, {"--start-index", "start"}, {"--quality", "quality"},
+        {"--threads", "threads"}};
+    static const std::map<std::string, std::string> flags = {
+        {"-v", "verbose"}, {"--verbose", "verbose"}, {"-f", "force"}, {"--force", "force"},
+        {"--flow-only", "flow_only"}};
+    for (int i = 1; i < argc; ++i) {
+        std::string arg = argv[i], value;
+        bool inline_value = false;
+        auto eq = arg.find('=');
+        if (arg.rfind("-", 0) == 0 && eq != std::string::npos) {  // denseflow: -b=20
+            value = arg.substr(eq + 1);
+            arg = arg.substr(0, eq);
+            inline_value = true;
+        }
+        if (flags.count(arg)) {
+            const std::string& f = flags.at(arg);
+            bool on = !inline_value || (value != "0" && value != "false");
+            if (f == "verbose") o.verbose = on;
+            if (f == "force") o.force = on;
+            if (f == "flow_only") o.flow_only = on;
+            continue;
+        }
+        if (alias.count(arg)) {
+            if (!inline_value) {
+                if (i + 1 >= argc) usage_error(arg + " needs a value");
+                value = argv[++i];
+            }
+            const std::string& k = alias.at(arg);
+            if (k == "out") o.out_dir = value;
+            else if (k == "algorithm") o.algorithm = value;
+            else if (k == "bound") o.bound = to_double(arg, value);
+            else if (k == "step") o.step = to_int(arg, value);
+            else if (k == "nw") o.new_width = to_int(arg, value);
+            else if (k == "nh") o.new_height = to_int(arg, value);
+            else if (k == "ns") o.new_short = to_int(arg, value);
+            else if (k == "start") o.start_index = to_int(arg, value);
+            else if (k == "quality") o.quality = to_int(arg, value);
+            else if (k == "threads") o.threads = to_int(arg, value);
+            continue;
+        }
+        if (arg == "-h" || arg == "--help") usage_error("help");
+        if (arg.rfind("-", 0) == 0) usage_error("unknown option " + arg);
+        o.inputs.push_back(arg);
+    }
+    if (o.inputs.size() != 1) usage_error("give one video or one list file");
+    if (o.algorithm != "tvl1" && o.algorithm != "farn" && o.algorithm != "brox")
+        usage_error("-a must be tvl1, farn or brox");
+    if (o.bound <= 0) usage_error("-b must be positive");
+    if (o.step < 0 || o.step > 1) usage_error("-s must be 0 (frames only) or 1");
+    if ((o.new_width > 0) != (o.new_height > 0)) usage_error("-nw and -nh go together");
+    if (o.new_short > 0 && o.new_width > 0) usage_error("-ns excludes -nw/-nh");
+    if (o.quality < 1 || o.quality > 100) usage_error("--quality must be 1..100");
+    if (ends_with(o.inputs[0], ".txt")) {
+        o.list_input = true;
+        std::ifstream list(o.inputs[0]);
+        if (!list) usage_error("cannot read list " + o.inputs[0]);
+        std::vector<std::string> videos;
+        for (std::string line; std::getline(list, line);) {
+            while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+            if (!line.empty()) videos.push_back(line.substr(0, line.find(' ')));
+        }
+        o.inputs = videos;
+    }
+    if (o.threads <= 0) o.threads = std::max(1u, std::thread::hardware_concurrency());
+    return o;
+}
+
+// Same rule as datatools.extract.options.output_size: exact -nw/-nh; -ns scales the short side
+// to N, the long side to round-half-up(long * N / short), never upscaling.
+cv::Size output_size(int w, int h, const Options& o) {
+    if (o.new_width > 0) return {o.new_width, o.new_height};
+    if (o.new_short <= 0 || std::min(w, h) <= o.new_short) return {w, h};
+    int n = o.new_short;
+    if (w <= h) return {n, static_cast<int>(static_cast<double>(h) * n / w + 0.5)};
+    return {static_cast<int>(static_cast<double>(w) * n / h + 0.5), n};
+}
+
+std::string stem_of(const std::string& path) {
+    auto slash = path.find_last_of('/');
+    std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+    auto dot = name.find_last_of('.');
+    return dot == std::string::npos ? name : name.substr(0, dot);
+}
+
+void make_dirs(const std::string& path) {
+    std::string part;
+    for (size_t i = 0; i <= path.size(); ++i) {
+        if (i == path.size() || path[i] == '/') {
+            if (!part.empty() && mkdir(part.c_str(), 0755) != 0 && errno != EEXIST)
+                throw std::runtime_error("cannot create " + part + ": " + std::strerror(errno));
+        }
+        if (i < path.size()) part += path[i];
+    }
+}
+
+std::string frame_name(const char* prefix, int index) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%s_%05d.jpg", prefix, index);
+    return buf;
+}
+
+void write_file(const std::string& path, const std::vector<uchar>& data) {
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) throw std::runtime_error("cannot write " + path + ": " + std::strerror(errno));
+    size_t done = 0;
+    while (done < data.size()) {
+        ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+        if (n < 0) {
+            ::close(fd);
+            throw std::runtime_error("cannot write " + path + ": " + std::strerror(errno));
+        }
+        done += static_cast<size_t>(n);
+    }
+    ::close(fd);
+}
+
+void write_jpeg(const std::string& path, const cv::Mat& image, int quality) {
+    std::vector<uchar> buf;
+    if (!cv::imencode(".jpg", image, buf, {cv::IMWRITE_JPEG_QUALITY, quality}))
+        throw std::runtime_error("cannot encode " + path);
+    write_file(path, buf);
+}
+
+// denseflow's CAST: clip to [-b, b], 255 * (v - L) / (H - L) in double, round half to even.
+cv::Mat quantize(const cv::Mat& component, double bound) {
+    cv::Mat out(component.size(), CV_8UC1);
+    const double lo = -bound, hi = bound;
+    for (int y = 0; y < component.rows; ++y) {
+        const float* src = component.ptr<float>(y);
+        uchar* dst = out.ptr<uchar>(y);
+        for (int x = 0; x < component.cols; ++x) {
+            double v = std::min(hi, std::max(lo, static_cast<double>(src[x])));
+            dst[x] = static_cast<uchar>(std::nearbyint(255.0 * (v - lo) / (hi - lo)));
+        }
+    }
+    return out;
+}
+
+// One flow algorithm instance per thread (OpenCV's are not thread-safe).
+class Flow {
+  public:
+    Flow(const std::string& algorithm) : algorithm_(algorithm) {
+#ifdef DATATOOLS_WITH_CUDA
+        if (algorithm == "tvl1") {
+            // OpenCV's CUDA test matches the CPU result with these iteration settings.
+            cuda_tvl1_ = cv::cuda::OpticalFlowDual_TVL1::create(0.25, 0.15, 0.3, 5, 5, 0.01, 300, 0.8, 0.0, false);
+            return;
+        }
+        if (algorithm == "brox") {
+            cuda_brox_ = cv::cuda::BroxOpticalFlow::create(0.197, 50.0, 0.8, 10, 77, 10);
+            return;
+        }
+#endif
+        if (algorithm == "brox")
+            throw std::runtime_error("-a brox needs OpenCV with CUDA (cudaoptflow); use tvl1 or farn");
+        if (algorithm == "tvl1") {
+            // OpenCV's defaults, spelled out as in datatools/extract/opencv_flow.py.
+            tvl1_ = cv::optflow::DualTVL1OpticalFlow::create(0.25, 0.15, 0.3, 5, 5, 0.01, 30, 10, 0.8, 0.0, 5, false);
+        }
+    }
+
+    cv::Mat compute(const cv::Mat& prev, const cv::Mat& next) {
+        cv::Mat flow;
+#ifdef DATATOOLS_WITH_CUDA
+        if (cuda_tvl1_ || cuda_brox_) {
+            cv::cuda::GpuMat a(prev), b(next), f;
+            if (cuda_brox_) {
+                cv::cuda::GpuMat af, bf;
+                a.convertTo(af, CV_32F, 1.0 / 255);
+                b.convertTo(bf, CV_32F, 1.0 / 255);
+                cuda_brox_->calc(af, bf, f);
+            } else {
+                cuda_tvl1_->calc(a, b, f);
+            }
+            f.download(flow);
+            return flow;
+        }
+#endif
+        if (tvl1_) {
+            tvl1_->calc(prev, next, flow);
+        } else {
+            cv::calcOpticalFlowFarneback(prev, next, flow, 0.5, 3, 15, 3, 5, 1.2, 0);
+        }
+        return flow;
+    }
+
+  private:
+    std::string algorithm_;
+    cv::Ptr<cv::optflow::DualTVL1OpticalFlow> tvl1_;
+#ifdef DATATOOLS_WITH_CUDA
+    cv::Ptr<cv::cuda::OpticalFlowDual_TVL1> cuda_tvl1_;
+    cv::Ptr<cv::cuda::BroxOpticalFlow> cuda_brox_;
+#endif
+};
+
+struct Frame {
+    int index;
+    cv::Mat bgr, gray;
+};
+
+// Frames decoded but not yet released: a pair (i, i+1) needs both, the writer needs frame i.
+class Window {
+  public:
+    explicit Window(size_t capacity) : capacity_(capacity) {}
+
+    // False once the run has failed: the decoder stops.
+    bool push(Frame f) {
+        std::unique_lock<std::mutex> lock(m_);
+        room_.wait(lock, [&] { return frames_.size() < capacity_ || failed_; });
+        if (failed_) return false;
+        frames_[f.index] = std::move(f);
+        ready_.notify_all();
+        return true;
+    }
+    // Frame i, or nullptr once decoding has ended before reaching it.
+    const Frame* get(int i) {
+        std::unique_lock<std::mutex> lock(m_);
+        ready_.wait(lock, [&] { return frames_.count(i) || i >= total_ || failed_; });
+        auto it = frames_.find(i);
+        return it == frames_.end() ? nullptr : &it->second;
+    }
+    void release_below(int i) {
+        std::lock_guard<std::mutex> lock(m_);
+        while (!frames_.empty() && frames_.begin()->first < i) frames_.erase(frames_.begin());
+        room_.notify_all();
+    }
+    void finish(int total) {
+        std::lock_guard<std::mutex> lock(m_);
+        total_ = total;
+        ready_.notify_all();
+    }
+    void fail() {
+        std::lock_guard<std::mutex> lock(m_);
+        failed_ = true;
+        ready_.notify_all();
+        room_.notify_all();
+    }
+
+  private:
+    std::mutex m_;
+    std::condition_variable ready_, room_;
+    std::map<int, Frame> frames_;
+    size_t capacity_;
+    int total_ = 1 << 30;
+    bool failed_ = false;
+};
+
+struct Result {
+    int frames = 0;
+    int flows = 0;
+};
+
+Result extract_video(const std::string& video, const std::string& out, const Options& o) {
+#if CV_VERSION_MAJOR > 4 || (CV_VERSION_MAJOR == 4 && CV_VERSION_MINOR >= 7)
+    // One decoding thread, as the Python backend (the workers already fill the cores).
+    cv::VideoCapture cap(video, cv::CAP_FFMPEG, std::vector<int>{cv::CAP_PROP_N_THREADS, 1});
+#else
+    cv::VideoCapture cap(video, cv::CAP_FFMPEG);  // OpenCV < 4.7 picks the thread count itself
+#endif
+    if (!cap.isOpened()) throw std::runtime_error("cannot open video " + video);
+    make_dirs(out);
+    const bool rgb = !o.flow_only;
+    const bool flow = o.step > 0;
+    Window window(static_cast<size_t>(4 * o.threads + 8));
+    std::atomic<int> decoded{0};
+    std::string decode_error;
+
+    std::thread decoder([&] {
+        int i = 0;
+        try {
+            cv::Mat bgr;
+            while (cap.read(bgr)) {
+                Frame f{i, {}, {}};
+                cv::Size size = output_size(bgr.cols, bgr.rows, o);
+                if (size != bgr.size()) cv::resize(bgr, f.bgr, size, 0, 0, cv::INTER_LINEAR);
+                else f.bgr = bgr.clone();
+                if (flow) cv::cvtColor(f.bgr, f.gray, cv::COLOR_BGR2GRAY);
+                if (!window.push(std::move(f))) break;
+                ++i;
+            }
+        } catch (const std::exception& e) {
+            decode_error = e.what();
+            window.fail();
+        }
+        decoded = i;
+        window.finish(i);
+    });
+
+    // Workers take frame indices in order; worker for index i writes img_i and, if frame
+    // i+1 exists, the flow pair (i, i+1).
+    std::atomic<int> next{0};
+    std::atomic<int> released{0};
+    std::atomic<int> flows{0};
+    std::mutex done_m;
+    std::vector<char> done;
+    std::string work_error;
+    auto worker = [&] {
+        Flow algo(o.algorithm);
+        try {
+            for (;;) {
+                int i = next++;
+                const Frame* a = window.get(i);
+                if (!a) return;
+                if (rgb) write_jpeg(out + "/" + frame_name("img", i + o.start_index), a->bgr, o.quality);
+                if (flow) {
+                    const Frame* b = window.get(i + 1);
+                    if (b) {
+                        cv::Mat f = algo.compute(a->gray, b->gray);
+                        cv::Mat xy[2];
+                        cv::split(f, xy);
+                        write_jpeg(out + "/" + frame_name("flow_x", i + o.start_index), quantize(xy[0], o.bound), o.quality);
+                        write_jpeg(out + "/" + frame_name("flow_y", i + o.start_index), quantize(xy[1], o.bound), o.quality);
+                        ++flows;
+                    }
+                }
+                // Frames below the lowest index still in use can go.
+                std::lock_guard<std::mutex> lock(done_m);
+                if (static_cast<int>(done.size()) <= i) done.resize(i + 1, 0);
+                done[i] = 1;
+                int low = released;
+                while (low < static_cast<int>(done.size()) && done[low]) ++low;
+                released = low;
+                window.release_below(low);
+            }
+        } catch (const std::exception& e) {
+            std::lock_guard<std::mutex> lock(done_m);
+            work_error = e.what();
+            window.fail();
+        }
+    };
+    std::vector<std::thread> pool;
+    for (int t = 0; t < o.threads; ++t) pool.emplace_back(worker);
+    for (auto& t : pool) t.join();
+    decoder.join();
+    if (!decode_error.empty()) throw std::runtime_error(video + ": " + decode_error);
+    if (!work_error.empty()) throw std::runtime_error(video + ": " + work_error);
+    if (decoded == 0) throw std::runtime_error("no frame could be decoded from " + video);
+    return {decoded, flows};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::fesetround(FE_TONEAREST);  // std::nearbyint: round half to even
+    Options o = parse(argc, argv);
+    cv::setNumThreads(1);  // parallelism is ours: one OpenCV thread per worker thread
+    int failures = 0;
+    for (const std::string& video : o.inputs) {
+        std::string out = o.out_dir + "/" + stem_of(video);
+        std::string marker = out + "/.done";
+        if (o.list_input && !o.force && access(marker.c_str(), F_OK) == 0) {
+            if (o.verbose) std::cerr << video << ": done before, skipped\n";
+            continue;
+        }
+        try {
+            Result r = extract_video(video, out, o);
+            if (o.list_input) write_file(marker, {});
+            // One machine-readable line per video: what was decoded and written.
+            std::cout << "{\"video\": \"" << video << "\", \"frames\": " << r.frames
+                      << ", \"flows\": " << r.flows << "}" << std::endl;
+            if (o.verbose) std::cerr << video << ": " << r.frames << " frames, " << r.flows << " flow pairs\n";
+        } catch (const std::exception& e) {
+            std::cerr << "datatools-flow: " << e.what() << "\n";
+            ++failures;
+        }
+    }
+    return failures ? 1 : 0;
+}

@@ -1,8 +1,10 @@
 """Backends that run a denseflow-compatible executable on a whole video.
 
 `native`: our `datatools-flow` (native/, built with `make native`), found through
-$DATATOOLS_FLOW, on PATH, or in the source tree's native/build/. It writes our names directly
-(--start-index) and reports the frames it decoded.
+$DATATOOLS_FLOW, on PATH, or in the source tree's native/build/. Each worker keeps one
+extractor running in `--serve` mode and hands it one video at a time (starting it per video
+would cost 0.12 s of loading OpenCV's shared libraries each time); it writes our names
+straight into the video's temporary folder and reports the frames it decoded.
 
 `denseflow`: any executable with denseflow's command line (`VIDEO -o=OUT -a=ALGO -b=BOUND
 -s=STEP [-nw= -nh= | -ns=]`), e.g. a lab's CUDA build of denseflow, or ours in its default
@@ -11,17 +13,20 @@ report is not trusted: the frames are counted by decoding the video, and a folde
 images or flow pairs than that is an error, not a success (denseflow lost the last frames of
 long videos, denseflow #33/#60).
 
-Both are given arguments as lists (no shell) and write into a scratch folder inside the
-video's temporary folder; the files are then moved up, so the completion-record protocol of
-video.py applies unchanged.
+Both are given arguments as lists (no shell), die with the worker that started them, and
+write inside the video's temporary folder, so the completion-record protocol of video.py
+applies unchanged.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 from ..errors import UserError
@@ -47,6 +52,14 @@ def find_native() -> str | None:
     return str(built) if os.access(built, os.X_OK) else None
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGKILL when the worker process dies, so an extractor
+    never goes on writing into a folder that a retry elsewhere is about to reuse."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def count_frames(video: str) -> int:
     """Frames in a video, by decoding it (OpenCV, as the Python backend reads it)."""
     from .frames import iter_frames
@@ -54,7 +67,7 @@ def count_frames(video: str) -> int:
 
 
 class _VideoTool:
-    """Common part: run the tool into a scratch folder, move and rename its files, check."""
+    """What both share: the interface video.py uses, the count check, the size arguments."""
 
     gpu = False
     video_tool = True  # handles whole videos (video.py hands it the video, not frame pairs)
@@ -64,44 +77,9 @@ class _VideoTool:
         self.algo = algo
         self.binary = binary
 
-    def command(self, video: str, out: str, opts: ExtractOptions) -> list[str]:
-        raise NotImplementedError
-
     def extract_into(self, video: str, folder: str, opts: ExtractOptions) -> tuple[int, int]:
-        """Run the tool on `video`, leave our file names in `folder`; returns (rgb, flow)."""
-        scratch = os.path.join(folder, SCRATCH)
-        proc = subprocess.run(self.command(video, scratch, opts), capture_output=True, text=True)
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-            raise ToolError(f"{self.name} failed: {last}")
-        written = os.path.join(scratch, Path(video).stem)
-        if not os.path.isdir(written):
-            raise ToolError(f"{self.name} wrote nothing for {video} (expected {written})")
-        shift = opts.start_index - self.tool_start(opts)
-        rgb = flow_x = flow_y = 0
-        for entry in os.scandir(written):
-            prefix, _, number = entry.name.rpartition("_")
-            if prefix not in ("img", "flow_x", "flow_y") or not number.endswith(".jpg"):
-                continue  # the tool's own markers
-            if prefix == "img" and not opts.rgb:
-                continue
-            if prefix != "img" and not opts.flow:
-                continue
-            index = int(number[:-4]) + shift
-            os.rename(entry.path, os.path.join(folder, f"{prefix}_{index:05d}.jpg"))
-            rgb += prefix == "img"
-            flow_x += prefix == "flow_x"
-            flow_y += prefix == "flow_y"
-        shutil.rmtree(scratch)
-        frames = self.decoded_frames(proc.stdout, video)
-        self.check(video, frames, rgb, flow_x, flow_y, opts)
-        return rgb, min(flow_x, flow_y)
-
-    def tool_start(self, opts: ExtractOptions) -> int:
-        return 0
-
-    def decoded_frames(self, stdout: str, video: str) -> int:
-        return count_frames(video)
+        """Write `video`'s frame folder contents into `folder`; returns (rgb, flow) counts."""
+        raise NotImplementedError
 
     def check(self, video, frames, rgb, flow_x, flow_y, opts) -> None:
         problems = []
@@ -124,6 +102,7 @@ class _VideoTool:
 
 class NativeFlow(_VideoTool):
     name = "native"
+    _servers: dict[tuple, subprocess.Popen] = {}  # per worker process: options -> extractor
 
     def __init__(self, algo: str, binary: str | None = None):
         binary = binary or find_native()
@@ -132,22 +111,54 @@ class NativeFlow(_VideoTool):
                             "(needs cmake, libopencv-dev, libopencv-contrib-dev) or put it on PATH")
         super().__init__(algo, binary)
 
-    def command(self, video, out, opts):
+    def server_command(self, opts: ExtractOptions) -> list[str]:
         # One thread: one Dask worker per core already fills the machine.
-        cmd = [self.binary, video, "-o", out, "-a", ALGO_FLAGS[self.algo], "-b", str(opts.bound),
+        cmd = [self.binary, "--serve", "-a", ALGO_FLAGS[self.algo], "-b", str(opts.bound),
                "-s", "1" if opts.flow else "0", "--start-index", str(opts.start_index),
                "--quality", str(opts.jpeg_quality), "--threads", "1"]
         cmd += [x for pair in self.size_args(opts) for x in pair]
         return cmd + (["--flow-only"] if opts.flow and not opts.rgb else [])
 
-    def tool_start(self, opts: ExtractOptions) -> int:
-        return opts.start_index  # writes our names itself
+    def _server(self, opts: ExtractOptions) -> subprocess.Popen:
+        cmd = tuple(self.server_command(opts))
+        proc = self._servers.get(cmd)
+        if proc is None or proc.poll() is not None:
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL, text=True, bufsize=1,
+                                    preexec_fn=_die_with_parent)
+            self._servers[cmd] = proc
+        return proc
 
-    def decoded_frames(self, stdout: str, video: str) -> int:
-        for line in stdout.splitlines():
-            if line.startswith("{"):
-                return int(json.loads(line)["frames"])
-        raise ToolError(f"native: no report line for {video}")
+    def extract_into(self, video: str, folder: str, opts: ExtractOptions) -> tuple[int, int]:
+        if "\t" in video + folder or "\n" in video + folder:
+            raise ToolError("native: paths with tabs or newlines are not supported")
+        proc = self._server(opts)
+        try:
+            proc.stdin.write(f"{video}\t{folder}\n")
+            proc.stdin.flush()
+            line = proc.stdout.readline()
+        except BrokenPipeError:
+            line = ""
+        if not line:
+            self._servers.pop(tuple(self.server_command(opts)), None)
+            raise ToolError(f"native: the extractor exited (status {proc.wait()}) on {video}")
+        report = json.loads(line)
+        if "error" in report:
+            raise ToolError(f"native: {report['error']}")
+        names = os.listdir(folder)
+        rgb = sum(n.startswith("img_") for n in names)
+        flow_x = sum(n.startswith("flow_x_") for n in names)
+        flow_y = sum(n.startswith("flow_y_") for n in names)
+        self.check(video, int(report["frames"]), rgb, flow_x, flow_y, opts)
+        return rgb, min(flow_x, flow_y)
+
+
+@atexit.register
+def _stop_servers() -> None:
+    for proc in NativeFlow._servers.values():
+        if proc.poll() is None:
+            proc.stdin.close()
+            proc.wait(timeout=30)
 
 
 class DenseflowFlow(_VideoTool):
@@ -161,8 +172,36 @@ class DenseflowFlow(_VideoTool):
             raise UserError(f"--denseflow-bin {binary}: not an executable file")
         super().__init__(algo, binary)
 
-    def command(self, video, out, opts):
+    def command(self, video: str, out: str, opts: ExtractOptions) -> list[str]:
         # denseflow's parser (OpenCV's CommandLineParser) takes -key=value.
         return [self.binary, video, f"-o={out}", f"-a={ALGO_FLAGS[self.algo]}",
                 f"-b={opts.bound:g}", f"-s={1 if opts.flow else 0}",
                 *(f"{k}={v}" for k, v in self.size_args(opts))]
+
+    def extract_into(self, video: str, folder: str, opts: ExtractOptions) -> tuple[int, int]:
+        """Run the tool into a scratch folder (it writes OUT/<video stem>/, 0-based), move its
+        files up under our names, and count the video's frames ourselves to check them."""
+        scratch = os.path.join(folder, SCRATCH)
+        proc = subprocess.run(self.command(video, scratch, opts), capture_output=True, text=True,
+                              preexec_fn=_die_with_parent)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+            raise ToolError(f"{self.name} failed: {last}")
+        written = os.path.join(scratch, Path(video).stem)
+        if not os.path.isdir(written):
+            raise ToolError(f"{self.name} wrote nothing for {video} (expected {written})")
+        rgb = flow_x = flow_y = 0
+        for entry in os.scandir(written):
+            prefix, _, number = entry.name.rpartition("_")
+            if prefix not in ("img", "flow_x", "flow_y") or not number.endswith(".jpg"):
+                continue  # the tool's own markers
+            if (prefix == "img" and not opts.rgb) or (prefix != "img" and not opts.flow):
+                continue
+            index = int(number[:-4]) + opts.start_index  # denseflow counts from 0
+            os.rename(entry.path, os.path.join(folder, f"{prefix}_{index:05d}.jpg"))
+            rgb += prefix == "img"
+            flow_x += prefix == "flow_x"
+            flow_y += prefix == "flow_y"
+        shutil.rmtree(scratch)
+        self.check(video, count_frames(video), rgb, flow_x, flow_y, opts)
+        return rgb, min(flow_x, flow_y)

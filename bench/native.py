@@ -1,0 +1,96 @@
+"""Benchmark: `--backend native` (datatools-flow, C++) vs the Python `opencv` backend.
+
+    python bench/native.py [--repeat 3]
+
+Both through `datatools extract --workers 2` on the same files, every run into a new root:
+  rgb    20 x test.avi + 20 x test.mp4 (hard links; 9,280 frames), --task rgb;
+  tvl1   4 clips of 11 frames at 340x256 cut from test.mp4 (40 pairs), --task flow.
+Where the time goes: the extractor alone on the same files, two processes at a time with one
+thread each (what a worker runs), and with its thread pipeline on both cores for one process.
+Needs `make native` first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE))
+
+from conftest import VIDEOS  # noqa: E402
+from extract import BIN, make_root, timed  # noqa: E402
+
+NATIVE = HERE.parent / "native" / "build" / "datatools-flow"
+
+
+def tool_alone(videos: list[Path], out: Path, algo: str, rgb: bool, processes: int, threads: int) -> float:
+    """The extractor on every video, `processes` at a time, no datatools around it."""
+    args = ["-a", algo, "-s", "0" if rgb else "1", "--threads", str(threads)]
+    if not rgb:
+        args.append("--flow-only")
+
+    def one(video: Path) -> None:
+        subprocess.run([str(NATIVE), str(video), "-o", str(out / video.stem), *args], check=True,
+                       capture_output=True)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(processes) as pool:
+        list(pool.map(one, videos))
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=HERE / "out" / "native")
+    args = ap.parse_args()
+    if not NATIVE.exists():
+        sys.exit("run `make native` first")
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(dir=args.out))
+    rgb_videos = {f"v_Bench_g{i:02d}_c01{src.suffix}": src for i, src in
+                  enumerate([VIDEOS / "test.avi"] * 20 + [VIDEOS / "test.mp4"] * 20, 1)}
+    clips = {}
+    for k in range(4):
+        clip = out / "clips" / f"v_Bench_g{k + 1:02d}_c01.mp4"
+        clip.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", str(k * 1.5), "-i", str(VIDEOS / "test.mp4"),
+                        "-frames:v", "11", "-c:v", "libx264", "-crf", "18", "-an", str(clip)], check=True)
+        clips[clip.name] = clip
+    work = {"rgb": (rgb_videos, ["--task", "rgb"], 9280, "frames"),
+            "tvl1": (clips, ["--task", "flow", "--algo", "tvl1"], 40, "pairs")}
+    rows = []
+    for name, (videos, task, units, unit) in work.items():
+        t = {"opencv": [], "native": [], "alone 2x1": [], "alone 1x2": []}
+        for rep in range(args.repeat):
+            for backend in ("opencv", "native"):
+                root = make_root(out / f"{name}_{backend}_{rep}", videos)
+                t[backend].append(timed([str(BIN / "datatools"), "extract", "--root", str(root), *task,
+                                         "--backend", backend, "--workers", "2"]))
+            paths = sorted((out / f"{name}_opencv_{rep}" / "videos" / "Bench").iterdir())
+            algo = "farn" if name == "rgb" else "tvl1"
+            t["alone 2x1"].append(tool_alone(paths, out / f"{name}_alone2_{rep}", algo, name == "rgb", 2, 1))
+            t["alone 1x2"].append(tool_alone(paths, out / f"{name}_alone1_{rep}", algo, name == "rgb", 1, 2))
+            print(f"  {name} run {rep + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in t.items()),
+                  flush=True)
+        m = {k: statistics.median(v) for k, v in t.items()}
+        rows.append((name, units, unit, m))
+    print(f"\nmedians of {args.repeat}, 2 cores")
+    print(f"{'work':<6}{'units':>7} {'opencv backend':>16}{'native backend':>16}{'native/opencv':>15}"
+          f"{'tool alone 2x1 thread':>23}{'tool alone 1x2 threads':>24}")
+    for name, units, unit, m in rows:
+        print(f"{name:<6}{units:>7} {units / m['opencv']:>10.1f} {unit}/s "
+              f"{units / m['native']:>9.1f} {unit}/s{m['opencv'] / m['native']:>14.2f}x"
+              f"{units / m['alone 2x1']:>16.1f} {unit}/s"
+              f"{units / m['alone 1x2']:>17.1f} {unit}/s")
+
+
+if __name__ == "__main__":
+    main()

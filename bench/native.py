@@ -1,6 +1,6 @@
 """Benchmark: `--backend native` (datatools-flow, C++) vs the Python `opencv` backend.
 
-    python bench/native.py [--repeat 3]
+    python bench/native.py [--repeat 3] [--work rgb,tvl1]
 
 Both through `datatools extract --workers 2` on the same files, every run into a new root:
   rgb    20 x test.avi + 20 x test.mp4 (hard links; 9,280 frames), --task rgb;
@@ -49,6 +49,7 @@ def tool_alone(videos: list[Path], out: Path, algo: str, rgb: bool, processes: i
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--work", default="rgb,tvl1")
     ap.add_argument("--out", type=Path, default=HERE / "out" / "native")
     args = ap.parse_args()
     if not NATIVE.exists():
@@ -68,6 +69,8 @@ def main() -> None:
             "tvl1": (clips, ["--task", "flow", "--algo", "tvl1"], 40, "pairs")}
     rows = []
     for name, (videos, task, units, unit) in work.items():
+        if name not in args.work.split(","):
+            continue
         t = {"opencv": [], "native": [], "alone 2x1": [], "alone 1x2": []}
         for rep in range(args.repeat):
             for backend in ("opencv", "native"):

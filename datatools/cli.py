@@ -296,7 +296,8 @@ def extract(
     root: Path = typer.Option(..., help="Data root with a manifest (run build-lists first)"),
     task: str = typer.Option("both", help="rgb, flow or both"),
     algo: str = typer.Option("tvl1", help="tvl1 or farneback"),
-    backend: str = typer.Option("auto", help="Flow backend: auto (opencv), opencv, native "
+    backend: str = typer.Option("auto", help="Flow backend: auto (opencv), opencv, torch (TV-L1 "
+                                "batched on CUDA, or CPU), native "
                                 "(our C++ datatools-flow) or denseflow (--denseflow-bin)"),
     denseflow_bin: Optional[str] = typer.Option(None, help="A denseflow-compatible executable"),
     new_short: Optional[int] = typer.Option(None, help="Scale the short side to N (never upscales)"),

@@ -2,9 +2,10 @@
 
 A pair backend (`opencv`) turns a pair of same-sized grayscale uint8 frames into a float32
 flow field (H x W x 2, pixels); video.py decodes, resizes, quantizes and writes around it.
-A video tool (`native`, `denseflow`: external.py) is handed the whole video and writes the
-frame folder itself (`video_tool = True`, `extract_into`). Later backends (torch) register
-here too.
+A batch backend (`torch`: torch_flow.py) also has `compute_batch(pairs)` and
+`batch_size(width, height)`: video.py hands it that many pairs at once. A video tool
+(`native`, `denseflow`: external.py) is handed the whole video and writes the frame folder
+itself (`video_tool = True`, `extract_into`).
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ class FlowBackend(Protocol):
 def available() -> dict[str, type]:
     from .external import DenseflowFlow, NativeFlow
     from .opencv_flow import OpenCVFlow
-    return {"opencv": OpenCVFlow, "native": NativeFlow, "denseflow": DenseflowFlow}
+    from .torch_flow import TorchFlow
+    return {"opencv": OpenCVFlow, "native": NativeFlow, "denseflow": DenseflowFlow,
+            "torch": TorchFlow}
 
 
 def needs_gpu(name: str) -> bool:
-    backends = available()
-    return bool(getattr(backends.get(name), "gpu", False))
+    cls = available().get(name)
+    decide = getattr(cls, "needs_gpu", None)
+    return bool(decide()) if callable(decide) else bool(getattr(cls, "gpu", False))
 
 
 def create(name: str, algo: str, denseflow_bin: str | None = None) -> FlowBackend:

@@ -13,6 +13,8 @@ import shutil
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from .. import __version__
 from .backends import create as create_backend
 from .backends import is_video_tool
@@ -143,10 +145,25 @@ def _extract_into(job: VideoJob, opts: ExtractOptions, folder: str) -> VideoOutc
     out = VideoOutcome(job.video_id, "done")
     size = None
     prev_gray = None
+    batch = 1
+    pending: list[tuple[np.ndarray, np.ndarray]] = []  # pairs waiting for a batch backend
+
+    def flush() -> None:
+        flows = (backend.compute_batch(pending) if batch > 1
+                 else [backend.compute(a, b) for a, b in pending])
+        for flow in flows:
+            k = start + out.flow_count
+            writer.write(flow_tmpl.format("x", k), quantize_flow(flow[..., 0], opts.bound))
+            writer.write(flow_tmpl.format("y", k), quantize_flow(flow[..., 1], opts.bound))
+            out.flow_count += 1
+        pending.clear()
+
     for i, frame in enumerate(iter_frames(job.video_path)):
         if size is None:
             size = output_size(frame.shape[1], frame.shape[0], opts)
             out.width, out.height = size
+            if hasattr(backend, "batch_size"):
+                batch = backend.batch_size(*size)
         frame = resize(frame, size)
         if opts.rgb:
             writer.write(rgb_tmpl.format(start + i), frame)
@@ -154,10 +171,10 @@ def _extract_into(job: VideoJob, opts: ExtractOptions, folder: str) -> VideoOutc
         if backend is not None:
             gray = to_gray(frame)
             if prev_gray is not None:
-                flow = backend.compute(prev_gray, gray)
-                k = start + out.flow_count
-                writer.write(flow_tmpl.format("x", k), quantize_flow(flow[..., 0], opts.bound))
-                writer.write(flow_tmpl.format("y", k), quantize_flow(flow[..., 1], opts.bound))
-                out.flow_count += 1
+                pending.append((prev_gray, gray))
+                if len(pending) >= batch:
+                    flush()
             prev_gray = gray
+    if pending:
+        flush()
     return out

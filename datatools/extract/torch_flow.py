@@ -1,0 +1,248 @@
+"""The `torch` flow backend: OpenCV's Dual TV-L1, batched, on CUDA (or the CPU without one).
+
+The same model, parameters and discretisation as OpenCV's `DualTVL1OpticalFlow`
+(opencv_contrib optflow/src/tvl1flow.cpp, defaults tau 0.25, lambda 0.15, theta 0.3,
+5 scales with step 0.8, 5 warps, epsilon 0.01, 30 inner and 10 outer iterations, 5x5
+median filtering of the flow before each outer iteration):
+  - pyramid: bilinear resize by 0.8 with OpenCV's sizes (rounded) and sample positions;
+    the flow goes up with a bilinear resize to the finer size, times 1/0.8;
+  - per warp: I1 and its centred gradient warped with bicubic interpolation (a = -0.75,
+    zero outside, as cv::remap INTER_CUBIC with its default border);
+  - thresholding step, divergence of the duals (backward differences), primal update,
+    forward differences, dual projection, with OpenCV's border rules;
+  - stopping: each pair stops on its own when the squared update sum falls below
+    epsilon^2 * area, so a pair's flow does not depend on the batch it is in.
+Pairs of the same size are stacked into a batch (B, H, W): one kernel launch per step for
+all of them, which is what keeps a GPU busy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import UserError
+
+# OpenCV's defaults (datatools/extract/opencv_flow.py spells out the same values).
+TAU, LAMBDA, THETA = 0.25, 0.15, 0.3
+NSCALES, WARPS, EPSILON = 5, 5, 0.01
+INNER, OUTER, SCALE_STEP, MEDIAN = 30, 10, 0.8, 5
+FLT_EPSILON = float(np.finfo(np.float32).eps)  # OpenCV's guard before dividing by |grad I1|^2
+CPU_BATCH = 32  # pairs computed together on the CPU
+MAX_BATCH = 256
+BYTES_PER_PIXEL = 4 * 48  # float32 tensors alive per pixel of a pair, pyramid included (measured
+                          # peak on CUDA: bench/torch_flow.py reports it)
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise UserError("--backend torch needs PyTorch: pip install 'datatools[gpu]' "
+                        "(or torch==2.13.0)") from None
+    return torch
+
+
+class TorchFlow:
+    name = "torch"
+    video_tool = False
+
+    @staticmethod
+    def needs_gpu() -> bool:
+        """GPU workers when this machine has CUDA; without one it runs (slowly) on CPU workers."""
+        torch = _torch()
+        return torch.cuda.is_available()
+
+    def __init__(self, algo: str, device: str | None = None):
+        if algo != "tvl1":
+            raise UserError("--backend torch computes TV-L1 only (--algo tvl1)")
+        torch = _torch()
+        self.algo = algo
+        self.torch = torch
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cpu":
+            torch.set_num_threads(1)  # one worker per core already fills the machine
+
+    def batch_size(self, width: int, height: int) -> int:
+        """Pairs per batch: on CUDA as many as half the free memory holds (up to 256)."""
+        if self.device.type != "cuda":
+            return CPU_BATCH
+        free, _ = self.torch.cuda.mem_get_info(self.device)
+        return int(max(1, min(MAX_BATCH, free // 2 // (width * height * BYTES_PER_PIXEL))))
+
+    def compute(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
+        return self.compute_batch([(prev, nxt)])[0]
+
+    def compute_batch(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """Flow (H x W x 2, float32) of each (prev, next) gray uint8 pair; same-size pairs are
+        computed together."""
+        out: list[np.ndarray | None] = [None] * len(pairs)
+        by_size: dict[tuple, list[int]] = {}
+        for i, (a, _) in enumerate(pairs):
+            by_size.setdefault(a.shape, []).append(i)
+        torch = self.torch
+        with torch.no_grad():
+            for idx in by_size.values():
+                i0 = torch.from_numpy(np.stack([pairs[i][0] for i in idx])).to(self.device, torch.float32)
+                i1 = torch.from_numpy(np.stack([pairs[i][1] for i in idx])).to(self.device, torch.float32)
+                u1, u2 = tvl1(i0, i1)
+                flow = torch.stack([u1, u2], dim=-1).cpu().numpy()
+                for k, i in enumerate(idx):
+                    out[i] = flow[k]
+        return out
+
+
+# --- the algorithm on (B, H, W) float32 tensors ---------------------------------------------
+
+def tvl1(i0, i1):
+    """Dual TV-L1 flow from i0 to i1 (B, H, W, values 0..255); returns (u1, u2)."""
+    import torch
+    levels0, levels1 = [i0], [i1]
+    for _ in range(1, NSCALES):
+        h, w = levels0[-1].shape[-2:]
+        nh, nw = _cv_round(h * SCALE_STEP), _cv_round(w * SCALE_STEP)
+        if nh < 16 or nw < 16:
+            break
+        levels0.append(_resize_by(levels0[-1], nh, nw, SCALE_STEP))
+        levels1.append(_resize_by(levels1[-1], nh, nw, SCALE_STEP))
+    h, w = levels0[-1].shape[-2:]
+    u1 = torch.zeros_like(levels0[-1])
+    u2 = torch.zeros_like(levels0[-1])
+    for s in range(len(levels0) - 1, -1, -1):
+        u1, u2 = _one_scale(levels0[s], levels1[s], u1, u2)
+        if s == 0:
+            break
+        h, w = levels0[s - 1].shape[-2:]
+        u1 = _resize_to(u1, h, w) * (1.0 / SCALE_STEP)
+        u2 = _resize_to(u2, h, w) * (1.0 / SCALE_STEP)
+    return u1, u2
+
+
+def _cv_round(x: float) -> int:
+    return int(np.rint(x))  # OpenCV's saturate_cast<int>: round half to even
+
+
+def _sample(img, x, y, mode: str, padding: str):
+    """img (B, H, W) sampled at pixel coordinates x, y (B, h, w) with grid_sample."""
+    import torch
+    h, w = img.shape[-2:]
+    grid = torch.stack([(2 * x + 1) / w - 1, (2 * y + 1) / h - 1], dim=-1)
+    return torch.nn.functional.grid_sample(img[:, None], grid, mode=mode, padding_mode=padding,
+                                           align_corners=False)[:, 0]
+
+
+def _resize_by(img, nh: int, nw: int, factor: float):
+    """cv::resize(INTER_LINEAR) with fx = fy = factor: OpenCV maps with the factor itself
+    (not the size ratio) and clamps at the borders."""
+    import torch
+    b = img.shape[0]
+    ys = (torch.arange(nh, device=img.device, dtype=img.dtype) + 0.5) / factor - 0.5
+    xs = (torch.arange(nw, device=img.device, dtype=img.dtype) + 0.5) / factor - 0.5
+    y, x = torch.meshgrid(ys, xs, indexing="ij")
+    return _sample(img, x.expand(b, nh, nw), y.expand(b, nh, nw), "bilinear", "border")
+
+
+def _resize_to(img, nh: int, nw: int):
+    """cv::resize(INTER_LINEAR) to a given size: the scale is the size ratio."""
+    import torch
+    return torch.nn.functional.interpolate(img[:, None], size=(nh, nw), mode="bilinear",
+                                           align_corners=False)[:, 0]
+
+
+def _centered_gradient(img):
+    """OpenCV's centeredGradient: 0.5 * central differences, 0.5 * one-sided at the borders."""
+    import torch
+    dx = torch.empty_like(img)
+    dy = torch.empty_like(img)
+    dx[..., 1:-1] = 0.5 * (img[..., 2:] - img[..., :-2])
+    dx[..., 0] = 0.5 * (img[..., 1] - img[..., 0])
+    dx[..., -1] = 0.5 * (img[..., -1] - img[..., -2])
+    dy[..., 1:-1, :] = 0.5 * (img[..., 2:, :] - img[..., :-2, :])
+    dy[..., 0, :] = 0.5 * (img[..., 1, :] - img[..., 0, :])
+    dy[..., -1, :] = 0.5 * (img[..., -1, :] - img[..., -2, :])
+    return dx, dy
+
+
+def _forward_gradient(u):
+    import torch
+    dx = torch.zeros_like(u)
+    dy = torch.zeros_like(u)
+    dx[..., :-1] = u[..., 1:] - u[..., :-1]
+    dy[..., :-1, :] = u[..., 1:, :] - u[..., :-1, :]
+    return dx, dy
+
+
+def _divergence(v1, v2):
+    """Backward differences; the first row and column see zero outside (OpenCV's rule)."""
+    div = v1.clone()
+    div[..., 1:] -= v1[..., :-1]
+    div += v2
+    div[..., 1:, :] -= v2[..., :-1, :]
+    return div
+
+
+def _median5(u):
+    """cv::medianBlur(u, 5) on float: 5x5 median, replicated borders."""
+    import torch
+    padded = torch.nn.functional.pad(u[:, None], (2, 2, 2, 2), mode="replicate")
+    patches = padded.unfold(2, 5, 1).unfold(3, 5, 1)  # (B, 1, H, W, 5, 5)
+    return patches.reshape(*patches.shape[:4], 25).median(dim=-1).values[:, 0]
+
+
+def _one_scale(i0, i1, u1, u2):
+    import torch
+    b, h, w = i0.shape
+    scaled_eps = EPSILON * EPSILON * h * w
+    i1x, i1y = _centered_gradient(i1)
+    p11 = torch.zeros_like(i0)
+    p12 = torch.zeros_like(i0)
+    p21 = torch.zeros_like(i0)
+    p22 = torch.zeros_like(i0)
+    ys, xs = torch.meshgrid(torch.arange(h, device=i0.device, dtype=i0.dtype),
+                            torch.arange(w, device=i0.device, dtype=i0.dtype), indexing="ij")
+    lt = LAMBDA * THETA
+    taut = TAU / THETA
+    for _ in range(WARPS):
+        x, y = xs + u1, ys + u2
+        i1w = _sample(i1, x, y, "bicubic", "zeros")
+        i1wx = _sample(i1x, x, y, "bicubic", "zeros")
+        i1wy = _sample(i1y, x, y, "bicubic", "zeros")
+        grad = i1wx * i1wx + i1wy * i1wy
+        rho_c = i1w - i1wx * u1 - i1wy * u2 - i0
+        # Each pair runs its own loops: `active` marks the pairs still iterating.
+        outer_active = torch.ones(b, dtype=torch.bool, device=i0.device)
+        for _ in range(OUTER):
+            if not bool(outer_active.any()):
+                break
+            if MEDIAN > 1:
+                m = outer_active[:, None, None]
+                u1 = torch.where(m, _median5(u1), u1)
+                u2 = torch.where(m, _median5(u2), u2)
+            active = outer_active.clone()
+            error = torch.full((b,), float("inf"), dtype=torch.float64, device=i0.device)
+            for _ in range(INNER):
+                if not bool(active.any()):
+                    break
+                m = active[:, None, None]
+                rho = rho_c + i1wx * u1 + i1wy * u2
+                thr = lt * grad
+                fi = torch.where(grad > FLT_EPSILON, -rho / torch.where(grad > FLT_EPSILON, grad, 1.0), 0.0)
+                d1 = torch.where(rho < -thr, lt * i1wx, torch.where(rho > thr, -lt * i1wx, fi * i1wx))
+                d2 = torch.where(rho < -thr, lt * i1wy, torch.where(rho > thr, -lt * i1wy, fi * i1wy))
+                v1, v2 = u1 + d1, u2 + d2
+                new_u1 = v1 + THETA * _divergence(p11, p12)
+                new_u2 = v2 + THETA * _divergence(p21, p22)
+                step = ((new_u1 - u1) ** 2 + (new_u2 - u2) ** 2).double().sum(dim=(1, 2))
+                error = torch.where(active, step, error)
+                u1 = torch.where(m, new_u1, u1)
+                u2 = torch.where(m, new_u2, u2)
+                u1x, u1y = _forward_gradient(u1)
+                u2x, u2y = _forward_gradient(u2)
+                ng1 = 1.0 + taut * torch.sqrt(u1x * u1x + u1y * u1y)
+                ng2 = 1.0 + taut * torch.sqrt(u2x * u2x + u2y * u2y)
+                p11 = torch.where(m, (p11 + taut * u1x) / ng1, p11)
+                p12 = torch.where(m, (p12 + taut * u1y) / ng1, p12)
+                p21 = torch.where(m, (p21 + taut * u2x) / ng2, p21)
+                p22 = torch.where(m, (p22 + taut * u2y) / ng2, p22)
+                active = active & (error > scaled_eps)
+            outer_active = outer_active & (error > scaled_eps)
+    return u1, u2

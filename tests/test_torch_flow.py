@@ -1,0 +1,92 @@
+"""The `torch` TV-L1 backend on the CPU (CI has no GPU): accuracy against Middlebury ground
+truth and against OpenCV's TV-L1 on real video frames, independence from the batch, and the
+backend through `datatools extract`."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SHARED, VIDEOS
+from PIL import Image
+from trees import ucf101_style_root
+
+from datatools.build import build_lists
+from datatools.extract import ExtractOptions, extract
+from datatools.extract.frames import iter_frames, resize, to_gray
+from datatools.parallel import ClusterOptions
+
+torch = pytest.importorskip("torch")  # the gpu/mmaction extras; `make test` installs it
+from datatools.extract.torch_flow import TorchFlow  # noqa: E402
+
+RUBBER = SHARED / "flow" / "middlebury" / "RubberWhale"
+
+
+def read_flo(path: Path) -> np.ndarray:
+    data = path.read_bytes()
+    magic, w, h = struct.unpack("<fii", data[:12])
+    assert abs(magic - 202021.25) < 1e-3
+    return np.frombuffer(data[12:], np.float32).reshape(h, w, 2)
+
+
+def epe(flow: np.ndarray, ref: np.ndarray) -> float:
+    valid = (np.abs(ref) < 1e9).all(axis=2)
+    return float(np.linalg.norm(flow - ref, axis=2)[valid].mean())
+
+
+def gray_pairs(name: str, count: int, size=(170, 128)) -> list[tuple[np.ndarray, np.ndarray]]:
+    frames = []
+    for frame in iter_frames(str(VIDEOS / name)):
+        frames.append(to_gray(resize(frame, size)))
+        if len(frames) > count:
+            break
+    return list(zip(frames, frames[1:]))
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return TorchFlow("tvl1", device="cpu")
+
+
+def test_rubberwhale_float_flow_is_within_0_18_px_of_ground_truth(backend):
+    frames = [np.asarray(Image.open(RUBBER / f"frame1{i}.png").convert("L")) for i in (0, 1)]
+    flow = backend.compute(frames[0], frames[1])
+    error = epe(flow, read_flo(RUBBER / "flow10.flo"))
+    assert error <= 0.18, f"torch TV-L1 EPE {error:.3f} px (OpenCV: 0.156)"
+
+
+def test_real_video_pairs_agree_with_opencv_tvl1(backend):
+    import cv2
+
+    from datatools.extract.opencv_flow import TVL1
+    cv2.setNumThreads(1)
+    opencv = cv2.optflow.DualTVL1OpticalFlow_create(**TVL1)
+    errors = []
+    for name in ("test.avi", "bikes.mp4", "short_32f.mp4"):
+        for a, b in gray_pairs(name, 2):
+            errors.append(epe(backend.compute(a, b), opencv.calc(a, b, None)))
+    mean = float(np.mean(errors))
+    print(f"mean EPE torch vs OpenCV TV-L1 over {len(errors)} real pairs: {mean:.3f} px")
+    assert mean <= 0.25
+
+
+def test_a_pairs_flow_does_not_depend_on_its_batch(backend):
+    pairs = gray_pairs("test.mp4", 3) + gray_pairs("bikes.mp4", 2)
+    alone = [backend.compute(a, b) for a, b in pairs]
+    together = backend.compute_batch(pairs)
+    shuffled = backend.compute_batch(pairs[::-1])[::-1]
+    for x, y, z in zip(alone, together, shuffled):
+        assert np.array_equal(x, y) and np.array_equal(x, z)  # bitwise, on the CPU
+
+
+def test_extract_with_the_torch_backend_writes_every_pair(tmp_path):
+    root = ucf101_style_root(tmp_path / "root", {"Real/v_Real_g01_c01.mp4": str(VIDEOS / "short_32f.mp4")})
+    build_lists("ucf101", root)
+    result = extract(root, ExtractOptions(task="flow", backend="torch", new_short=64),
+                     cluster=ClusterOptions(workers=2))
+    (rec, outcome), = result.outcomes
+    assert outcome.status == "done" and outcome.flow_count == 31
+    folder = root / "rawframes/Real/v_Real_g01_c01"
+    assert len(list(folder.glob("flow_x_*.jpg"))) == 31 and (folder / "flow_y_00031.jpg").is_file()

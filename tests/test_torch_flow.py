@@ -90,3 +90,17 @@ def test_extract_with_the_torch_backend_writes_every_pair(tmp_path):
     assert outcome.status == "done" and outcome.flow_count == 31
     folder = root / "rawframes/Real/v_Real_g01_c01"
     assert len(list(folder.glob("flow_x_*.jpg"))) == 31 and (folder / "flow_y_00031.jpg").is_file()
+
+
+def test_flow_quantized_on_the_device_equals_the_host_rule(backend):
+    from datatools.extract.quantize import quantize_flow
+    pairs = gray_pairs("short_32f.mp4", 2)
+    floats = backend.compute_batch(pairs)
+    quantized = backend.compute_batch_quantized(pairs, 20.0)
+    for f, q in zip(floats, quantized):
+        assert q.dtype == np.uint8
+        assert np.array_equal(q[..., 0], quantize_flow(f[..., 0], 20.0))
+        assert np.array_equal(q[..., 1], quantize_flow(f[..., 1], 20.0))
+    edges = torch.tensor([-25.0, -20.0, 0.0, 20.0 * (1 / 255), 25.0])  # clip, 0 -> 128, half-even
+    from datatools.extract.torch_flow import quantize
+    assert quantize(edges, 20.0).tolist() == quantize_flow(edges.numpy(), 20.0).tolist()

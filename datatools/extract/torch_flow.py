@@ -75,6 +75,15 @@ class TorchFlow:
     def compute_batch(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
         """Flow (H x W x 2, float32) of each (prev, next) gray uint8 pair; same-size pairs are
         computed together."""
+        return self._run(pairs, lambda u1, u2: torch_stack(u1, u2))
+
+    def compute_batch_quantized(self, pairs: list[tuple[np.ndarray, np.ndarray]],
+                                bound: float) -> list[np.ndarray]:
+        """The same flows quantized on the device (quantize.py's rule): only uint8 (H x W x 2)
+        comes back to the host, a quarter of the float flow."""
+        return self._run(pairs, lambda u1, u2: torch_stack(quantize(u1, bound), quantize(u2, bound)))
+
+    def _run(self, pairs, finish) -> list[np.ndarray]:
         out: list[np.ndarray | None] = [None] * len(pairs)
         by_size: dict[tuple, list[int]] = {}
         for i, (a, _) in enumerate(pairs):
@@ -85,10 +94,24 @@ class TorchFlow:
                 i0 = torch.from_numpy(np.stack([pairs[i][0] for i in idx])).to(self.device, torch.float32)
                 i1 = torch.from_numpy(np.stack([pairs[i][1] for i in idx])).to(self.device, torch.float32)
                 u1, u2 = tvl1(i0, i1)
-                flow = torch.stack([u1, u2], dim=-1).cpu().numpy()
+                flow = finish(u1, u2).cpu().numpy()
                 for k, i in enumerate(idx):
                     out[i] = flow[k]
         return out
+
+
+def torch_stack(a, b):
+    import torch
+    return torch.stack([a, b], dim=-1)
+
+
+def quantize(v, bound: float):
+    """quantize.quantize_flow on the device: clip to ±bound, 255·(v − L)/(H − L) in double,
+    round half to even (torch.round), uint8."""
+    import torch
+    lo, hi = -float(bound), float(bound)
+    clipped = v.double().clamp(lo, hi)
+    return torch.round(255.0 * (clipped - lo) / (hi - lo)).to(torch.uint8)
 
 
 # --- the algorithm on (B, H, W) float32 tensors ---------------------------------------------

@@ -149,12 +149,15 @@ def _extract_into(job: VideoJob, opts: ExtractOptions, folder: str) -> VideoOutc
     pending: list[tuple[np.ndarray, np.ndarray]] = []  # pairs waiting for a batch backend
 
     def flush() -> None:
-        flows = (backend.compute_batch(pending) if batch > 1
-                 else [backend.compute(a, b) for a, b in pending])
-        for flow in flows:
+        if hasattr(backend, "compute_batch_quantized"):  # quantized where it was computed
+            images = [(q[..., 0], q[..., 1]) for q in backend.compute_batch_quantized(pending, opts.bound)]
+        else:
+            images = [(quantize_flow(f[..., 0], opts.bound), quantize_flow(f[..., 1], opts.bound))
+                      for f in (backend.compute(a, b) for a, b in pending)]
+        for qx, qy in images:
             k = start + out.flow_count
-            writer.write(flow_tmpl.format("x", k), quantize_flow(flow[..., 0], opts.bound))
-            writer.write(flow_tmpl.format("y", k), quantize_flow(flow[..., 1], opts.bound))
+            writer.write(flow_tmpl.format("x", k), np.ascontiguousarray(qx))
+            writer.write(flow_tmpl.format("y", k), np.ascontiguousarray(qy))
             out.flow_count += 1
         pending.clear()
 

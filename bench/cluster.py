@@ -2,7 +2,10 @@
 
     python bench/cluster.py [--clips 4] [--repeat 3]
 
-Work: `--clips` clips of 11 frames at 340x256 cut from test.mp4 (10 pairs each), through
+Work: `--clips` copies (hard links) of one clip of 11 frames at 340x256 cut from test.mp4
+(10 pairs each; copies, so that every video costs the same: TV-L1 stops early where it
+converges, so different clips differ in cost and 4 unequal videos cannot split evenly over
+2 workers, which would measure the split rather than the scaling), through
 `datatools extract --task flow --algo tvl1` with `--workers 1`, `--workers 2`, and
 `--cluster slurm --slurm jobs=2` against a one-node SLURM started here the way the tests
 start it (tests/slurm.py: munged, slurmctld, slurmd of slurm-wlm). Every run writes a new
@@ -38,13 +41,11 @@ def main() -> None:
         sys.exit("slurm-wlm and munge are needed (apt-get install slurm-wlm munge)")
     args.out.mkdir(parents=True, exist_ok=True)
     out = Path(tempfile.mkdtemp(dir=args.out))
-    videos = {}
-    for k in range(args.clips):
-        clip = out / "clips" / f"v_Bench_g{k + 1:02d}_c01.mp4"
-        clip.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", str(k * 1.5), "-i", str(VIDEOS / "test.mp4"),
-                        "-frames:v", "11", "-c:v", "libx264", "-crf", "18", "-an", str(clip)], check=True)
-        videos[clip.name] = clip
+    clip = out / "clips" / "clip.mp4"
+    clip.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(VIDEOS / "test.mp4"), "-frames:v", "11",
+                    "-c:v", "libx264", "-crf", "18", "-an", str(clip)], check=True)
+    videos = {f"v_Bench_g{k + 1:02d}_c01.mp4": clip for k in range(args.clips)}
     pairs = 10 * args.clips
     slurm = Slurm(out / "slurm")
     try:

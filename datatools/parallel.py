@@ -96,10 +96,14 @@ def dask_client(options: ClusterOptions | None = None) -> Iterator[Client]:
 
 
 # Worker settings for clusters this module starts: a task whose worker dies is reported at
-# once (map_tasks resubmits it itself, once), workers may start processes of their own.
+# once (map_tasks resubmits it itself, once), workers may start processes of their own, and
+# Dask's statistical profiler (a thread sampling every worker's stack every 10 ms) is off:
+# it took 2 % of TV-L1 extraction with 2 workers on 2 cores (49.5 s vs 50.4 s, bench/cluster.py
+# clips).
 WORKER_CONFIG = {"distributed.scheduler.allowed-failures": 0,
                  "distributed.worker.daemon": False,
                  "distributed.admin.system-monitor.gil.enabled": False,
+                 "distributed.worker.profile.enabled": False,
                  "distributed.nanny.pre-spawn-environ": WORKER_ENV}
 
 

@@ -1,6 +1,7 @@
 """Benchmark: TV-L1 extraction on 1 and 2 local workers, and on 2 workers started as SLURM jobs.
 
     python bench/cluster.py [--clips 4] [--repeat 3]
+    python bench/cluster.py --bare 12      # only: the bare TV-L1 loop in 1 and in 2 processes
 
 Work: `--clips` copies (hard links) of one clip of 11 frames at 340x256 cut from test.mp4
 (10 pairs each; copies, so that every video costs the same: TV-L1 stops early where it
@@ -25,10 +26,43 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 
 from conftest import VIDEOS  # noqa: E402
 from extract import BIN, make_root, timed  # noqa: E402
 from slurm import Slurm, available  # noqa: E402
+
+
+def bare_loop(pairs: int) -> float:
+    """OpenCV TV-L1 on the first `pairs` pairs of test.mp4, one thread, no datatools around."""
+    import time
+
+    import cv2
+
+    from datatools.extract.frames import iter_frames, to_gray
+    from datatools.extract.opencv_flow import TVL1
+    cv2.setNumThreads(1)
+    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(**TVL1)
+    frames = []
+    for frame in iter_frames(str(VIDEOS / "test.mp4")):
+        frames.append(to_gray(frame))
+        if len(frames) > pairs:
+            break
+    t0 = time.perf_counter()
+    for a, b in zip(frames, frames[1:]):
+        tvl1.calc(a, b, None)
+    return time.perf_counter() - t0
+
+
+def bare_scaling(pairs: int) -> None:
+    """What the machine itself gives: the same loop in one process, then in two at once."""
+    from multiprocessing import Pool
+    with Pool(1) as pool:
+        one = pool.map(bare_loop, [pairs])[0]
+    with Pool(2) as pool:
+        two = pool.map(bare_loop, [pairs, pairs])
+    print(f"bare TV-L1, {pairs} pairs per process: 1 process {one:.1f} s; 2 at once "
+          f"{two[0]:.1f} s, {two[1]:.1f} s; scaling {2 * one / max(two):.2f}x")
 
 
 def main() -> None:
@@ -36,7 +70,11 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", type=Path, default=HERE / "out" / "cluster")
+    ap.add_argument("--bare", type=int, default=0, help="only run the bare loop scaling, N pairs")
     args = ap.parse_args()
+    if args.bare:
+        bare_scaling(args.bare)
+        return
     if not available():
         sys.exit("slurm-wlm and munge are needed (apt-get install slurm-wlm munge)")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,11 @@ from dataclasses import dataclass, field, fields
 
 from .errors import UserError
 
+# Where worker jobs write their output when neither --slurm log_directory nor Dask's
+# jobqueue.slurm.log-directory says: not the current folder, where sbatch would put one
+# slurm-<id>.out per worker job.
+LOGS = "datatools-slurm-logs"
+
 
 @dataclass
 class SlurmOptions:
@@ -39,6 +44,7 @@ class SlurmOptions:
     extra: list[str] = field(default_factory=list)  # more #SBATCH directives
     lifetime: str | None = None  # default: walltime minus 5 minutes
     stagger: str = "4m"
+    log_directory: str | None = None  # the worker jobs' output files (default: LOGS)
 
 
 def parse_slurm_options(pairs: list[str]) -> dict:
@@ -105,7 +111,9 @@ def make_cluster(settings: dict):
     if opts.gpus_per_job:
         directives.append(f"--gres=gpu:{opts.gpus_per_job}")
         worker_args += ["--resources", "GPU=1", "--preload", "datatools.gpu_pin"]
+    logs = opts.log_directory or conf.get("log-directory") or LOGS
     kwargs = dict(cores=cores, processes=processes, memory=memory, python=sys.executable,
+                  log_directory=logs,
                   job_name="datatools-worker", worker_extra_args=worker_args,
                   job_extra_directives=list(conf.get("job-extra-directives", [])) + directives,
                   scheduler_options={"dashboard_address": None})

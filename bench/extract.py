@@ -193,16 +193,22 @@ def bare_flow(args) -> int:
     return pairs
 
 
-def bench_flow(out: Path, repeat: int, algos: list[str], copies: dict[str, int]) -> list[str]:
-    """`copies[algo]` links of each clip: Farneback needs many more pairs than TV-L1 before the
-    run's fixed start-up cost (about 1.6 s) stops dominating."""
+def cut_clips(folder: Path, count: int) -> dict[str, Path]:
+    """`count` clips of 11 frames (10 pairs) at 340x256, cut from test.mp4 1.5 s apart."""
     clips = {}
-    for k in range(6):
-        clip = out / "clips" / f"v_Bench_g{k + 1:02d}_c01.mp4"
-        clip.parent.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(count):
+        clip = folder / f"v_Bench_g{k + 1:02d}_c01.mp4"
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", str(k * 1.5), "-i", str(VIDEOS / "test.mp4"),
                         "-frames:v", "11", "-c:v", "libx264", "-crf", "18", "-an", str(clip)], check=True)
         clips[clip.name] = clip
+    return clips
+
+
+def bench_flow(out: Path, repeat: int, algos: list[str], copies: dict[str, int]) -> list[str]:
+    """`copies[algo]` links of each clip: Farneback needs many more pairs than TV-L1 before the
+    run's fixed start-up cost (about 1.6 s) stops dominating."""
+    clips = cut_clips(out / "clips", 6)
     lines = [f"Flow at 340x256: clips of 11 frames cut from test.mp4, medians of {repeat}", "",
              "| algorithm | bare loop, 1 process (pairs/s) | datatools 1 worker (pairs/s) "
              "| per-core overhead "

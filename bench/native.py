@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
 from conftest import VIDEOS  # noqa: E402
-from extract import BIN, make_root, timed  # noqa: E402
+from extract import BIN, cut_clips, make_root, timed  # noqa: E402
 
 NATIVE = HERE.parent / "native" / "build" / "datatools-flow"
 
@@ -58,13 +58,7 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(dir=args.out))
     rgb_videos = {f"v_Bench_g{i:02d}_c01{src.suffix}": src for i, src in
                   enumerate([VIDEOS / "test.avi"] * 20 + [VIDEOS / "test.mp4"] * 20, 1)}
-    clips = {}
-    for k in range(4):
-        clip = out / "clips" / f"v_Bench_g{k + 1:02d}_c01.mp4"
-        clip.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", str(k * 1.5), "-i", str(VIDEOS / "test.mp4"),
-                        "-frames:v", "11", "-c:v", "libx264", "-crf", "18", "-an", str(clip)], check=True)
-        clips[clip.name] = clip
+    clips = cut_clips(out / "clips", 4)
     work = {"rgb": (rgb_videos, ["--task", "rgb"], 9280, "frames"),
             "tvl1": (clips, ["--task", "flow", "--algo", "tvl1"], 40, "pairs")}
     rows = []

@@ -22,6 +22,7 @@ from .manifest import (
     list_line,
     mmaction_shuffles,
     read_manifest,
+    require_manifest,
     split_members,
     write_manifest,
     write_text_atomic,
@@ -104,10 +105,7 @@ def scan_root(dataset: str | None, root: Path, level: int | None = None) -> Scan
                         f"`datatools {dataset or '<dataset>'} download --root {root}`")
     previous = read_manifest(root)
     if dataset is None:
-        if previous is None:
-            raise UserError(f"{root / 'manifest.parquet'}: no manifest; run `datatools <dataset> "
-                            f"build-lists --root {root}` (or validate) first")
-        dataset = previous[1].dataset
+        dataset = require_manifest(root)[1].dataset
     ds = datasets.get(dataset)
     if level is None:
         level = previous[1].level if previous else 2

@@ -156,6 +156,16 @@ def listed(record: VideoRecord, fmt: str) -> bool:
     return list_line(record, fmt, "") is not None
 
 
+def require_manifest(root: Path) -> tuple[list[VideoRecord], ManifestMeta]:
+    """The manifest of `root`, or the one-line error telling how to make it."""
+    from .errors import UserError
+    loaded = read_manifest(root)
+    if loaded is None:
+        raise UserError(f"{manifest_path(root)}: no manifest; run `datatools <dataset> "
+                        f"build-lists --root {root}` (or validate) first")
+    return loaded
+
+
 def list_line(record: VideoRecord, fmt: str, base_dir: str) -> str | None:
     """One MMAction2 list line for `record`, or None when it has nothing to list in `fmt`.
 

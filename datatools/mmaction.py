@@ -36,7 +36,7 @@ from mmaction.registry import DATASETS  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 
 from .errors import UserError  # noqa: E402
-from .manifest import VideoRecord, listed, read_manifest, split_members  # noqa: E402
+from .manifest import VideoRecord, listed, require_manifest, split_members  # noqa: E402
 
 SUBSETS = ("train", "val", "test")
 FORMAT = {"video": "videos", "RGB": "rawframes", "Flow": "flow"}
@@ -65,11 +65,7 @@ def select(manifest: str | Path, split: int, subset: str, fmt: str,
     if split not in (1, 2, 3):
         raise UserError(f"{who}: split must be 1, 2 or 3, not {split!r}")
     root = manifest_root(manifest)
-    loaded = read_manifest(root)
-    if loaded is None:
-        raise UserError(f"{root / 'manifest.parquet'}: no manifest; run `datatools <dataset> "
-                        "build-lists --root <root>` first")
-    records, meta = loaded
+    records, meta = require_manifest(root)
     members = split_members(records, split, subset)
     kept = [r for r in members if listed(r, fmt)]
     left_out = Counter(_why_left_out(r, fmt) for r in members if not listed(r, fmt))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import UserError
-from .manifest import listed, read_manifest, split_members
+from .manifest import listed, require_manifest, split_members
 
 INPUTS = ("videos", "rawframes")
 FLOW_CLIP = 5  # flow pairs stacked per TSN input, MMAction2's flow config
@@ -66,11 +66,7 @@ def write_config(root: Path, opts: ConfigOptions, out: Path) -> Path:
 
 def make_config(root: Path, opts: ConfigOptions) -> str:
     spec = _check(opts)
-    loaded = read_manifest(root)
-    if loaded is None:
-        raise UserError(f"{root / 'manifest.parquet'}: no manifest; run `datatools <dataset> "
-                        "build-lists --root <root>` first")
-    records, meta = loaded
+    records, meta = require_manifest(root)
     fmt = "flow" if opts.modality == "flow" else opts.input
     for subset in ("train", "val"):
         if not any(listed(r, fmt) for r in split_members(records, opts.split, subset)):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -15,9 +14,10 @@ from pathlib import Path
 import decord
 import numpy as np
 import pytest
-from conftest import SHARED, VIDEOS, require_tool
+from conftest import VIDEOS, require_tool
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from middlebury import RUBBER, epe, read_flo
 from PIL import Image
 from trees import tree_bytes, ucf101_style_root
 from typer.testing import CliRunner
@@ -28,7 +28,6 @@ from datatools.extract import ExtractOptions, dequantize_flow, extract, output_s
 from datatools.manifest import read_manifest
 from datatools.parallel import ClusterOptions
 
-RUBBER = SHARED / "flow/middlebury/RubberWhale"
 REAL = ["test.avi", "test.mp4", "demo.mp4", "short_32f.mp4", "bikes.mp4", "demo_skeleton.mp4"]
 TWO = ClusterOptions(workers=2)
 
@@ -70,18 +69,6 @@ def test_quantization_fixed_points_and_not_mmcv_or_truncation():
 
 
 # --- accuracy on Middlebury RubberWhale ---------------------------------------------------
-
-def read_flo(path: Path) -> np.ndarray:
-    data = path.read_bytes()
-    magic, w, h = struct.unpack("<fii", data[:12])
-    assert abs(magic - 202021.25) < 1e-3
-    return np.frombuffer(data[12:], np.float32).reshape(h, w, 2)
-
-
-def epe(flow: np.ndarray, gt: np.ndarray) -> float:
-    valid = (np.abs(gt) < 1e9).all(axis=2)
-    return float(np.linalg.norm(flow - gt, axis=2)[valid].mean())
-
 
 @pytest.fixture(scope="module")
 def rubberwhale_root(tmp_path_factory):

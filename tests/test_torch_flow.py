@@ -4,12 +4,10 @@ backend through `datatools extract`."""
 
 from __future__ import annotations
 
-import struct
-from pathlib import Path
-
 import numpy as np
 import pytest
-from conftest import SHARED, VIDEOS
+from conftest import VIDEOS
+from middlebury import RUBBER, epe, read_flo
 from PIL import Image
 from trees import ucf101_style_root
 
@@ -20,20 +18,6 @@ from datatools.parallel import ClusterOptions
 
 torch = pytest.importorskip("torch")  # the gpu/mmaction extras; `make test` installs it
 from datatools.extract.torch_flow import TorchFlow  # noqa: E402
-
-RUBBER = SHARED / "flow" / "middlebury" / "RubberWhale"
-
-
-def read_flo(path: Path) -> np.ndarray:
-    data = path.read_bytes()
-    magic, w, h = struct.unpack("<fii", data[:12])
-    assert abs(magic - 202021.25) < 1e-3
-    return np.frombuffer(data[12:], np.float32).reshape(h, w, 2)
-
-
-def epe(flow: np.ndarray, ref: np.ndarray) -> float:
-    valid = (np.abs(ref) < 1e9).all(axis=2)
-    return float(np.linalg.norm(flow - ref, axis=2)[valid].mean())
 
 
 def gray_pairs(name: str, count: int, size=(170, 128)) -> list[tuple[np.ndarray, np.ndarray]]:

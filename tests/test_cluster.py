@@ -154,14 +154,15 @@ def test_slurm_settings_come_from_a_config_file_and_the_command_line(tmp_path):
                     "    memory: 64GB\n    job-extra-directives: ['--constraint=a100']\n")
     load_config_file(conf)
     settings = parse_slurm_options(["gpus_per_job=2", "memory=32GB", "walltime=01:00:00",
-                                    "extra=--qos=high"])
+                                    "extra=--qos=high", f"log_directory={tmp_path / 'logs'}"])
     cluster = make_cluster(settings)
     try:
         script = cluster.job_script()
     finally:
         cluster.close()
     for line in ("#SBATCH -p gpu-long", "#SBATCH -A lab42", "#SBATCH --constraint=a100",
-                 "#SBATCH --gres=gpu:2", "#SBATCH --qos=high", "#SBATCH -t 01:00:00"):
+                 "#SBATCH --gres=gpu:2", "#SBATCH --qos=high", "#SBATCH -t 01:00:00",
+                 f"#SBATCH -o {tmp_path / 'logs'}/"):
         assert line in script, script
     assert "--mem=30G" in script or "--mem=32G" in script  # the command line wins over the file
     for arg in ("--nworkers 2", "--resources GPU=1", "--preload datatools.gpu_pin",

@@ -127,7 +127,6 @@ def tvl1(i0, i1):
             break
         levels0.append(_resize_by(levels0[-1], nh, nw, SCALE_STEP))
         levels1.append(_resize_by(levels1[-1], nh, nw, SCALE_STEP))
-    h, w = levels0[-1].shape[-2:]
     u1 = torch.zeros_like(levels0[-1])
     u2 = torch.zeros_like(levels0[-1])
     for s in range(len(levels0) - 1, -1, -1):

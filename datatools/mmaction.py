@@ -39,7 +39,7 @@ from .errors import UserError  # noqa: E402
 from .manifest import VideoRecord, listed, require_manifest, split_members  # noqa: E402
 
 SUBSETS = ("train", "val", "test")
-FORMAT = {"video": "videos", "RGB": "rawframes", "Flow": "flow"}
+FORMAT = {"RGB": "rawframes", "Flow": "flow"}  # modality -> the list format it reads
 
 
 def manifest_root(manifest: str | Path) -> Path:

@@ -135,8 +135,7 @@ def _dataset_app(name: str) -> typer.Typer:
                 steps=parse_steps(steps),
                 download=DownloadOptions(mirror=mirror, from_dir=from_dir, jobs=jobs),
                 level=level,
-                extract=ExtractOptions(task=task, algo=algo,
-                                       backend="opencv" if backend == "auto" else backend,
+                extract=ExtractOptions(task=task, algo=algo, backend=backend,
                                        new_short=new_short, naming=naming),
                 cluster=cluster_options(workers, scheduler, cluster, slurm, cluster_config, gpus))
             ok = prepare(name, root, opts)
@@ -321,7 +320,7 @@ def extract(
     from .extract import extract as run_extract
     from .report import print_extract_summary
     try:
-        opts = ExtractOptions(task=task, algo=algo, backend="opencv" if backend == "auto" else backend,
+        opts = ExtractOptions(task=task, algo=algo, backend=backend,
                               new_short=new_short, new_size=parse_size(new_size), bound=bound,
                               naming=naming, jpeg_quality=jpeg_quality, denseflow_bin=denseflow_bin)
         result = run_extract(root, opts, Selection(split, subset, limit),

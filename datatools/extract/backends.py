@@ -40,10 +40,16 @@ def needs_gpu(name: str) -> bool:
     return bool(decide()) if callable(decide) else bool(getattr(cls, "gpu", False))
 
 
+DEFAULT = "opencv"  # what --backend auto means: needs nothing beyond the pip install
+
+
+def resolve(name: str) -> str:
+    return DEFAULT if name == "auto" else name
+
+
 def create(name: str, algo: str, denseflow_bin: str | None = None) -> FlowBackend:
     backends = available()
-    if name == "auto":
-        name = "opencv"
+    name = resolve(name)
     if name not in backends:
         raise UserError(f"--backend {name!r}: choose auto or {', '.join(backends)}")
     if name == "denseflow":

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ..errors import UserError
+from .backends import resolve
 
 TASKS = ("rgb", "flow", "both")
 ALGOS = ("tvl1", "farneback")
@@ -33,6 +34,7 @@ class ExtractOptions:
     denseflow_bin: str | None = None  # the executable of --backend denseflow
 
     def __post_init__(self):
+        object.__setattr__(self, "backend", resolve(self.backend))  # recorded by its real name
         if self.task not in TASKS:
             raise UserError(f"--task {self.task!r}: choose {', '.join(TASKS)}")
         if self.algo not in ALGOS:

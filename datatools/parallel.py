@@ -5,7 +5,8 @@ Default: a local Dask cluster with one single-threaded worker process per core (
 dask-jobqueue (slurm.py); `scheduler="tcp://host:8786"` uses an existing cluster instead.
 Work units are whole videos; results come back to the driver, which alone writes the
 manifest. GPU work asks for the worker resource GPU=1: it runs only on workers that declare a
-GPU, one video per GPU at a time, each worker seeing only its own device.
+GPU (GPU=VIDEOS_PER_GPU), up to VIDEOS_PER_GPU videos per GPU at a time, each worker seeing
+only its own device.
 
 A worker that dies mid-task (a native decoder abort, the OOM killer, a node lost) costs the
 video it was working on, not the run: the local cluster's scheduler gives up on a task after
@@ -108,8 +109,9 @@ WORKER_CONFIG = {"distributed.scheduler.allowed-failures": 0,
 
 
 def _local_cluster(options: ClusterOptions):
-    """One single-threaded worker process per core; with `gpus`, one more per GPU that
-    declares the resource GPU=1 and sees only its own device (CUDA_VISIBLE_DEVICES)."""
+    """One single-threaded worker process per core; with `gpus`, one more per GPU that runs
+    VIDEOS_PER_GPU tasks at once, declares as many of the resource GPU and sees only its own
+    device (CUDA_VISIBLE_DEVICES)."""
     n = options.workers or default_workers()
     if not options.gpus:
         return LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
@@ -125,12 +127,17 @@ def _local_cluster(options: ClusterOptions):
     workers = {f"cpu-{i}": {"cls": Nanny, "options": dict(base)} for i in range(n)}
     for device in options.gpus:
         workers[f"gpu-{device}"] = {"cls": Nanny, "options": dict(
-            base, resources={GPU: 1}, env={"CUDA_VISIBLE_DEVICES": device})}
+            base, nthreads=VIDEOS_PER_GPU, resources={GPU: VIDEOS_PER_GPU},
+            env={"CUDA_VISIBLE_DEVICES": device})}
     return SpecCluster(workers=workers, silence_logs=logging.ERROR,
                        scheduler={"cls": Scheduler, "options": {"dashboard_address": None}})
 
 
-GPU = "GPU"  # the Dask worker resource a GPU task asks for: one task per GPU at a time
+GPU = "GPU"  # the Dask worker resource a GPU task asks one of
+# Videos a GPU worker runs at once, each in a thread of its own: their frame pairs share the
+# device's batches (extract/batcher.py), and while the device computes, the other threads
+# decode, encode and write. One video at a time leaves the device idle during all CPU work.
+VIDEOS_PER_GPU = 4
 
 
 def gpu_workers(client: Client) -> list[str]:
@@ -169,8 +176,8 @@ def map_tasks(client: Client, fn: Callable, items: Iterable, *, retries: int = 1
 
     A failed task yields a `TaskError`; one whose worker died `retries + 1` times a
     `WorkerCrash`. At most `window` tasks are in flight, so millions of videos do not all sit
-    in the scheduler at once. `gpu=True` runs tasks only on workers declaring a GPU, one per
-    GPU at a time.
+    in the scheduler at once. `gpu=True` runs tasks only on workers declaring a GPU, up to
+    VIDEOS_PER_GPU per GPU at a time.
     """
     items = list(items)
     resources = {GPU: 1} if gpu else None

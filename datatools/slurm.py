@@ -13,7 +13,8 @@ remain (dask-jobqueue #122 / #611). A job killed without warning costs only the 
 flight, which `parallel.map_tasks` resubmits.
 
 GPUs: with gpus_per_job=N a job asks `--gres=gpu:N`, runs N worker processes, each declaring
-the resource GPU=1 and pinned to its own device by the `datatools.gpu_pin` preload.
+the resource GPU=VIDEOS_PER_GPU (as many task threads) and pinned to its own device by the
+`datatools.gpu_pin` preload.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sys
 from dataclasses import dataclass, field, fields
 
 from .errors import UserError
+from .parallel import GPU, VIDEOS_PER_GPU
 
 # Where worker jobs write their output when neither --slurm log_directory nor Dask's
 # jobqueue.slurm.log-directory says: not the current folder, where sbatch would put one
@@ -110,7 +112,9 @@ def make_cluster(settings: dict):
     directives = list(opts.extra)
     if opts.gpus_per_job:
         directives.append(f"--gres=gpu:{opts.gpus_per_job}")
-        worker_args += ["--resources", "GPU=1", "--preload", "datatools.gpu_pin"]
+        # Each process drives one GPU, VIDEOS_PER_GPU videos at once (see parallel.py).
+        worker_args = ["--nthreads", str(VIDEOS_PER_GPU), *worker_args[2:],
+                       "--resources", f"{GPU}={VIDEOS_PER_GPU}", "--preload", "datatools.gpu_pin"]
     logs = opts.log_directory or conf.get("log-directory") or LOGS
     kwargs = dict(cores=cores, processes=processes, memory=memory, python=sys.executable,
                   log_directory=logs,

@@ -26,7 +26,7 @@ from datatools.errors import UserError
 from datatools.extract import ExtractOptions, extract
 from datatools.gpu_pin import device_for
 from datatools.manifest import read_manifest
-from datatools.parallel import ClusterOptions, dask_client, load_config_file, map_tasks
+from datatools.parallel import VIDEOS_PER_GPU, ClusterOptions, dask_client, load_config_file, map_tasks
 from datatools.slurm import make_cluster, parse_slurm_options
 
 BIN = Path(sys.executable).parent
@@ -126,17 +126,20 @@ def _where(item):
     return get_worker().name, os.environ.get("CUDA_VISIBLE_DEVICES"), start, time.monotonic()
 
 
-def test_gpu_tasks_run_only_on_gpu_workers_one_per_gpu_each_on_its_device():
-    """Two local workers declare GPU=1 (device ids 0 and 1; no CUDA involved), one does not."""
+def test_gpu_tasks_run_only_on_gpu_workers_a_few_per_gpu_each_on_its_device():
+    """Two local workers declare a GPU (device ids 0 and 1; no CUDA involved), one does not.
+    Each GPU worker runs up to VIDEOS_PER_GPU tasks at once, never more."""
+    tasks = 3 * VIDEOS_PER_GPU
     with dask_client(ClusterOptions(workers=1, gpus=["0", "1"])) as client:
-        placed = [res for _, res in map_tasks(client, _where, range(8), gpu=True)]
+        placed = [res for _, res in map_tasks(client, _where, range(tasks), gpu=True)]
     names = {name for name, *_ in placed}
     assert names == {"gpu-0", "gpu-1"}  # never the CPU worker, both GPUs used
     for name, device, _, _ in placed:
         assert device == name.split("-")[1]  # pinned: gpu-1 sees only device 1
     for name in names:
-        spans = sorted((s, e) for n, _, s, e in placed if n == name)
-        assert all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:]))
+        spans = [(s, e) for n, _, s, e in placed if n == name]
+        most = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
+        assert 2 <= most <= VIDEOS_PER_GPU, (name, most)
     with dask_client(ClusterOptions(workers=1)) as client:
         with pytest.raises(UserError, match="needs a GPU, and no worker of the cluster has one"):
             list(map_tasks(client, _where, range(2), gpu=True))
@@ -165,7 +168,8 @@ def test_slurm_settings_come_from_a_config_file_and_the_command_line(tmp_path):
                  f"#SBATCH -o {tmp_path / 'logs'}/"):
         assert line in script, script
     assert "--mem=30G" in script or "--mem=32G" in script  # the command line wins over the file
-    for arg in ("--nworkers 2", "--resources GPU=1", "--preload datatools.gpu_pin",
+    for arg in ("--nworkers 2", f"--nthreads {VIDEOS_PER_GPU}", f"--resources GPU={VIDEOS_PER_GPU}",
+                "--preload datatools.gpu_pin",
                 "--lifetime 3300s", "--lifetime-stagger 4m"):
         assert arg in script, script
     with pytest.raises(UserError, match="expected key=value with key one of"):

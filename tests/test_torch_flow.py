@@ -9,7 +9,7 @@ import pytest
 from conftest import VIDEOS
 from middlebury import RUBBER, epe, read_flo
 from PIL import Image
-from trees import ucf101_style_root
+from trees import tree_bytes, ucf101_style_root
 
 from datatools.build import build_lists
 from datatools.extract import ExtractOptions, extract
@@ -74,6 +74,57 @@ def test_extract_with_the_torch_backend_writes_every_pair(tmp_path):
     assert outcome.status == "done" and outcome.flow_count == 31
     folder = root / "rawframes/Real/v_Real_g01_c01"
     assert len(list(folder.glob("flow_x_*.jpg"))) == 31 and (folder / "flow_y_00031.jpg").is_file()
+
+
+def test_videos_run_together_share_batches_and_write_what_they_write_alone(tmp_path):
+    """A worker running three videos at once (as a GPU worker does) batches their pairs
+    together; every flow file equals the one written when the videos run one at a time."""
+    from distributed import Client, LocalCluster
+
+    from datatools.extract.batcher import batch_stats
+    files = {f"Real/v_Real_g0{i}_c01.mp4": str(VIDEOS / "short_32f.mp4") for i in (1, 2, 3)}
+    opts = ExtractOptions(task="flow", backend="torch", new_short=48)
+    alone = ucf101_style_root(tmp_path / "alone", files)
+    build_lists("ucf101", alone)
+    assert extract(alone, opts, cluster=ClusterOptions(workers=1)).counts == {"done": 3}
+    together = ucf101_style_root(tmp_path / "together", files)
+    build_lists("ucf101", together)
+    with LocalCluster(n_workers=1, threads_per_worker=3, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        result = extract(together, opts, cluster=ClusterOptions(scheduler=cluster.scheduler_address))
+        (stats,) = client.run(batch_stats).values()
+    assert result.counts == {"done": 3}
+    assert stats["pairs"] == 93 and stats["mixed_batches"] >= 1, stats
+    a, b = tree_bytes(alone / "rawframes"), tree_bytes(together / "rawframes")
+    assert len([k for k in a if "/flow_" in k]) == 2 * 93
+    assert {k: v for k, v in a.items() if "/flow_" in k} == {k: v for k, v in b.items() if "/flow_" in k}
+
+
+def test_a_batch_the_device_cannot_hold_is_halved_until_it_fits(backend):
+    """Free memory can shrink between batch_size() and the computation (another process on
+    the GPU): the batcher splits the batch instead of failing the videos. The CPU has no
+    memory limit to hit, so the device's out-of-memory error is raised for batches over 2."""
+    from datatools.extract.batcher import PairBatcher
+
+    class SmallDevice:
+        def __init__(self, real):
+            self.real = real
+
+        def batch_size(self, width, height):
+            return 8
+
+        def compute_batch_quantized(self, pairs, bound):
+            if len(pairs) > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return self.real.compute_batch_quantized(pairs, bound)
+
+    pairs = gray_pairs("short_32f.mp4", 6, size=(64, 48))
+    batcher = PairBatcher(SmallDevice(backend), 20.0)
+    futures = [batcher.submit(a, b, "video") for a, b in pairs]
+    flows = [f.result(timeout=120) for f in futures]
+    expected = backend.compute_batch_quantized(pairs, 20.0)
+    assert all(np.array_equal(x, y) for x, y in zip(flows, expected))
+    assert batcher.stats["splits"] >= 1 and batcher.stats["pairs"] == 6
 
 
 def test_flow_quantized_on_the_device_equals_the_host_rule(backend):

@@ -2,8 +2,9 @@
 
 A pair backend (`opencv`) turns a pair of same-sized grayscale uint8 frames into a float32
 flow field (H x W x 2, pixels); video.py decodes, resizes, quantizes and writes around it.
-A batch backend (`torch`: torch_flow.py) also has `compute_batch(pairs)` and
-`batch_size(width, height)`: video.py hands it that many pairs at once. A video tool
+A batch backend (`torch`: torch_flow.py) has `compute_batch_quantized(pairs, bound)` and
+`batch_size(width, height)` instead: video.py hands its pairs to batcher.py, which computes
+pairs of the videos a worker runs at once together. A video tool
 (`native`, `denseflow`: external.py) is handed the whole video and writes the frame folder
 itself (`video_tool = True`, `extract_into`).
 """
@@ -20,7 +21,7 @@ from ..errors import UserError
 class FlowBackend(Protocol):
     name: str
     algo: str
-    gpu: bool  # runs only on workers declaring a GPU (parallel.GPU), one video per GPU
+    gpu: bool  # runs only on workers declaring a GPU (parallel.GPU)
 
     def compute(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
         ...
@@ -59,3 +60,8 @@ def create(name: str, algo: str, denseflow_bin: str | None = None) -> FlowBacken
 
 def is_video_tool(name: str) -> bool:
     return bool(getattr(available().get(name), "video_tool", False))
+
+
+def is_batch_backend(name: str) -> bool:
+    """A backend that computes many pairs at once (video.py feeds it through batcher.py)."""
+    return hasattr(available().get(resolve(name)), "compute_batch_quantized")

@@ -11,13 +11,15 @@ import json
 import os
 import shutil
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import __version__
 from .backends import create as create_backend
-from .backends import is_video_tool
+from .backends import is_batch_backend, is_video_tool
+from .batcher import batcher_for
 from .external import ToolError
 from .frames import DecodeError, JpegWriter, iter_frames, resize, to_gray
 from .options import ExtractOptions, output_size
@@ -139,45 +141,52 @@ def _extract_into(job: VideoJob, opts: ExtractOptions, folder: str) -> VideoOutc
     import cv2
     cv2.setNumThreads(1)  # one worker per core already fills the machine
     writer = JpegWriter(folder, opts.jpeg_quality)
-    backend = create_backend(opts.backend, opts.algo) if opts.flow else None
+    batched = opts.flow and is_batch_backend(opts.backend)
+    backend = create_backend(opts.backend, opts.algo) if opts.flow and not batched else None
+    batcher = batcher_for(opts.backend, opts.algo, opts.bound, create_backend) if batched else None
     start = opts.start_index
     rgb_tmpl, flow_tmpl = opts.rgb_template, opts.flow_template
     out = VideoOutcome(job.video_id, "done")
     size = None
     prev_gray = None
-    batch = 1
-    pending: list[tuple[np.ndarray, np.ndarray]] = []  # pairs waiting for a batch backend
+    in_flight: deque = deque()  # futures of this video's pairs in the batcher, in order
+    limit = 1
 
-    def flush() -> None:
-        if hasattr(backend, "compute_batch_quantized"):  # quantized where it was computed
-            images = [(q[..., 0], q[..., 1]) for q in backend.compute_batch_quantized(pending, opts.bound)]
-        else:
-            images = [(quantize_flow(f[..., 0], opts.bound), quantize_flow(f[..., 1], opts.bound))
-                      for f in (backend.compute(a, b) for a, b in pending)]
-        for qx, qy in images:
-            k = start + out.flow_count
-            writer.write(flow_tmpl.format("x", k), np.ascontiguousarray(qx))
-            writer.write(flow_tmpl.format("y", k), np.ascontiguousarray(qy))
-            out.flow_count += 1
-        pending.clear()
+    def write_flow(qx: np.ndarray, qy: np.ndarray) -> None:
+        k = start + out.flow_count
+        writer.write(flow_tmpl.format("x", k), np.ascontiguousarray(qx))
+        writer.write(flow_tmpl.format("y", k), np.ascontiguousarray(qy))
+        out.flow_count += 1
 
-    for i, frame in enumerate(iter_frames(job.video_path)):
-        if size is None:
-            size = output_size(frame.shape[1], frame.shape[0], opts)
-            out.width, out.height = size
-            if hasattr(backend, "batch_size"):
-                batch = backend.batch_size(*size)
-        frame = resize(frame, size)
-        if opts.rgb:
-            writer.write(rgb_tmpl.format(start + i), frame)
-            out.rgb_count += 1
-        if backend is not None:
-            gray = to_gray(frame)
-            if prev_gray is not None:
-                pending.append((prev_gray, gray))
-                if len(pending) >= batch:
-                    flush()
-            prev_gray = gray
-    if pending:
-        flush()
+    def write_finished(keep: int) -> None:
+        """Write the oldest pairs' flows once computed, until at most `keep` are in flight."""
+        while in_flight and (len(in_flight) > keep or in_flight[0].done()):
+            q = in_flight.popleft().result()
+            write_flow(q[..., 0], q[..., 1])
+
+    try:
+        for i, frame in enumerate(iter_frames(job.video_path)):
+            if size is None:
+                size = output_size(frame.shape[1], frame.shape[0], opts)
+                out.width, out.height = size
+                if batched:  # enough pairs in flight for this video alone to fill a batch
+                    limit = batcher.backend.batch_size(*size)
+            frame = resize(frame, size)
+            if opts.rgb:
+                writer.write(rgb_tmpl.format(start + i), frame)
+                out.rgb_count += 1
+            if opts.flow:
+                gray = to_gray(frame)
+                if prev_gray is not None:
+                    if batched:
+                        in_flight.append(batcher.submit(prev_gray, gray, job))
+                        write_finished(limit)
+                    else:
+                        f = backend.compute(prev_gray, gray)
+                        write_flow(quantize_flow(f[..., 0], opts.bound), quantize_flow(f[..., 1], opts.bound))
+                prev_gray = gray
+        write_finished(0)
+    finally:
+        for fut in in_flight:  # a failed video: its pairs still queued are not computed
+            fut.cancel()
     return out

@@ -1,0 +1,115 @@
+"""Frame pairs of several videos in one batch, for a batch backend (`torch`).
+
+A GPU worker runs several videos at once, one per task thread (parallel.VIDEOS_PER_GPU).
+Each video thread hands its pairs to the process's one `PairBatcher` and goes on decoding;
+the batcher's thread stacks waiting pairs of the same size, from whichever videos they come,
+computes them as one batch (quantized on the device, only uint8 comes back) and resolves each
+pair's future. While the device works on one batch, the video threads decode the next frames
+and encode and write finished flows (PyAV, OpenCV and file writes release the GIL), so the
+device does not wait for one video's CPU work, and short videos still fill a batch.
+
+A pair's flow does not depend on its batch (torch_flow.py stops each pair on its own), so a
+video's output is the same whichever videos it shared batches with.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from concurrent.futures import Future
+
+import numpy as np
+
+# How long the batcher waits for more pairs when fewer than a batch are waiting. Video threads
+# submit far faster than the device computes, so this only matters when the work runs out.
+FILL_WAIT_S = 0.005
+
+
+class PairBatcher:
+    def __init__(self, backend, bound: float):
+        self.backend = backend
+        self.bound = bound
+        self.stats: Counter = Counter()  # batches, pairs, mixed_batches (pairs of 2+ videos), splits
+        self._waiting: list[tuple[np.ndarray, np.ndarray, object, Future]] = []
+        self._cv = threading.Condition()
+        threading.Thread(target=self._loop, name="pair-batcher", daemon=True).start()
+
+    def submit(self, prev: np.ndarray, nxt: np.ndarray, video: object) -> Future:
+        """The future uint8 flow (H x W x 2) of one pair; `video` says whose it is."""
+        fut: Future = Future()
+        with self._cv:
+            self._waiting.append((prev, nxt, video, fut))
+            self._cv.notify()
+        return fut
+
+    def _take(self) -> list[tuple[np.ndarray, np.ndarray, object, Future]]:
+        """Up to one batch of waiting pairs, all of the oldest waiting pair's size."""
+        with self._cv:
+            while not self._waiting:
+                self._cv.wait()
+            shape = self._waiting[0][0].shape
+            limit = self.backend.batch_size(shape[1], shape[0])
+            deadline = time.monotonic() + FILL_WAIT_S
+            while len(self._waiting) < limit and (left := deadline - time.monotonic()) > 0:
+                self._cv.wait(left)
+            batch, rest = [], []
+            for item in self._waiting:
+                if item[0].shape != shape or len(batch) >= limit:
+                    rest.append(item)
+                elif item[3].set_running_or_notify_cancel():  # False: its video has failed
+                    batch.append(item)
+            self._waiting = rest
+            return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._take()
+            if batch:
+                self._compute(batch)
+
+    def _compute(self, batch) -> None:
+        try:
+            flows = self.backend.compute_batch_quantized([(a, b) for a, b, _, _ in batch], self.bound)
+        except Exception as exc:  # noqa: BLE001 - handed to the videos waiting on the pairs
+            if _out_of_memory(exc) and len(batch) > 1:
+                # Free memory changed since batch_size() looked: halve and go on.
+                self.stats["splits"] += 1
+                half = len(batch) // 2
+                self._compute(batch[:half])
+                self._compute(batch[half:])
+                return
+            for *_, fut in batch:
+                fut.set_exception(exc)
+            return
+        self.stats["batches"] += 1
+        self.stats["pairs"] += len(batch)
+        if len({id(video) for _, _, video, _ in batch}) > 1:
+            self.stats["mixed_batches"] += 1
+        for (*_, fut), flow in zip(batch, flows):
+            fut.set_result(flow)
+
+
+def _out_of_memory(exc: Exception) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+_batchers: dict[tuple, PairBatcher] = {}
+_lock = threading.Lock()
+
+
+def batcher_for(backend_name: str, algo: str, bound: float, create) -> PairBatcher:
+    """This process's batcher for a backend and bound (one device per worker process)."""
+    key = (backend_name, algo, bound)
+    with _lock:
+        if key not in _batchers:
+            _batchers[key] = PairBatcher(create(backend_name, algo), bound)
+        return _batchers[key]
+
+
+def batch_stats() -> dict:
+    """What this process's batchers did (tests and benchmarks ask workers for it)."""
+    total: Counter = Counter()
+    for b in _batchers.values():
+        total.update(b.stats)
+    return dict(total)

@@ -28,6 +28,7 @@ NSCALES, WARPS, EPSILON = 5, 5, 0.01
 INNER, OUTER, SCALE_STEP, MEDIAN = 30, 10, 0.8, 5
 FLT_EPSILON = float(np.finfo(np.float32).eps)  # OpenCV's guard before dividing by |grad I1|^2
 CPU_BATCH = 32  # pairs computed together on the CPU
+SYNC_EVERY = 5  # inner iterations between the host's looks at which pairs still iterate
 MAX_BATCH = 256
 BYTES_PER_PIXEL = 4 * 48  # float32 tensors alive per pixel of a pair, pyramid included (measured
                           # peak on CUDA: bench/torch_flow.py reports it)
@@ -241,8 +242,11 @@ def _one_scale(i0, i1, u1, u2):
                 u2 = torch.where(m, _median5(u2), u2)
             active = outer_active.clone()
             error = torch.full((b,), float("inf"), dtype=torch.float64, device=i0.device)
-            for _ in range(INNER):
-                if not bool(active.any()):
+            for it in range(INNER):
+                # Asking whether any pair still iterates waits for the device: every 5th
+                # iteration only. Finished pairs stay frozen (the masks below), so the extra
+                # iterations change nothing but keep the device's queue full.
+                if it % SYNC_EVERY == 0 and not bool(active.any()):
                     break
                 m = active[:, None, None]
                 rho = rho_c + i1wx * u1 + i1wy * u2

@@ -1,13 +1,15 @@
 """Benchmark: `--backend native` (datatools-flow, C++) vs the Python `opencv` backend.
 
-    python bench/native.py [--repeat 3] [--work rgb,tvl1]
+    python bench/native.py [--repeat 3] [--work rgb,tvl1] [--no-alone]
 
 Both through `datatools extract --workers 2` on the same files, every run into a new root:
   rgb    20 x test.avi + 20 x test.mp4 (hard links; 9,280 frames), --task rgb;
   tvl1   4 clips of 11 frames at 340x256 cut from test.mp4 (40 pairs), --task flow.
 Where the time goes: the extractor alone on the same files, two processes at a time with one
 thread each (what a worker runs), and with its thread pipeline on both cores for one process.
-Needs `make native` first.
+The two backends alternate which goes first, and besides the ratio of the medians the table
+gives the median of the per-run ratios: this machine's speed drifts by tens of percent within
+minutes, and runs next to each other see the same machine. Needs `make native` first.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--work", default="rgb,tvl1")
     ap.add_argument("--out", type=Path, default=HERE / "out" / "native")
+    ap.add_argument("--no-alone", action="store_true", help="skip the extractor-alone columns")
     args = ap.parse_args()
     if not NATIVE.exists():
         sys.exit("run `make native` first")
@@ -67,24 +70,28 @@ def main() -> None:
             continue
         t = {"opencv": [], "native": [], "alone 2x1": [], "alone 1x2": []}
         for rep in range(args.repeat):
-            for backend in ("opencv", "native"):
+            for backend in ("opencv", "native")[::1 if rep % 2 == 0 else -1]:
                 root = make_root(out / f"{name}_{backend}_{rep}", videos)
                 t[backend].append(timed([str(BIN / "datatools"), "extract", "--root", str(root), *task,
                                          "--backend", backend, "--workers", "2"]))
             paths = sorted((out / f"{name}_opencv_{rep}" / "videos" / "Bench").iterdir())
             algo = "farn" if name == "rgb" else "tvl1"
-            t["alone 2x1"].append(tool_alone(paths, out / f"{name}_alone2_{rep}", algo, name == "rgb", 2, 1))
-            t["alone 1x2"].append(tool_alone(paths, out / f"{name}_alone1_{rep}", algo, name == "rgb", 1, 2))
-            print(f"  {name} run {rep + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in t.items()),
+            if not args.no_alone:
+                for key, procs, threads in (("alone 2x1", 2, 1), ("alone 1x2", 1, 2)):
+                    t[key].append(tool_alone(paths, out / f"{name}_{key[-3:]}_{rep}", algo, name == "rgb",
+                                             procs, threads))
+            print(f"  {name} run {rep + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in t.items() if v),
                   flush=True)
-        m = {k: statistics.median(v) for k, v in t.items()}
+        m = {k: statistics.median(v) if v else float("nan") for k, v in t.items()}
+        m["per-run"] = statistics.median(a / b for a, b in zip(t["opencv"], t["native"]))
         rows.append((name, units, unit, m))
     print(f"\nmedians of {args.repeat}, 2 cores")
     print(f"{'work':<6}{'units':>7} {'opencv backend':>16}{'native backend':>16}{'native/opencv':>15}"
-          f"{'tool alone 2x1 thread':>23}{'tool alone 1x2 threads':>24}")
+          f"{'median per-run ratio':>22}{'tool alone 2x1 thread':>23}{'tool alone 1x2 threads':>24}")
     for name, units, unit, m in rows:
         print(f"{name:<6}{units:>7} {units / m['opencv']:>10.1f} {unit}/s "
               f"{units / m['native']:>9.1f} {unit}/s{m['opencv'] / m['native']:>14.2f}x"
+              f"{m['per-run']:>21.2f}x"
               f"{units / m['alone 2x1']:>16.1f} {unit}/s"
               f"{units / m['alone 1x2']:>17.1f} {unit}/s")
 

@@ -61,6 +61,31 @@ def test_native_equals_the_python_backend_on_every_real_video(native_flow, tmp_p
     assert within_one_level(a, b) >= 0.999
 
 
+def test_a_rotated_phone_video_comes_out_turned_as_the_python_backend_turns_it(native_flow, tmp_path):
+    """Display-matrix rotation (90, 180, 270 degrees, set with ffmpeg without re-encoding):
+    OpenCV's reader, which the Python backend uses, turns the frames; native does the same."""
+    paths = {}
+    for i, degrees in enumerate((90, 180, 270), 1):
+        clip = tmp_path / f"rot{degrees}.mp4"
+        subprocess.run([require_tool("ffmpeg"), "-v", "error", "-i", str(VIDEOS / "short_32f.mp4"), "-c",
+                        "copy", "-metadata:s:v:0", f"rotate={degrees}", str(clip)], check=True)
+        paths[f"Real/v_Real_g{i:02d}_c01.mp4"] = str(clip)
+    opts = dict(task="both", algo="farneback")
+    python = root_of(tmp_path / "python", paths=paths)
+    extract(python, ExtractOptions(**opts), cluster=TWO)
+    native = root_of(tmp_path / "native", paths=paths)
+    assert extract(native, ExtractOptions(**opts, backend="native"), cluster=TWO).counts == {"done": 3}
+    a, b = jpegs(python / "rawframes"), jpegs(native / "rawframes")
+    assert sorted(a) == sorted(b)
+    for i, size in ((1, (256, 340)), (2, (340, 256)), (3, (256, 340))):  # (width, height)
+        with Image.open(b[f"Real/v_Real_g{i:02d}_c01/img_00001.jpg"]) as im:
+            assert im.size == size
+    for rel in a:
+        if "/img_" in rel:
+            assert a[rel].read_bytes() == b[rel].read_bytes(), rel
+    assert within_one_level(a, b) >= 0.999
+
+
 def test_native_tvl1_against_the_python_backend(native_flow, tmp_path):
     """Same algorithm and parameters, but not the same OpenCV: the Python backend runs the
     wheel's OpenCV 5.0, native the system's (Debian 12: 4.6), whose TV-L1 differs on a few

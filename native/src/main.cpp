@@ -24,6 +24,7 @@
 extern "C" {
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
+#include <libavutil/display.h>
 #include <libswscale/swscale.h>
 }
 
@@ -364,6 +365,7 @@ class Decoder {
         avcodec_parameters_to_context(ctx_, fmt_->streams[stream_]->codecpar);
         ctx_->thread_count = 1;
         if (avcodec_open2(ctx_, codec, nullptr) < 0) fail("cannot open the decoder");
+        rotation_ = display_rotation(fmt_->streams[stream_]);
         packet_ = av_packet_alloc();
         frame_ = av_frame_alloc();
     }
@@ -383,6 +385,7 @@ class Decoder {
             int r = avcodec_receive_frame(ctx_, frame_);
             if (r == 0) {
                 to_bgr(bgr);
+                rotate(bgr);
                 return true;
             }
             if (r == AVERROR_EOF) return false;
@@ -401,6 +404,30 @@ class Decoder {
 
   private:
     [[noreturn]] void fail(const std::string& what) { throw std::runtime_error(path_ + ": " + what); }
+
+    // Phone videos store the picture as the sensor saw it plus a display matrix. OpenCV's reader
+    // (the Python backend) turns the frames as the matrix says; so does this, or a rotated
+    // video would come out in other sizes from the two backends.
+    static int display_rotation(const AVStream* st) {
+        const uint8_t* matrix = nullptr;
+#if LIBAVFORMAT_VERSION_INT >= AV_VERSION_INT(60, 15, 100)
+        const AVPacketSideData* sd = av_packet_side_data_get(
+            st->codecpar->coded_side_data, st->codecpar->nb_coded_side_data, AV_PKT_DATA_DISPLAYMATRIX);
+        if (sd) matrix = sd->data;
+#else
+        matrix = av_stream_get_side_data(st, AV_PKT_DATA_DISPLAYMATRIX, nullptr);
+#endif
+        if (!matrix) return 0;
+        // av_display_rotation_get: counter-clockwise degrees; the display turns clockwise by its negative.
+        int degrees = -static_cast<int>(std::lround(av_display_rotation_get(reinterpret_cast<const int32_t*>(matrix))));
+        return ((degrees % 360) + 360) % 360;
+    }
+
+    void rotate(cv::Mat& bgr) const {
+        if (rotation_ == 90) cv::rotate(bgr, bgr, cv::ROTATE_90_CLOCKWISE);
+        else if (rotation_ == 180) cv::rotate(bgr, bgr, cv::ROTATE_180);
+        else if (rotation_ == 270) cv::rotate(bgr, bgr, cv::ROTATE_90_COUNTERCLOCKWISE);
+    }
 
     void to_bgr(cv::Mat& bgr) {
         const int w = frame_->width, h = frame_->height;
@@ -427,6 +454,7 @@ class Decoder {
     AVFrame* frame_ = nullptr;
     SwsContext* sws_ = nullptr;
     int stream_ = -1;
+    int rotation_ = 0;  // clockwise degrees the picture is turned for display
     bool draining_ = false;
 };
 

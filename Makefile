@@ -38,10 +38,10 @@ $(DATASETS): install
 	$(BIN)/datatools $@ prepare --root $(if $(filter demo_data,$(ROOT)),data/$@,$(ROOT)) $(ARGS)
 
 # The native extractor (native/): CMake, Release; needs cmake, a C++17 compiler and
-# libopencv-dev + libopencv-contrib-dev (or an OpenCV built with CUDA and contrib).
+# libopencv-dev and libjpeg-dev (or an OpenCV built with CUDA and contrib).
 native: native/build/datatools-flow
 
-native/build/datatools-flow: native/CMakeLists.txt native/src/main.cpp
+native/build/datatools-flow: native/CMakeLists.txt $(wildcard native/src/*.cpp native/src/*.hpp)
 	cmake -S native -B native/build -DCMAKE_BUILD_TYPE=Release
 	cmake --build native/build -j
 

@@ -87,10 +87,10 @@ def test_a_rotated_phone_video_comes_out_turned_as_the_python_backend_turns_it(n
 
 
 def test_native_tvl1_against_the_python_backend(native_flow, tmp_path):
-    """Same algorithm and parameters, but not the same OpenCV: the Python backend runs the
-    wheel's OpenCV 5.0, native the system's (Debian 12: 4.6), whose TV-L1 differs on a few
-    pixels per frame (measured 99.2-99.4 % within one level at 340x256). Accuracy against
-    ground truth is the RubberWhale test in test_extract.py (native EPE 0.176 px)."""
+    """Same algorithm and parameters: the Python backend runs the wheel's OpenCV 5.0, native
+    its own TV-L1 (native/src/tvl1.hpp), written to compute what 5.0 does; Debian 12's OpenCV
+    4.6 reached only 99.2-99.4 % within one level here. Accuracy against ground truth is the
+    RubberWhale test in test_extract.py."""
     clip = tmp_path / "clip.mp4"
     subprocess.run([require_tool("ffmpeg"), "-v", "error", "-i", str(VIDEOS / "test.mp4"), "-frames:v",
                     "4", "-c:v", "libx264", "-crf", "18", str(clip)], check=True)
@@ -101,7 +101,7 @@ def test_native_tvl1_against_the_python_backend(native_flow, tmp_path):
     extract(native, ExtractOptions(task="flow", backend="native"), cluster=TWO)
     a, b = jpegs(python / "rawframes"), jpegs(native / "rawframes")
     assert sorted(a) == sorted(b) and len(a) == 6
-    assert within_one_level(a, b) >= 0.99
+    assert within_one_level(a, b) >= 0.999
 
 
 def test_denseflow_backend_with_our_binary_gives_the_native_folders(native_flow, tmp_path):

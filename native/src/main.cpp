@@ -14,8 +14,9 @@
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
-#include <opencv2/optflow.hpp>
 #include <opencv2/video.hpp>
+
+#include "tvl1.hpp"
 
 #ifdef DATATOOLS_WITH_CUDA
 #include <opencv2/cudaoptflow.hpp>
@@ -307,10 +308,6 @@ class Flow {
 #endif
         if (algorithm == "brox")
             throw std::runtime_error("-a brox needs OpenCV with CUDA (cudaoptflow); use tvl1 or farn");
-        if (algorithm == "tvl1") {
-            // OpenCV's defaults, spelled out as in datatools/extract/opencv_flow.py.
-            tvl1_ = cv::optflow::DualTVL1OpticalFlow::create(0.25, 0.15, 0.3, 5, 5, 0.01, 30, 10, 0.8, 0.0, 5, false);
-        }
     }
 
     cv::Mat compute(const cv::Mat& prev, const cv::Mat& next) {
@@ -330,8 +327,8 @@ class Flow {
             return flow;
         }
 #endif
-        if (tvl1_) {
-            tvl1_->calc(prev, next, flow);
+        if (algorithm_ == "tvl1") {
+            flow = tvl1::flow(prev, next);  // tvl1.hpp: why not OpenCV 4.6's optflow
         } else {
             cv::calcOpticalFlowFarneback(prev, next, flow, 0.5, 3, 15, 3, 5, 1.2, 0);
         }
@@ -340,7 +337,6 @@ class Flow {
 
   private:
     std::string algorithm_;
-    cv::Ptr<cv::optflow::DualTVL1OpticalFlow> tvl1_;
 #ifdef DATATOOLS_WITH_CUDA
     cv::Ptr<cv::cuda::OpticalFlowDual_TVL1> cuda_tvl1_;
     cv::Ptr<cv::cuda::BroxOpticalFlow> cuda_brox_;

@@ -1,5 +1,5 @@
 """Builds native/ (datatools-flow) for the tests, as `make native` does: CMake, Release, against
-the system OpenCV (Debian: libopencv-dev + libopencv-contrib-dev; `.ci/run` installs them)."""
+the system OpenCV (Debian: libopencv-dev + libjpeg-dev; `.ci/run` installs them)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def opencv_dev_installed() -> bool:
 
 
 def build_native() -> Path:
-    require("cmake, a C++ compiler and libopencv-dev + libopencv-contrib-dev",
+    require("cmake, a C++ compiler and libopencv-dev + libjpeg-dev",
             bool(shutil.which("cmake") and shutil.which("c++")) and opencv_dev_installed())
     sources = [REPO / "native" / "CMakeLists.txt", *(REPO / "native" / "src").glob("*")]
     if BINARY.exists() and BINARY.stat().st_mtime >= max(p.stat().st_mtime for p in sources):

@@ -108,7 +108,7 @@ class NativeFlow(_VideoTool):
         binary = binary or find_native()
         if binary is None:
             raise UserError(f"--backend native: {TOOL} not found; build it with `make native` "
-                            "(needs cmake, libopencv-dev, libopencv-contrib-dev) or put it on PATH")
+                            "(needs cmake, libopencv-dev, libjpeg-dev) or put it on PATH")
         super().__init__(algo, binary)
 
     def server_command(self, opts: ExtractOptions) -> list[str]:

@@ -7,7 +7,7 @@
 //
 // Work is a pipeline of threads: one decodes (and resizes, converts to gray), --threads
 // compute flow for consecutive pairs (each with its own algorithm instance), and the same
-// threads encode and write. Frames stream through a bounded window: memory does not grow
+// threads encode and write; with --threads 1, one thread does it all in turn. Frames stream through a bounded window: memory does not grow
 // with the length of the video, and no frame is dropped at the end (denseflow #33/#60 lost
 // the last batch of long videos).
 
@@ -511,7 +511,41 @@ struct Result {
     int flows = 0;
 };
 
+// --threads 1 (what the native backend runs: one worker per core): decode, write and compute in
+// turn on one thread, as the Python backend does. Handing each frame to another thread costs a
+// wake-up and the frame's trip between two cores' caches, and with one extractor per core
+// nothing is gained by it.
+Result extract_video_sequential(const std::string& video, const std::string& out, const Options& o) {
+    Decoder cap(video);
+    make_dirs(out);
+    Flow algo(o.algorithm);
+    Result r;
+    cv::Mat prev_gray;
+    for (;;) {
+        cv::Mat decoded, bgr, gray;
+        if (!cap.read(decoded)) break;
+        const cv::Size size = output_size(decoded.cols, decoded.rows, o);
+        if (size != decoded.size()) cv::resize(decoded, bgr, size, 0, 0, cv::INTER_LINEAR);
+        else bgr = decoded;
+        const int i = r.frames++;
+        if (!o.flow_only) write_jpeg(out + "/" + frame_name("img", i + o.start_index), bgr, o.quality);
+        if (o.step <= 0) continue;
+        cv::cvtColor(bgr, gray, cv::COLOR_BGR2GRAY);
+        if (!prev_gray.empty()) {
+            cv::Mat xy[2];
+            cv::split(algo.compute(prev_gray, gray), xy);
+            const int k = r.flows++ + o.start_index;
+            write_jpeg(out + "/" + frame_name("flow_x", k), quantize(xy[0], o.bound), o.quality);
+            write_jpeg(out + "/" + frame_name("flow_y", k), quantize(xy[1], o.bound), o.quality);
+        }
+        prev_gray = gray;
+    }
+    if (r.frames == 0) throw std::runtime_error("no frame could be decoded from " + video);
+    return r;
+}
+
 Result extract_video(const std::string& video, const std::string& out, const Options& o) {
+    if (o.threads == 1) return extract_video_sequential(video, out, o);
     Decoder cap(video);
     make_dirs(out);
     const bool rgb = !o.flow_only;

@@ -127,6 +127,21 @@ def test_a_batch_the_device_cannot_hold_is_halved_until_it_fits(backend):
     assert batcher.stats["splits"] >= 1 and batcher.stats["pairs"] == 6
 
 
+def test_a_device_error_while_sizing_a_batch_fails_the_pairs_instead_of_hanging(backend):
+    from datatools.extract.batcher import PairBatcher
+
+    class LostDevice:
+        def batch_size(self, width, height):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    pairs = gray_pairs("short_32f.mp4", 3, size=(64, 48))
+    batcher = PairBatcher(LostDevice(), 20.0)
+    futures = [batcher.submit(a, b, "video") for a, b in pairs]
+    for fut in futures:
+        with pytest.raises(RuntimeError, match="illegal memory access"):
+            fut.result(timeout=30)
+
+
 def test_flow_quantized_on_the_device_equals_the_host_rule(backend):
     from datatools.extract.quantize import quantize_flow
     pairs = gray_pairs("short_32f.mp4", 2)

@@ -21,6 +21,8 @@ from concurrent.futures import Future
 
 import numpy as np
 
+from .backends import create
+
 # How long the batcher waits for more pairs when fewer than a batch are waiting. Video threads
 # submit far faster than the device computes, so this only matters when the work runs out.
 FILL_WAIT_S = 0.005
@@ -64,9 +66,20 @@ class PairBatcher:
 
     def _loop(self) -> None:
         while True:
-            batch = self._take()
+            try:
+                batch = self._take()
+            except Exception as exc:  # noqa: BLE001 - e.g. the device gone while sizing a batch
+                self._fail_waiting(exc)  # the videos fail with the reason; none waits forever
+                continue
             if batch:
                 self._compute(batch)
+
+    def _fail_waiting(self, exc: Exception) -> None:
+        with self._cv:
+            waiting, self._waiting = self._waiting, []
+        for *_, fut in waiting:
+            if fut.set_running_or_notify_cancel():
+                fut.set_exception(exc)
 
     def _compute(self, batch) -> None:
         try:
@@ -98,7 +111,7 @@ _batchers: dict[tuple, PairBatcher] = {}
 _lock = threading.Lock()
 
 
-def batcher_for(backend_name: str, algo: str, bound: float, create) -> PairBatcher:
+def batcher_for(backend_name: str, algo: str, bound: float) -> PairBatcher:
     """This process's batcher for a backend and bound (one device per worker process)."""
     key = (backend_name, algo, bound)
     with _lock:

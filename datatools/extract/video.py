@@ -143,7 +143,7 @@ def _extract_into(job: VideoJob, opts: ExtractOptions, folder: str) -> VideoOutc
     writer = JpegWriter(folder, opts.jpeg_quality)
     batched = opts.flow and is_batch_backend(opts.backend)
     backend = create_backend(opts.backend, opts.algo) if opts.flow and not batched else None
-    batcher = batcher_for(opts.backend, opts.algo, opts.bound, create_backend) if batched else None
+    batcher = batcher_for(opts.backend, opts.algo, opts.bound) if batched else None
     start = opts.start_index
     rgb_tmpl, flow_tmpl = opts.rgb_template, opts.flow_template
     out = VideoOutcome(job.video_id, "done")

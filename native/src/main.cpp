@@ -7,9 +7,9 @@
 //
 // Work is a pipeline of threads: one decodes (and resizes, converts to gray), --threads
 // compute flow for consecutive pairs (each with its own algorithm instance), and the same
-// threads encode and write; with --threads 1, one thread does it all in turn. Frames stream through a bounded window: memory does not grow
-// with the length of the video, and no frame is dropped at the end (denseflow #33/#60 lost
-// the last batch of long videos).
+// threads encode and write (with --threads 1, one thread does it all in turn). Frames stream
+// through a bounded window: memory does not grow with the length of the video, and no frame
+// is dropped at the end (denseflow #33/#60 lost the last batch of long videos).
 
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>

@@ -103,7 +103,9 @@ def make_cluster(settings: dict):
     cores = opts.cores or conf.get("cores") or processes
     memory = opts.memory or conf.get("memory") or f"{2 * processes}GB"
     walltime = opts.walltime or conf.get("walltime")
-    worker_args = ["--nthreads", "1"]
+    # A GPU process drives one GPU, VIDEOS_PER_GPU videos at once (see parallel.py).
+    threads = VIDEOS_PER_GPU if opts.gpus_per_job else 1
+    worker_args = ["--nthreads", str(threads)]
     lifetime = opts.lifetime
     if lifetime is None and walltime:
         lifetime = f"{max(60, seconds(walltime) - 300)}s"
@@ -112,9 +114,7 @@ def make_cluster(settings: dict):
     directives = list(opts.extra)
     if opts.gpus_per_job:
         directives.append(f"--gres=gpu:{opts.gpus_per_job}")
-        # Each process drives one GPU, VIDEOS_PER_GPU videos at once (see parallel.py).
-        worker_args = ["--nthreads", str(VIDEOS_PER_GPU), *worker_args[2:],
-                       "--resources", f"{GPU}={VIDEOS_PER_GPU}", "--preload", "datatools.gpu_pin"]
+        worker_args += ["--resources", f"{GPU}={threads}", "--preload", "datatools.gpu_pin"]
     logs = opts.log_directory or conf.get("log-directory") or LOGS
     kwargs = dict(cores=cores, processes=processes, memory=memory, python=sys.executable,
                   log_directory=logs,

@@ -511,6 +511,25 @@ struct Result {
     int flows = 0;
 };
 
+// A decoded frame at the output size, with its gray image when flow is wanted.
+Frame prepare_frame(int index, const cv::Mat& decoded, const Options& o) {
+    Frame f{index, {}, {}};
+    const cv::Size size = output_size(decoded.cols, decoded.rows, o);
+    if (size != decoded.size()) cv::resize(decoded, f.bgr, size, 0, 0, cv::INTER_LINEAR);
+    else f.bgr = decoded;
+    if (o.step > 0) cv::cvtColor(f.bgr, f.gray, cv::COLOR_BGR2GRAY);
+    return f;
+}
+
+// The flow of pair (index, index + 1) as flow_x/flow_y images named after its first frame.
+void write_flow_pair(const std::string& out, int index, const cv::Mat& flow, const Options& o) {
+    cv::Mat xy[2];
+    cv::split(flow, xy);
+    const int k = index + o.start_index;
+    write_jpeg(out + "/" + frame_name("flow_x", k), quantize(xy[0], o.bound), o.quality);
+    write_jpeg(out + "/" + frame_name("flow_y", k), quantize(xy[1], o.bound), o.quality);
+}
+
 // --threads 1 (what the native backend runs: one worker per core): decode, write and compute in
 // turn on one thread, as the Python backend does. Handing each frame to another thread costs a
 // wake-up and the frame's trip between two cores' caches, and with one extractor per core
@@ -522,23 +541,17 @@ Result extract_video_sequential(const std::string& video, const std::string& out
     Result r;
     cv::Mat prev_gray;
     for (;;) {
-        cv::Mat decoded, bgr, gray;
+        cv::Mat decoded;
         if (!cap.read(decoded)) break;
-        const cv::Size size = output_size(decoded.cols, decoded.rows, o);
-        if (size != decoded.size()) cv::resize(decoded, bgr, size, 0, 0, cv::INTER_LINEAR);
-        else bgr = decoded;
         const int i = r.frames++;
-        if (!o.flow_only) write_jpeg(out + "/" + frame_name("img", i + o.start_index), bgr, o.quality);
+        const Frame f = prepare_frame(i, decoded, o);
+        if (!o.flow_only) write_jpeg(out + "/" + frame_name("img", i + o.start_index), f.bgr, o.quality);
         if (o.step <= 0) continue;
-        cv::cvtColor(bgr, gray, cv::COLOR_BGR2GRAY);
         if (!prev_gray.empty()) {
-            cv::Mat xy[2];
-            cv::split(algo.compute(prev_gray, gray), xy);
-            const int k = r.flows++ + o.start_index;
-            write_jpeg(out + "/" + frame_name("flow_x", k), quantize(xy[0], o.bound), o.quality);
-            write_jpeg(out + "/" + frame_name("flow_y", k), quantize(xy[1], o.bound), o.quality);
+            write_flow_pair(out, i - 1, algo.compute(prev_gray, f.gray), o);
+            ++r.flows;
         }
-        prev_gray = gray;
+        prev_gray = f.gray;
     }
     if (r.frames == 0) throw std::runtime_error("no frame could be decoded from " + video);
     return r;
@@ -560,12 +573,7 @@ Result extract_video(const std::string& video, const std::string& out, const Opt
             for (;;) {
                 cv::Mat bgr;  // a fresh buffer per frame: the window still holds earlier ones
                 if (!cap.read(bgr)) break;
-                Frame f{i, {}, {}};
-                cv::Size size = output_size(bgr.cols, bgr.rows, o);
-                if (size != bgr.size()) cv::resize(bgr, f.bgr, size, 0, 0, cv::INTER_LINEAR);
-                else f.bgr = bgr;
-                if (flow) cv::cvtColor(f.bgr, f.gray, cv::COLOR_BGR2GRAY);
-                if (!window.push(std::move(f))) break;
+                if (!window.push(prepare_frame(i, bgr, o))) break;
                 ++i;
             }
         } catch (const std::exception& e) {
@@ -595,11 +603,7 @@ Result extract_video(const std::string& video, const std::string& out, const Opt
                 if (flow) {
                     const Frame* b = window.get(i + 1);
                     if (b) {
-                        cv::Mat f = algo.compute(a->gray, b->gray);
-                        cv::Mat xy[2];
-                        cv::split(f, xy);
-                        write_jpeg(out + "/" + frame_name("flow_x", i + o.start_index), quantize(xy[0], o.bound), o.quality);
-                        write_jpeg(out + "/" + frame_name("flow_y", i + o.start_index), quantize(xy[1], o.bound), o.quality);
+                        write_flow_pair(out, i, algo.compute(a->gray, b->gray), o);
                         ++flows;
                     }
                 }

@@ -81,7 +81,10 @@ def dask_client(options: ClusterOptions | None = None) -> Iterator[Client]:
         with Client(options.scheduler, timeout="20s") as client:
             yield client
         return
-    with dask.config.set(WORKER_CONFIG):
+    config = dict(WORKER_CONFIG)
+    if options.kind == "local" and not options.gpus:
+        config["distributed.worker.multiprocessing-method"] = "fork"  # see LOCAL_START below
+    with dask.config.set(config):
         if options.kind == "slurm":
             from .slurm import slurm_cluster
             cluster = slurm_cluster(options.slurm)
@@ -106,6 +109,17 @@ WORKER_CONFIG = {"distributed.scheduler.allowed-failures": 0,
                  "distributed.admin.system-monitor.gil.enabled": False,
                  "distributed.worker.profile.enabled": False,
                  "distributed.nanny.pre-spawn-environ": WORKER_ENV}
+
+# LOCAL_START: local CPU workers are forked from this process instead of spawned. A spawned
+# worker starts a fresh interpreter and imports Dask, numpy and our modules again: on two
+# cores that took 0.5 s before the first task and 0.9 s of CPU, plus 0.15 s to close, which on
+# `extract --task rgb` of 40 short videos was a tenth of the run. A forked worker starts in
+# 0.15 s with everything imported. What fork changes: WORKER_ENV reaches the libraries a worker
+# loads after the fork (OpenCV's threads are also set per task); the allocator keeps this
+# process's settings, glibc's defaults, whose adaptive mmap threshold serves frames from the
+# heap after the first one (what MALLOC_* above arranges for spawned workers); and atexit
+# handlers do not run in the worker. Clusters with GPU workers still spawn: a process
+# that has touched CUDA cannot hand it to a forked child.
 
 
 def _local_cluster(options: ClusterOptions):

@@ -155,6 +155,8 @@ class NativeFlow(_VideoTool):
 
 @atexit.register
 def _stop_servers() -> None:
+    """Let idle extractors finish at exit. A forked Dask worker (parallel.py) exits without
+    atexit; its extractors, idle between videos, then end by _die_with_parent."""
     for proc in NativeFlow._servers.values():
         if proc.poll() is None:
             proc.stdin.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -352,5 +353,25 @@ def demo(root: Path = typer.Option(Path("demo_data"), help="Where to generate th
         _fail(exc)
 
 
-def main() -> None:  # pragma: no cover - console entry alternative
-    sys.exit(app())
+def main() -> None:
+    """The `datatools` console command. Once a command has finished and its output is
+    flushed, the process leaves through os._exit: the interpreter's teardown (finalizing
+    numpy, pyarrow, Dask and their threads) took 0.15 s of every command and serves nothing a
+    finished command needs; its files are closed and its clusters shut down by then (context
+    managers). An exception other than an exit still goes the normal way, with its traceback."""
+    try:
+        app()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said there
+            pass
+    os._exit(code)

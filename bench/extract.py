@@ -71,6 +71,16 @@ def count_jpegs(folder: Path) -> int:
     return sum(1 for _ in folder.rglob("*.jpg"))
 
 
+def timed_phases(cmd, folder: Path, **kw) -> tuple[float, tuple[float, float, float]]:
+    """Seconds of a run that writes JPEGs under `folder`, and where they went: start to the
+    first image written, first to last image, last image to exit (file modification times)."""
+    start = time.time()
+    seconds = timed(cmd, **kw)
+    end = time.time()
+    stamps = sorted(p.stat().st_mtime for p in folder.rglob("*.jpg"))
+    return seconds, (stamps[0] - start, stamps[-1] - stamps[0], end - stamps[-1])
+
+
 # --- rgb -----------------------------------------------------------------------------------
 
 def decode_only(paths: list[str]) -> int:
@@ -121,24 +131,29 @@ def bench_rgb(out: Path, repeat: int) -> list[str]:
     mim = mim_dir()
     times = {k: [] for k in ("datatools", "ffmpeg", "mmaction2", "decode", "encode", "encode+write")}
     frames = {}
+    phases = {"datatools": [], "mmaction2": [], "ffmpeg": []}
+
+    def run(key, cmd, folder, **kw):
+        seconds, split = timed_phases(cmd, folder, **kw)
+        times[key].append(seconds)
+        phases[key].append(split)
+        frames[key] = count_jpegs(folder)
+
     for rep in range(repeat):
         root = make_root(out / f"ours{rep}", videos)
-        times["datatools"].append(timed([str(BIN / "datatools"), "extract", "--root", str(root),
-                                         "--task", "rgb", "--workers", "2"]))
-        frames["datatools"] = count_jpegs(root / "rawframes")
+        run("datatools", [str(BIN / "datatools"), "extract", "--root", str(root), "--task", "rgb",
+                          "--workers", "2"], root / "rawframes")
         ff = out / f"ffmpeg{rep}"
         # $0 = the video, $1 = the output root (arguments, not pasted into the string)
         script = ('mkdir -p "$1/$(basename "$0")" && exec ffmpeg -v error -threads 1 -i "$0" '
                   '-q:v 2 "$1/$(basename "$0")/img_%05d.jpg"')
-        times["ffmpeg"].append(timed(["xargs", "-0", "-P", "2", "-I", "{}", "sh", "-c", script,
-                                      "{}", str(ff)], input="\0".join(paths)))
-        frames["ffmpeg"] = count_jpegs(ff)
+        run("ffmpeg", ["xargs", "-0", "-P", "2", "-I", "{}", "sh", "-c", script, "{}", str(ff)],
+            ff, input="\0".join(paths))
         mm = out / f"mm{rep}"
-        times["mmaction2"].append(timed(
-            [sys.executable, str(mim / "tools/data/build_rawframes.py"), str(src), str(mm),
-             "--task", "rgb", "--level", "2", "--use-opencv", "--num-worker", "2", "--mixed-ext"],
-            env=dict(os.environ, PYTHONPATH=str(mim)), cwd=out))  # it writes build_report.txt in cwd
-        frames["mmaction2"] = count_jpegs(mm)
+        run("mmaction2", [sys.executable, str(mim / "tools/data/build_rawframes.py"), str(src),
+                          str(mm), "--task", "rgb", "--level", "2", "--use-opencv",
+                          "--num-worker", "2", "--mixed-ext"],
+            mm, env=dict(os.environ, PYTHONPATH=str(mim)), cwd=out)  # it writes build_report.txt in cwd
         # Each process gets 10 of each kind (sorted names alternate .avi/.mp4, so every other
         # path would give one process all the H.264 clips and time only that one).
         avi, mp4 = ([p for p in paths if p.endswith(ext)] for ext in (".avi", ".mp4"))
@@ -163,6 +178,16 @@ def bench_rgb(out: Path, repeat: int) -> list[str]:
     for key in ("decode", "encode", "encode+write"):
         lines.append(f"| {key} only (2 processes, same frames) | {med[key]:.2f} | - | "
                      f"{n / med[key]:.0f} | - |")
+    ratios = {k: statistics.median(a / b for a, b in zip(times[k], times["datatools"]))
+              for k in ("mmaction2", "ffmpeg")}
+    lines += ["", "Median of the per-run ratios (runs alternate): " + ", ".join(
+        f"{k} / datatools {r:.2f}x" for k, r in ratios.items()), "",
+        "Where the time goes (medians, s; from the images' modification times):", "",
+        "| run | start to first image | first to last image | last image to exit |",
+        "|---|---:|---:|---:|"]
+    for key, split in phases.items():
+        lines.append(f"| {key} | " + " | ".join(f"{statistics.median(x[i] for x in split):.2f}"
+                                               for i in range(3)) + " |")
     lines.append("")
     lines.append("all runs (s): " + "; ".join(f"{k} " + ", ".join(f"{x:.2f}" for x in v)
                                              for k, v in times.items()))

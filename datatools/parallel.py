@@ -31,7 +31,8 @@ from distributed import Client, KilledWorker, LocalCluster, as_completed
 
 from .errors import UserError
 
-# Set in each worker process before it starts (Dask's nanny "pre-spawn" environment).
+# Set in each worker process before it starts (Dask's nanny "pre-spawn" environment; for
+# forked local workers see LOCAL_START below).
 # One task at a time on one core: keep libraries from starting a thread per core as well.
 # Memory: Dask's default MALLOC_TRIM_THRESHOLD_=65536 also switches off glibc's adaptive mmap
 # threshold, so every decoded frame (> 128 KiB) is mmap'ed, page-faulted in and unmapped

@@ -202,6 +202,8 @@ def bare_flow(args) -> int:
     cv2.setNumThreads(1)
     sys.path.insert(0, str(HERE.parent))
     from datatools.extract.opencv_flow import FARNEBACK, TVL1
+    from datatools.parallel import set_worker_malloc
+    set_worker_malloc()  # the allocator settings our workers run with, so only our work differs
     tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(**TVL1)
     pairs = 0
     for p in paths:

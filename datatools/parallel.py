@@ -86,7 +86,7 @@ def dask_client(options: ClusterOptions | None = None) -> Iterator[Client]:
     config = dict(WORKER_CONFIG)
     if options.kind == "local" and not options.gpus and sys.platform.startswith("linux"):
         config["distributed.worker.multiprocessing-method"] = "fork"  # see LOCAL_START below
-        _set_worker_malloc()
+        set_worker_malloc()
     with dask.config.set(config):
         if options.kind == "slurm":
             from .slurm import slurm_cluster
@@ -119,13 +119,13 @@ WORKER_CONFIG = {"distributed.scheduler.allowed-failures": 0,
 # on `extract --task rgb` of 40 short videos was a tenth of the run. A forked worker starts in
 # 0.15 s with everything imported. What fork changes: WORKER_ENV reaches only the libraries a
 # worker loads after the fork (OpenCV's threads are also set per task); the allocator is this
-# process's, so _set_worker_malloc gives it WORKER_ENV's MALLOC_* settings first (without them,
+# process's, so set_worker_malloc gives it WORKER_ENV's MALLOC_* settings first (without them,
 # Farneback with one forked worker spent 6.5 s in the kernel instead of 1.0 s, +14 % time);
 # and atexit handlers do not run in the worker. Clusters with GPU workers still spawn: a
 # process that has touched CUDA cannot hand it to a forked child.
 
 
-def _set_worker_malloc() -> None:
+def set_worker_malloc() -> None:
     """WORKER_ENV's MALLOC_* settings, applied to this process's allocator (glibc mallopt),
     which forked workers inherit; the driver only keeps up to 64 MiB of freed memory more."""
     import ctypes

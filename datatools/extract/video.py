@@ -182,8 +182,8 @@ def _extract_into(job: VideoJob, opts: ExtractOptions, folder: str) -> VideoOutc
                         in_flight.append(batcher.submit(prev_gray, gray, job))
                         write_finished(limit)
                     else:
-                        f = backend.compute(prev_gray, gray)
-                        write_flow(quantize_flow(f[..., 0], opts.bound), quantize_flow(f[..., 1], opts.bound))
+                        q = quantize_flow(backend.compute(prev_gray, gray), opts.bound)
+                        write_flow(q[..., 0], q[..., 1])
                 prev_gray = gray
         write_finished(0)
     finally:

@@ -41,9 +41,10 @@ def cluster_options(workers, scheduler, cluster, slurm, cluster_config, gpus):
         devices = visible_gpus() if gpus == "all" else [d.strip() for d in gpus.split(",") if d.strip()]
         if not devices:
             raise UserError("--gpus all: no GPU on this machine (`nvidia-smi -L` lists none)")
+    # fork: this process has run no native thread pool before its cluster starts (parallel.py)
     return ClusterOptions(workers=workers, scheduler=scheduler, kind=cluster,
                           slurm=parse_slurm_options(slurm or []), config_file=cluster_config,
-                          gpus=devices)
+                          gpus=devices, fork=True)
 
 
 def _dataset_app(name: str) -> typer.Typer:

@@ -118,6 +118,20 @@ def test_a_killed_worker_costs_only_its_video_and_the_output_is_unchanged(tmp_pa
     assert not [p for p in (root / "rawframes").rglob("*") if p.name.endswith(".tmp")]
 
 
+def test_a_library_caller_that_ran_opencv_threads_still_extracts(tmp_path):
+    """Library callers get spawned workers: a worker forked after OpenCV ran a parallel loop in
+    the caller hangs in its first cv2.setNumThreads (parallel.py, LOCAL_START); the command
+    line, which runs none before its cluster starts, forks (every CLI test exercises that)."""
+    import cv2
+    import numpy as np
+    cv2.setNumThreads(2)
+    big = cv2.resize(np.zeros((64, 64), np.uint8), (1920, 1080), interpolation=cv2.INTER_CUBIC)
+    cv2.GaussianBlur(big, (3, 3), 0)  # OpenCV's thread pool is running in this process now
+    root = clip_root(tmp_path / "root", ("short_32f.mp4",))
+    result = extract(root, FARNEBACK, cluster=ClusterOptions(workers=1))
+    assert result.counts == {"done": 1}, result.failures
+
+
 def _where(item):
     """A task that reports where it ran and when (for the placement test)."""
     from distributed import get_worker

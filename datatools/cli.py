@@ -41,7 +41,8 @@ def cluster_options(workers, scheduler, cluster, slurm, cluster_config, gpus):
         devices = visible_gpus() if gpus == "all" else [d.strip() for d in gpus.split(",") if d.strip()]
         if not devices:
             raise UserError("--gpus all: no GPU on this machine (`nvidia-smi -L` lists none)")
-    # fork: this process has run no native thread pool before its cluster starts (parallel.py)
+    # fork: the command runs no native thread pool before its cluster starts (parallel.py);
+    # it takes effect in the console command's own process only (startup.py)
     return ClusterOptions(workers=workers, scheduler=scheduler, kind=cluster,
                           slurm=parse_slurm_options(slurm or []), config_file=cluster_config,
                           gpus=devices, fork=True)
@@ -360,6 +361,8 @@ def main() -> None:
     numpy, pyarrow, Dask and their threads) took 0.15 s of every command and serves nothing a
     finished command needs; its files are closed and its clusters shut down by then (context
     managers). An exception other than an exit still goes the normal way, with its traceback."""
+    from . import startup
+    startup.console_process = True  # its clusters may fork their workers (parallel.py)
     try:
         app()
         code = 0

@@ -120,8 +120,9 @@ def test_a_killed_worker_costs_only_its_video_and_the_output_is_unchanged(tmp_pa
 
 def test_a_library_caller_that_ran_opencv_threads_still_extracts(tmp_path):
     """Library callers get spawned workers: a worker forked after OpenCV ran a parallel loop in
-    the caller hangs in its first cv2.setNumThreads (parallel.py, LOCAL_START); the command
-    line, which runs none before its cluster starts, forks (every CLI test exercises that)."""
+    the caller hangs in its first cv2.setNumThreads (parallel.py, LOCAL_START); the console
+    command's own process, which runs none before its cluster starts, forks (the tests that run
+    `datatools` as a subprocess exercise that)."""
     import cv2
     import numpy as np
     cv2.setNumThreads(2)

@@ -33,6 +33,11 @@ CLUSTER_CONFIG = typer.Option(None, help="Dask config YAML with the cluster sett
 GPUS = typer.Option(None, help="Local GPU workers: device ids (0,1) or 'all'")
 
 
+# Set by main(): this process was started as the `datatools` command, not called from another
+# program (the tests' CliRunner, a notebook) that may have run native thread pools already.
+_console_process = False
+
+
 def cluster_options(workers, scheduler, cluster, slurm, cluster_config, gpus):
     from .parallel import ClusterOptions, visible_gpus
     from .slurm import parse_slurm_options
@@ -41,11 +46,11 @@ def cluster_options(workers, scheduler, cluster, slurm, cluster_config, gpus):
         devices = visible_gpus() if gpus == "all" else [d.strip() for d in gpus.split(",") if d.strip()]
         if not devices:
             raise UserError("--gpus all: no GPU on this machine (`nvidia-smi -L` lists none)")
-    # fork: the command runs no native thread pool before its cluster starts (parallel.py);
-    # it takes effect in the console command's own process only (startup.py)
+    # fork (parallel.py, LOCAL_START): these commands run no native thread pool before their
+    # cluster starts, but only the console command's own process is known to be fresh
     return ClusterOptions(workers=workers, scheduler=scheduler, kind=cluster,
                           slurm=parse_slurm_options(slurm or []), config_file=cluster_config,
-                          gpus=devices, fork=True)
+                          gpus=devices, fork=_console_process)
 
 
 def _dataset_app(name: str) -> typer.Typer:
@@ -361,8 +366,8 @@ def main() -> None:
     numpy, pyarrow, Dask and their threads) took 0.15 s of every command and serves nothing a
     finished command needs; its files are closed and its clusters shut down by then (context
     managers). An exception other than an exit still goes the normal way, with its traceback."""
-    from . import startup
-    startup.console_process = True  # its clusters may fork their workers (parallel.py)
+    global _console_process
+    _console_process = True
     try:
         app()
         code = 0

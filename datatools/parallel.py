@@ -29,7 +29,6 @@ from typing import Any
 import dask
 from distributed import Client, KilledWorker, LocalCluster, as_completed
 
-from . import startup
 from .errors import UserError
 
 # Set in each worker process before it starts (Dask's nanny "pre-spawn" environment; for
@@ -88,8 +87,7 @@ def dask_client(options: ClusterOptions | None = None) -> Iterator[Client]:
             yield client
         return
     config = dict(WORKER_CONFIG)
-    if (options.fork and startup.console_process and options.kind == "local"
-            and not options.gpus and sys.platform.startswith("linux")):
+    if options.fork and options.kind == "local" and not options.gpus and sys.platform.startswith("linux"):
         config["distributed.worker.multiprocessing-method"] = "fork"  # see LOCAL_START below
         set_worker_malloc()
     with dask.config.set(config):
@@ -118,13 +116,12 @@ WORKER_CONFIG = {"distributed.scheduler.allowed-failures": 0,
                  "distributed.worker.profile.enabled": False,
                  "distributed.nanny.pre-spawn-environ": WORKER_ENV}
 
-# LOCAL_START: on Linux, with ClusterOptions.fork (what the command line asks for) in a process
-# started as the console command (startup.console_process, set by cli.main), local CPU workers
-# are forked from this process instead of spawned. Only a process that has not run a native
-# thread pool may fork: a child forked after OpenCV ran a parallel loop hangs in its first
-# cv2.setNumThreads (the pool's threads do not exist in the child), so library callers,
-# commands run inside another process (the tests' CliRunner), the demo (which draws its videos
-# with OpenCV first) and the tests keep spawning.
+# LOCAL_START: on Linux, with ClusterOptions.fork (what the console command asks for, see
+# cli.cluster_options), local CPU workers are forked from this process instead of spawned.
+# Only a process that has not run a native thread pool may fork: a child forked after OpenCV
+# ran a parallel loop hangs in its first cv2.setNumThreads (the pool's threads do not exist in
+# the child), so library callers, commands run inside another process (the tests' CliRunner),
+# the demo (which draws its videos with OpenCV first) and the tests keep spawning.
 # A spawned worker starts a fresh interpreter and imports Dask, numpy and our modules again: on
 # two cores that took 0.5 s before the first task and 0.9 s of CPU, plus 0.15 s to close, which
 # on `extract --task rgb` of 40 short videos was a tenth of the run. A forked worker starts in

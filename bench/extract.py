@@ -6,9 +6,8 @@ rgb   20 x test.avi + 20 x test.mp4 (hard links; 9,280 decoded frames), 2 worker
       `datatools extract --task rgb`, `ffmpeg -threads 1 -i V -q:v 2 img_%05d.jpg` (xargs -P 2),
       MMAction2's `build_rawframes.py --task rgb --use-opencv --num-worker 2 --mixed-ext`, and
       2 processes decoding only (OpenCV) and encoding only (the same frames, from memory).
-      Every run writes into a new folder and nothing is deleted until the end: on ext4, files
-      created shortly after many deletions cost several times more system time (the inode
-      allocator skips recently deleted inodes), which would make the order of runs decide.
+      Every run writes into a new folder; a previous run's output is deleted before the first
+      measurement and the benchmark then waits out ext4's window (see fresh_output).
 flow  TV-L1 on 6 clips of 11 frames at 340x256 cut from test.mp4 at test time (60 pairs);
       Farneback, 55 pairs/s, on whole videos: --farneback-videos links of test.mp4 (340x256,
       299 pairs each, the length of a UCF101 clip). Through `datatools extract --task flow`
@@ -47,6 +46,26 @@ def link_or_copy(src: Path, dest: Path) -> None:
         os.link(src, dest)
     except OSError:
         shutil.copy(src, dest)
+
+
+# ext4 without a journal (this machine's disk) does not reuse an inode freed in the last 60 s,
+# or 6 min while its inode table block is not yet written back: every file created meanwhile
+# scans past all such inodes of its block group. After deleting a run's 10,000s of images, the
+# next runs' file creation took several times more system time, and which runs paid for it
+# depended on the block groups their folders landed in, not on the tool measured.
+ALLOCATOR_WINDOW_S = 61
+
+
+def fresh_output(folder: Path) -> None:
+    """An empty `folder` for this run: a previous run's output is deleted, written back, and
+    the allocator's window waited out before anything is measured."""
+    if folder.exists():
+        shutil.rmtree(folder)
+        os.sync()  # written back, the inode table blocks fall under the 60 s rule
+        print(f"deleted the previous output in {folder}; waiting {ALLOCATOR_WINDOW_S} s for ext4 to "
+              "reuse its inodes (bench/extract.py, fresh_output)", flush=True)
+        time.sleep(ALLOCATOR_WINDOW_S)
+    folder.mkdir(parents=True)
 
 
 def make_root(base: Path, videos: dict[str, Path]) -> Path:
@@ -326,21 +345,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "out" / "extract")
     args = ap.parse_args()
     args.out = args.out.resolve()  # MMAction2's tool runs with the output folder as cwd
-    # A previous run's output is moved aside and deleted after this run's measurements: files
-    # created within minutes of deleting many others cost several times more system time
-    # (module docstring), so deleting it first would slow the first runs measured.
-    old = args.out.with_name(args.out.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if args.out.exists():
-        args.out.rename(old)
-    args.out.mkdir(parents=True)
+    fresh_output(args.out)
     parts = {"rss": lambda: bench_rss(args.out / "rss"),
              "rgb": lambda: bench_rgb(args.out / "rgb", args.repeat),
              "flow": lambda: bench_flow(args.out / "flow", args.flow_repeat, args.algos.split(","),
                                         args.farneback_videos)}
     for name in args.part.split(","):
         print("\n".join(parts[name]() + [""]), flush=True)  # each table as soon as it is done
-    shutil.rmtree(old, ignore_errors=True)
 
 
 if __name__ == "__main__":

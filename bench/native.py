@@ -2,7 +2,8 @@
 
     python bench/native.py [--repeat 3] [--work rgb,tvl1] [--no-alone]
 
-Both through `datatools extract --workers 2` on the same files, every run into a new root:
+Both through `datatools extract --workers 2` on the same files, every run into a new root (a
+previous run's output is deleted first, see fresh_output in bench/extract.py):
   rgb    20 x test.avi + 20 x test.mp4 (hard links; 9,280 frames), --task rgb;
   tvl1   4 clips of 11 frames at 340x256 cut from test.mp4 (40 pairs), --task flow.
 Where the time goes: the extractor alone on the same files, two processes at a time with one
@@ -18,7 +19,6 @@ import argparse
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
 from conftest import VIDEOS  # noqa: E402
-from extract import BIN, cut_clips, make_root, timed  # noqa: E402
+from extract import BIN, cut_clips, fresh_output, make_root, timed  # noqa: E402
 
 NATIVE = HERE.parent / "native" / "build" / "datatools-flow"
 
@@ -57,8 +57,8 @@ def main() -> None:
     args = ap.parse_args()
     if not NATIVE.exists():
         sys.exit("run `make native` first")
-    args.out.mkdir(parents=True, exist_ok=True)
-    out = Path(tempfile.mkdtemp(dir=args.out))
+    fresh_output(args.out)  # earlier runs' output (they kept adding 2-3 GB each)
+    out = args.out
     rgb_videos = {f"v_Bench_g{i:02d}_c01{src.suffix}": src for i, src in
                   enumerate([VIDEOS / "test.avi"] * 20 + [VIDEOS / "test.mp4"] * 20, 1)}
     clips = cut_clips(out / "clips", 4)

@@ -61,6 +61,43 @@ def test_native_equals_the_python_backend_on_every_real_video(native_flow, tmp_p
     assert within_one_level(a, b) >= 0.999
 
 
+def accurate_frames(video: Path, size: tuple[int, int]) -> np.ndarray:
+    """Every frame of `video` as RGB, converted by ffmpeg with exact rounding and full chroma
+    interpolation: a reference that neither backend's fast conversion is."""
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(video), "-fps_mode", "passthrough",
+                          "-sws_flags", "bicubic+accurate_rnd+full_chroma_int+full_chroma_inp",
+                          "-pix_fmt", "rgb24", "-f", "rawvideo", "-"],
+                         capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, size[1], size[0], 3)
+
+
+def psnr(images: list[Path], reference: np.ndarray) -> float:
+    err = np.mean([np.mean((np.asarray(Image.open(p), float) - ref) ** 2)
+                   for p, ref in zip(images, reference, strict=True)])
+    return float(10 * np.log10(255 ** 2 / err))
+
+
+def test_rgb_only_images_go_from_the_decoders_planes_and_are_closer_to_the_video(native_flow, tmp_path):
+    # --task rgb at the video's size: native writes the decoder's 4:2:0 planes as they are
+    # (main.cpp, Decoder::read); the Python backend converts them to BGR and the encoder back.
+    require_tool("ffmpeg")
+    python, native = root_of(tmp_path / "python"), root_of(tmp_path / "native")
+    extract(python, ExtractOptions(task="rgb"), cluster=TWO)
+    extract(native, ExtractOptions(task="rgb", backend="native"), cluster=TWO)
+    a, b = jpegs(python / "rawframes"), jpegs(native / "rawframes")
+    assert sorted(a) == sorted(b)  # same names, same counts
+    for i, name in enumerate(REAL, 1):
+        names = sorted(k for k in a if k.startswith(f"Real/v_Real_g{i:02d}_c01/"))
+        ours, theirs = [b[k] for k in names], [a[k] for k in names]
+        assert ours[0].read_bytes() != theirs[0].read_bytes()  # the direct path was taken
+        reference = accurate_frames(VIDEOS / name, Image.open(ours[0]).size)
+        assert len(reference) == len(names), name
+        assert psnr(ours, reference) >= psnr(theirs, reference), name
+        diff = np.mean([np.abs(np.asarray(Image.open(p), int) - np.asarray(Image.open(q), int)).mean()
+                        for p, q in zip(ours, theirs)])
+        assert diff < 2.0, name  # the same pictures: 1.3-1.5 levels apart on average
+
+
 def test_a_rotated_phone_video_comes_out_turned_as_the_python_backend_turns_it(native_flow, tmp_path):
     """Display-matrix rotation (90, 180, 270 degrees, set with ffmpeg without re-encoding):
     OpenCV's reader, which the Python backend uses, turns the frames; native does the same."""
@@ -150,7 +187,8 @@ def test_list_input_keeps_done_markers_and_redoes_an_interrupted_video(native_fl
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode == 0
     assert [ln for ln in again.stdout.splitlines()] == [
-        f'{{"video": "{videos[1]}", "frames": 164, "flows": 163}}']  # only the unfinished one
+        f'{{"video": "{videos[1]}", "frames": 164, "flows": 163, "width": 320, "height": 240}}'
+    ]  # only the unfinished one
     assert len(list((out / "test").glob("flow_y_*"))) == 163
 
 

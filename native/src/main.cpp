@@ -233,12 +233,25 @@ struct JpegError {
     std::jmp_buf jump;
 };
 
-// A BGR or one-channel image as JPEG, through libjpeg(-turbo) directly: the bytes cv::imencode
-// writes (same library, same defaults: 4:2:0, accurate DCT, no optimized tables), a quarter
-// less CPU than Debian's OpenCV 4.6 imencode spends around it (0.31-0.37 against 0.42-0.51 ms
-// a 340x256 frame, measured in one process over test.mp4's 300 frames).
-std::vector<uchar> encode_jpeg(const cv::Mat& image, int quality) {
-    CV_Assert(image.type() == CV_8UC3 || image.type() == CV_8UC1);
+// A picture in JPEG's own terms: full-range Y, Cb, Cr, chroma at half width and height (4:2:0,
+// what the encoder makes of BGR by default). Rows are padded to whole 8x8 blocks with their
+// last pixel, as libjpeg pads a BGR image; rows below the picture repeat its last row.
+struct JpegPlanes {
+    int width = 0, height = 0;
+    int stride = 0;             // of Y; Cb and Cr: stride / 2
+    std::vector<uchar> data;    // Y (height rows), Cb, Cr (ceil(height / 2) rows each)
+    bool empty() const { return data.empty(); }
+    size_t offset(int plane, int y) const {  // of row y of plane 0 (Y), 1 (Cb) or 2 (Cr)
+        if (plane == 0) return static_cast<size_t>(y) * stride;
+        return static_cast<size_t>(height) * stride +
+               static_cast<size_t>((plane - 1) * ((height + 1) / 2) + y) * (stride / 2);
+    }
+};
+
+// libjpeg(-turbo) directly, into memory; `feed` hands it the picture once compression started.
+template <class Feed>
+std::vector<uchar> compress(int width, int height, int components, J_COLOR_SPACE space, bool raw,
+                            int quality, Feed feed) {
     jpeg_compress_struct c;
     JpegError err;
     c.err = jpeg_std_error(&err.mgr);
@@ -254,22 +267,56 @@ std::vector<uchar> encode_jpeg(const cv::Mat& image, int quality) {
     }
     jpeg_create_compress(&c);
     jpeg_mem_dest(&c, &mem, &size);
-    c.image_width = static_cast<JDIMENSION>(image.cols);
-    c.image_height = static_cast<JDIMENSION>(image.rows);
-    c.input_components = image.channels();
-    c.in_color_space = image.channels() == 3 ? JCS_EXT_BGR : JCS_GRAYSCALE;
-    jpeg_set_defaults(&c);
+    c.image_width = static_cast<JDIMENSION>(width);
+    c.image_height = static_cast<JDIMENSION>(height);
+    c.input_components = components;
+    c.in_color_space = space;
+    jpeg_set_defaults(&c);  // for BGR and YCbCr input alike: YCbCr 4:2:0, the same tables
     jpeg_set_quality(&c, quality, TRUE);
+    c.raw_data_in = raw ? TRUE : FALSE;
     jpeg_start_compress(&c, TRUE);
-    while (c.next_scanline < c.image_height) {
-        JSAMPROW row = const_cast<uchar*>(image.ptr<uchar>(static_cast<int>(c.next_scanline)));
-        jpeg_write_scanlines(&c, &row, 1);
-    }
+    feed(c);
     jpeg_finish_compress(&c);
     std::vector<uchar> out(mem, mem + size);
     jpeg_destroy_compress(&c);
     std::free(mem);
     return out;
+}
+
+// A BGR or one-channel image: the bytes cv::imencode writes (same library, same defaults:
+// 4:2:0, accurate DCT, no optimized tables), a quarter less CPU than Debian's OpenCV 4.6
+// imencode spends around it (0.31-0.37 against 0.42-0.51 ms a 340x256 frame, measured in one
+// process over test.mp4's 300 frames).
+std::vector<uchar> encode_jpeg(const cv::Mat& image, int quality) {
+    CV_Assert(image.type() == CV_8UC3 || image.type() == CV_8UC1);
+    const bool color = image.channels() == 3;
+    return compress(image.cols, image.rows, image.channels(), color ? JCS_EXT_BGR : JCS_GRAYSCALE,
+                    false, quality, [&](jpeg_compress_struct& c) {
+        while (c.next_scanline < c.image_height) {
+            JSAMPROW row = const_cast<uchar*>(image.ptr<uchar>(static_cast<int>(c.next_scanline)));
+            jpeg_write_scanlines(&c, &row, 1);
+        }
+    });
+}
+
+// Y, Cb, Cr planes as they are (libjpeg's raw data input): no conversion to BGR and back.
+std::vector<uchar> encode_jpeg(const JpegPlanes& p, int quality) {
+    return compress(p.width, p.height, 3, JCS_YCbCr, true, quality, [&](jpeg_compress_struct& c) {
+        // One MCU row a call: 16 rows of Y, 8 of Cb and of Cr. libjpeg only reads them.
+        auto row = [&](int plane, int y) { return const_cast<uchar*>(p.data.data() + p.offset(plane, y)); };
+        JSAMPROW rows[3][16];
+        JSAMPARRAY planes[3] = {rows[0], rows[1], rows[2]};
+        const int chroma_rows = (p.height + 1) / 2;
+        while (c.next_scanline < c.image_height) {
+            const int y0 = static_cast<int>(c.next_scanline);
+            for (int i = 0; i < 16; ++i) rows[0][i] = row(0, std::min(y0 + i, p.height - 1));
+            for (int i = 0; i < 8; ++i) {
+                rows[1][i] = row(1, std::min(y0 / 2 + i, chroma_rows - 1));
+                rows[2][i] = row(2, std::min(y0 / 2 + i, chroma_rows - 1));
+            }
+            jpeg_write_raw_data(&c, planes, 16);
+        }
+    });
 }
 
 void write_jpeg(const std::string& path, const cv::Mat& image, int quality) {
@@ -343,6 +390,31 @@ class Flow {
 #endif
 };
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// With AVX2, 8 pixels a step instead of 4 (16 against 64 us a 340x256 frame here); the
+// default clone runs on any x86-64.
+#define DATATOOLS_WIDE_SIMD __attribute__((target_clones("avx2", "default")))
+#else
+#define DATATOOLS_WIDE_SIMD
+#endif
+
+// Limited ("TV") range to JPEG's full range, to the nearest level: Y 16..235 -> 0..255,
+// Cb/Cr 16..240 -> 0..255 around 128 (scale16: 65536 * 255/219 or 255/224). The BGR path
+// (swscale to BGR, libjpeg back to YCbCr) computes the same, with two roundings in between.
+DATATOOLS_WIDE_SIMD
+void expand_range(const uchar* src, uchar* dst, int n, int offset, int scale16, int add) {
+    for (int x = 0; x < n; ++x) {
+        const int v = (((src[x] - offset) * scale16 + (1 << 15)) >> 16) + add;
+        dst[x] = static_cast<uchar>(v < 0 ? 0 : v > 255 ? 255 : v);
+    }
+}
+
+// A decoded frame: BGR pixels, or JPEG planes where the frame goes straight to an RGB image.
+struct Picture {
+    cv::Mat bgr;
+    JpegPlanes planes;
+};
+
 // Decoding with FFmpeg's libraries directly, one thread: the Python backend's reader does the
 // same through OpenCV (CAP_PROP_N_THREADS=1), and OpenCV < 4.7 (Debian 12 ships 4.6) would
 // start a decoding thread per core in every worker, which costs 30 % more CPU per frame when
@@ -375,13 +447,24 @@ class Decoder {
     Decoder(const Decoder&) = delete;
     Decoder& operator=(const Decoder&) = delete;
 
-    // The next frame as BGR, or false at the end. Damaged packets are skipped, as OpenCV does.
-    bool read(cv::Mat& bgr) {
+    // The next frame, or false at the end. Damaged packets are skipped, as OpenCV does.
+    // RGB-only work at the video's own size takes the decoder's 4:2:0 planes straight to
+    // JPEG (a fifth less CPU for the image than swscale to BGR plus libjpeg back to YCbCr);
+    // everything else gets BGR, as the Python backend's reader gives it.
+    bool read(Picture& pic, const Options& o) {
         for (;;) {
             int r = avcodec_receive_frame(ctx_, frame_);
             if (r == 0) {
-                to_bgr(bgr);
-                rotate(bgr);
+                const int w = frame_->width, h = frame_->height;
+                const bool planar = frame_->format == AV_PIX_FMT_YUV420P || frame_->format == AV_PIX_FMT_YUVJ420P;
+                if (o.step == 0 && planar && rotation_ == 0 && output_size(w, h, o) == cv::Size(w, h)) {
+                    to_planes(pic.planes);
+                    pic.bgr.release();
+                } else {
+                    to_bgr(pic.bgr);
+                    rotate(pic.bgr);
+                    pic.planes.data.clear();
+                }
                 return true;
             }
             if (r == AVERROR_EOF) return false;
@@ -443,6 +526,31 @@ class Decoder {
         bgr = storage(cv::Rect(0, 0, w * 3, h)).reshape(3);
     }
 
+    // 4:2:0 planes as JPEG stores them: full range, rows padded to whole blocks. Full range
+    // is taken from the pixel format, as swscale takes it for the BGR path (yuvj420p).
+    void to_planes(JpegPlanes& p) const {
+        static const int luma_scale = static_cast<int>(std::lround(65536.0 * 255 / 219));
+        static const int chroma_scale = static_cast<int>(std::lround(65536.0 * 255 / 224));
+        const bool full = frame_->format == AV_PIX_FMT_YUVJ420P;
+        p.width = frame_->width;
+        p.height = frame_->height;
+        p.stride = (p.width + 15) & ~15;
+        const int cw = (p.width + 1) / 2, ch = (p.height + 1) / 2;
+        p.data.resize(static_cast<size_t>(p.height) * p.stride + static_cast<size_t>(2 * ch) * (p.stride / 2));
+        for (int plane = 0; plane < 3; ++plane) {
+            const int w = plane ? cw : p.width, rows = plane ? ch : p.height;
+            const int padded = plane ? p.stride / 2 : p.stride;
+            for (int y = 0; y < rows; ++y) {
+                const uchar* src = frame_->data[plane] + static_cast<ptrdiff_t>(y) * frame_->linesize[plane];
+                uchar* dst = p.data.data() + p.offset(plane, y);
+                if (full) std::memcpy(dst, src, w);
+                else if (plane == 0) expand_range(src, dst, w, 16, luma_scale, 0);
+                else expand_range(src, dst, w, 128, chroma_scale, 128);
+                std::memset(dst + w, dst[w - 1], padded - w);
+            }
+        }
+    }
+
     std::string path_;
     AVFormatContext* fmt_ = nullptr;
     AVCodecContext* ctx_ = nullptr;
@@ -457,6 +565,7 @@ class Decoder {
 struct Frame {
     int index;
     cv::Mat bgr, gray;
+    JpegPlanes planes;  // instead of bgr where the decoder gave them (Decoder::read)
 };
 
 // Frames decoded but not yet released: a pair (i, i+1) needs both, the writer needs frame i.
@@ -509,16 +618,30 @@ class Window {
 struct Result {
     int frames = 0;
     int flows = 0;
+    cv::Size size;  // of the images written
 };
 
 // A decoded frame at the output size, with its gray image when flow is wanted.
-Frame prepare_frame(int index, const cv::Mat& decoded, const Options& o) {
-    Frame f{index, {}, {}};
-    const cv::Size size = output_size(decoded.cols, decoded.rows, o);
-    if (size != decoded.size()) cv::resize(decoded, f.bgr, size, 0, 0, cv::INTER_LINEAR);
-    else f.bgr = decoded;
+Frame prepare_frame(int index, Picture& decoded, const Options& o) {
+    Frame f{index, {}, {}, {}};
+    if (!decoded.planes.empty()) {  // already as the image will be stored
+        f.planes = std::move(decoded.planes);
+        return f;
+    }
+    const cv::Size size = output_size(decoded.bgr.cols, decoded.bgr.rows, o);
+    if (size != decoded.bgr.size()) cv::resize(decoded.bgr, f.bgr, size, 0, 0, cv::INTER_LINEAR);
+    else f.bgr = decoded.bgr;
     if (o.step > 0) cv::cvtColor(f.bgr, f.gray, cv::COLOR_BGR2GRAY);
     return f;
+}
+
+cv::Size image_size(const Frame& f) {
+    return f.planes.empty() ? f.bgr.size() : cv::Size(f.planes.width, f.planes.height);
+}
+
+void write_rgb(const std::string& out, const Frame& f, const Options& o) {
+    const std::string path = out + "/" + frame_name("img", f.index + o.start_index);
+    write_file(path, f.planes.empty() ? encode_jpeg(f.bgr, o.quality) : encode_jpeg(f.planes, o.quality));
 }
 
 // The flow of pair (index, index + 1) as flow_x/flow_y images named after its first frame.
@@ -541,11 +664,12 @@ Result extract_video_sequential(const std::string& video, const std::string& out
     Result r;
     cv::Mat prev_gray;
     for (;;) {
-        cv::Mat decoded;
-        if (!cap.read(decoded)) break;
+        Picture decoded;
+        if (!cap.read(decoded, o)) break;
         const int i = r.frames++;
         const Frame f = prepare_frame(i, decoded, o);
-        if (!o.flow_only) write_jpeg(out + "/" + frame_name("img", i + o.start_index), f.bgr, o.quality);
+        if (i == 0) r.size = image_size(f);
+        if (!o.flow_only) write_rgb(out, f, o);
         if (o.step <= 0) continue;
         if (!prev_gray.empty()) {
             write_flow_pair(out, i - 1, algo.compute(prev_gray, f.gray), o);
@@ -566,14 +690,17 @@ Result extract_video(const std::string& video, const std::string& out, const Opt
     Window window(static_cast<size_t>(4 * o.threads + 8));
     std::atomic<int> decoded{0};
     std::string decode_error;
+    cv::Size size;
 
     std::thread decoder([&] {
         int i = 0;
         try {
             for (;;) {
-                cv::Mat bgr;  // a fresh buffer per frame: the window still holds earlier ones
-                if (!cap.read(bgr)) break;
-                if (!window.push(prepare_frame(i, bgr, o))) break;
+                Picture decoded;  // fresh buffers per frame: the window still holds earlier ones
+                if (!cap.read(decoded, o)) break;
+                Frame f = prepare_frame(i, decoded, o);
+                if (i == 0) size = image_size(f);
+                if (!window.push(std::move(f))) break;
                 ++i;
             }
         } catch (const std::exception& e) {
@@ -599,7 +726,7 @@ Result extract_video(const std::string& video, const std::string& out, const Opt
                 int i = next++;
                 const Frame* a = window.get(i);
                 if (!a) return;
-                if (rgb) write_jpeg(out + "/" + frame_name("img", i + o.start_index), a->bgr, o.quality);
+                if (rgb) write_rgb(out, *a, o);
                 if (flow) {
                     const Frame* b = window.get(i + 1);
                     if (b) {
@@ -629,7 +756,7 @@ Result extract_video(const std::string& video, const std::string& out, const Opt
     if (!decode_error.empty()) throw std::runtime_error(video + ": " + decode_error);
     if (!work_error.empty()) throw std::runtime_error(video + ": " + work_error);
     if (decoded == 0) throw std::runtime_error("no frame could be decoded from " + video);
-    return {decoded, flows};
+    return {decoded, flows, size};
 }
 
 std::string json_string(const std::string& s) {
@@ -647,6 +774,13 @@ std::string json_string(const std::string& s) {
     return out + "\"";
 }
 
+// What the caller reads back: one JSON line a video.
+std::string report_line(const std::string& video, const Result& r) {
+    return "{\"video\": " + json_string(video) + ", \"frames\": " + std::to_string(r.frames) +
+           ", \"flows\": " + std::to_string(r.flows) + ", \"width\": " + std::to_string(r.size.width) +
+           ", \"height\": " + std::to_string(r.size.height) + "}";
+}
+
 // Serve mode: a long-lived process per worker, so that loading OpenCV and its ~250 shared
 // libraries (0.12 s here) is paid once, not per video. Writes straight into OUT_DIR.
 int serve(const Options& o) {
@@ -659,8 +793,7 @@ int serve(const Options& o) {
         std::string video = line.substr(0, tab), out = line.substr(tab + 1);
         try {
             Result r = extract_video(video, out, o);
-            std::cout << "{\"video\": " << json_string(video) << ", \"frames\": " << r.frames
-                      << ", \"flows\": " << r.flows << "}" << std::endl;
+            std::cout << report_line(video, r) << std::endl;
         } catch (const std::exception& e) {
             std::cout << "{\"video\": " << json_string(video) << ", \"error\": "
                       << json_string(e.what()) << "}" << std::endl;
@@ -688,8 +821,7 @@ int main(int argc, char** argv) {
             Result r = extract_video(video, out, o);
             if (o.list_input) write_file(marker, {});
             // One machine-readable line per video: what was decoded and written.
-            std::cout << "{\"video\": " << json_string(video) << ", \"frames\": " << r.frames
-                      << ", \"flows\": " << r.flows << "}" << std::endl;
+            std::cout << report_line(video, r) << std::endl;
             if (o.verbose) std::cerr << video << ": " << r.frames << " frames, " << r.flows << " flow pairs\n";
         } catch (const std::exception& e) {
             std::cerr << "datatools-flow: " << e.what() << "\n";

@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import UserError
 from .options import ExtractOptions
@@ -66,6 +67,12 @@ def count_frames(video: str) -> int:
     return sum(1 for _ in iter_frames(video))
 
 
+class ToolResult(NamedTuple):
+    rgb: int
+    flow: int
+    size: tuple[int, int] | None  # (width, height) of the images, where the tool reports it
+
+
 class _VideoTool:
     """What both share: the interface video.py uses, the count check, the size arguments."""
 
@@ -77,8 +84,8 @@ class _VideoTool:
         self.algo = algo
         self.binary = binary
 
-    def extract_into(self, video: str, folder: str, opts: ExtractOptions) -> tuple[int, int]:
-        """Write `video`'s frame folder contents into `folder`; returns (rgb, flow) counts."""
+    def extract_into(self, video: str, folder: str, opts: ExtractOptions) -> ToolResult:
+        """Write `video`'s frame folder contents into `folder`; returns the counts written."""
         raise NotImplementedError
 
     def check(self, video, frames, rgb, flow_x, flow_y, opts) -> None:
@@ -129,7 +136,7 @@ class NativeFlow(_VideoTool):
             self._servers[cmd] = proc
         return proc
 
-    def extract_into(self, video: str, folder: str, opts: ExtractOptions) -> tuple[int, int]:
+    def extract_into(self, video: str, folder: str, opts: ExtractOptions) -> ToolResult:
         if "\t" in video + folder or "\n" in video + folder:
             raise ToolError("native: paths with tabs or newlines are not supported")
         proc = self._server(opts)
@@ -150,7 +157,7 @@ class NativeFlow(_VideoTool):
         flow_x = sum(n.startswith("flow_x_") for n in names)
         flow_y = sum(n.startswith("flow_y_") for n in names)
         self.check(video, int(report["frames"]), rgb, flow_x, flow_y, opts)
-        return rgb, min(flow_x, flow_y)
+        return ToolResult(rgb, min(flow_x, flow_y), (int(report["width"]), int(report["height"])))
 
 
 @atexit.register
@@ -180,7 +187,7 @@ class DenseflowFlow(_VideoTool):
                 f"-b={opts.bound:g}", f"-s={1 if opts.flow else 0}",
                 *(f"{k}={v}" for k, v in self.size_args(opts))]
 
-    def extract_into(self, video: str, folder: str, opts: ExtractOptions) -> tuple[int, int]:
+    def extract_into(self, video: str, folder: str, opts: ExtractOptions) -> ToolResult:
         """Run the tool into a scratch folder (it writes OUT/<video stem>/, 0-based), move its
         files up under our names, and count the video's frames ourselves to check them."""
         scratch = os.path.join(folder, SCRATCH)
@@ -206,4 +213,4 @@ class DenseflowFlow(_VideoTool):
             flow_y += prefix == "flow_y"
         shutil.rmtree(scratch)
         self.check(video, count_frames(video), rgb, flow_x, flow_y, opts)
-        return rgb, min(flow_x, flow_y)
+        return ToolResult(rgb, min(flow_x, flow_y), None)

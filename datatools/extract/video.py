@@ -126,14 +126,17 @@ def _replace_dir(tmp: str, final: str) -> None:
 
 
 def _tool_into(job: VideoJob, opts: ExtractOptions, folder: str) -> VideoOutcome:
-    """A whole-video backend writes the folder; the frame size is read back from a file."""
-    import cv2
+    """A whole-video backend writes the folder; the frame size is what the tool reports, or
+    read back from its first image (a third-party denseflow reports none)."""
     tool = create_backend(opts.backend, opts.algo, opts.denseflow_bin)
-    rgb, flow = tool.extract_into(job.video_path, folder, opts)
-    first = opts.rgb_template.format(opts.start_index) if rgb else opts.flow_template.format(
-        "x", opts.start_index)
-    image = cv2.imread(os.path.join(folder, first), cv2.IMREAD_UNCHANGED)
-    height, width = image.shape[:2] if image is not None else (None, None)
+    rgb, flow, size = tool.extract_into(job.video_path, folder, opts)
+    if size is None:
+        import cv2
+        first = opts.rgb_template.format(opts.start_index) if rgb else opts.flow_template.format(
+            "x", opts.start_index)
+        image = cv2.imread(os.path.join(folder, first), cv2.IMREAD_UNCHANGED)
+        size = image.shape[1::-1] if image is not None else (None, None)
+    width, height = size
     return VideoOutcome(job.video_id, "done", rgb, flow, width, height)
 
 

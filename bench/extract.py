@@ -7,7 +7,7 @@ rgb   20 x test.avi + 20 x test.mp4 (hard links; 9,280 decoded frames), 2 worker
       MMAction2's `build_rawframes.py --task rgb --use-opencv --num-worker 2 --mixed-ext`, and
       2 processes decoding only (OpenCV) and encoding only (the same frames, from memory).
       Every run writes into a new folder; a previous run's output is deleted before the first
-      measurement and the benchmark then waits out ext4's window (see fresh_output).
+      measurement and the benchmark then waits until file creation is fast again (fresh_output).
 flow  TV-L1 on 6 clips of 11 frames at 340x256 cut from test.mp4 at test time (60 pairs);
       Farneback, 55 pairs/s, on whole videos: --farneback-videos links of test.mp4 (340x256,
       299 pairs each, the length of a UCF101 clip). Through `datatools extract --task flow`
@@ -48,24 +48,48 @@ def link_or_copy(src: Path, dest: Path) -> None:
         shutil.copy(src, dest)
 
 
-# ext4 without a journal (this machine's disk) does not reuse an inode freed in the last 60 s,
-# or 6 min while its inode table block is not yet written back: every file created meanwhile
-# scans past all such inodes of its block group. After deleting a run's 10,000s of images, the
-# next runs' file creation took several times more system time, and which runs paid for it
-# depended on the block groups their folders landed in, not on the tool measured.
-ALLOCATOR_WINDOW_S = 61
+# ext4 without a journal (this machine's disk) avoids reusing recently freed inodes: every file
+# created meanwhile scans past all such inodes of its block group. After deleting a run's
+# 10,000s of images, creating 5,000 files took 0.5-2.9 s of system time instead of 0.15 s, for
+# up to 8 minutes (the kernel's own window is 1 min, 6 while the inode table is not written
+# back; sync did not shorten it here), and which runs paid depended on the block groups their
+# folders landed in, not on the tool measured. So after deleting, the benchmark waits until
+# creating files costs what it costs on a quiet disk.
+PROBE_FILES, QUIET_US, PROBE_EVERY_S, PROBE_GIVE_UP_S = 400, 80, 20, 900
+
+
+def file_creation_us(folder: Path) -> float:
+    """Microseconds to create and write one 20 kB file, the worst of 4 new folders (each may
+    land in another block group)."""
+    worst = 0.0
+    for _ in range(4):
+        probe = folder / f"probe{time.monotonic_ns()}"
+        probe.mkdir(parents=True)
+        t0 = time.perf_counter()
+        for i in range(PROBE_FILES // 4):
+            fd = os.open(probe / f"f{i}", os.O_WRONLY | os.O_CREAT, 0o644)
+            os.write(fd, bytes(20000))
+            os.close(fd)
+        worst = max(worst, (time.perf_counter() - t0) / (PROBE_FILES // 4) * 1e6)
+    return worst
 
 
 def fresh_output(folder: Path) -> None:
-    """An empty `folder` for this run: a previous run's output is deleted, written back, and
-    the allocator's window waited out before anything is measured."""
+    """An empty `folder` for this run: a previous run's output is deleted, and the benchmark
+    waits until file creation is back to its quiet-disk cost (see above)."""
     if folder.exists():
         shutil.rmtree(folder)
-        os.sync()  # written back, the inode table blocks fall under the 60 s rule
-        print(f"deleted the previous output in {folder}; waiting {ALLOCATOR_WINDOW_S} s for ext4 to "
-              "reuse its inodes (bench/extract.py, fresh_output)", flush=True)
-        time.sleep(ALLOCATOR_WINDOW_S)
-    folder.mkdir(parents=True)
+        os.sync()
+        start = time.monotonic()
+        # The probes' files stay in the output (deleting them would start the wait again).
+        while (us := file_creation_us(folder / "probes")) > QUIET_US:
+            if time.monotonic() - start > PROBE_GIVE_UP_S:
+                print(f"warning: creating a file still costs {us:.0f} us; measuring anyway", flush=True)
+                break
+            print(f"deleted the previous output in {folder}; creating a file costs {us:.0f} us "
+                  f"(quiet: < {QUIET_US} us), waiting {PROBE_EVERY_S} s", flush=True)
+            time.sleep(PROBE_EVERY_S)
+    folder.mkdir(parents=True, exist_ok=True)
 
 
 def make_root(base: Path, videos: dict[str, Path]) -> Path:

@@ -51,9 +51,8 @@ def link_or_copy(src: Path, dest: Path) -> None:
 # ext4 without a journal (this machine's disk) avoids reusing recently freed inodes: every file
 # created meanwhile scans past all such inodes of its block group. After deleting a run's
 # 10,000s of images, creating 5,000 files took 0.5-2.9 s of system time instead of 0.15 s, for
-# up to 8 minutes (the kernel's own window is 1 min, 6 while the inode table is not written
-# back; sync did not shorten it here), and which runs paid depended on the block groups their
-# folders landed in, not on the tool measured. So after deleting, the benchmark waits until
+# up to 8 minutes (sync did not shorten it here), and which runs paid depended on the block
+# groups their folders landed in, not on the tool measured. So after deleting, the benchmark waits until
 # creating files costs what it costs on a quiet disk.
 PROBE_FILES, QUIET_US, PROBE_EVERY_S, PROBE_GIVE_UP_S = 400, 80, 20, 900
 

@@ -52,8 +52,8 @@ def link_or_copy(src: Path, dest: Path) -> None:
 # created meanwhile scans past all such inodes of its block group. After deleting a run's
 # 10,000s of images, creating 5,000 files took 0.5-2.9 s of system time instead of 0.15 s, for
 # up to 8 minutes (sync did not shorten it here), and which runs paid depended on the block
-# groups their folders landed in, not on the tool measured. So after deleting, the benchmark waits until
-# creating files costs what it costs on a quiet disk.
+# groups their folders landed in, not on the tool measured. So after deleting, the benchmark
+# waits until creating files costs what it costs on a quiet disk.
 PROBE_FILES, QUIET_US, PROBE_EVERY_S, PROBE_GIVE_UP_S = 400, 80, 20, 900
 
 
@@ -78,7 +78,6 @@ def fresh_output(folder: Path) -> None:
     waits until file creation is back to its quiet-disk cost (see above)."""
     if folder.exists():
         shutil.rmtree(folder)
-        os.sync()
         start = time.monotonic()
         # The probes' files stay in the output (deleting them would start the wait again).
         while (us := file_creation_us(folder / "probes")) > QUIET_US:

@@ -2,10 +2,12 @@
 
 The kind of an archive is read from its first bytes, never from its name (SSv2's parts carry
 no extension; a mirror may rename files). Every member is listed and checked before anything
-is written: no absolute path, no `..`, no link leaving the destination, no device or FIFO.
-A hostile archive is refused with one line and nothing is extracted. Extraction goes into a
-hidden temporary folder beside the destination, which is checked once more (what a tool
-actually wrote) and only then moved into place.
+is written (`check_members`, one rule for every kind: see there), and so is the space the
+members declare against the disk's free space. A hostile archive is refused with one line and
+nothing is extracted. zip and tar members are written here, never through a link; RAR goes
+through an external reader, and archives with links are refused. Extraction goes into a
+hidden temporary folder beside the destination, which is checked once more (what was actually
+written) and only then moved into place.
 
 RAR has no free writer and three free readers that differ: unar cannot read some RAR5 files,
 bsdtar reads RAR5 but not multi-volume sets, 7z reads both. Whichever are installed are tried
@@ -16,18 +18,19 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
 import re
 import shutil
 import stat
 import subprocess
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
+from .fsio import DiskError, disk_error, free_bytes, gib, is_disk_error, mount_point
 
 RAR_PACKAGES = "unar, libarchive-tools (bsdtar) or p7zip-full (7z)"
 MAGIC = [  # (offset, bytes, kind)
@@ -51,6 +54,8 @@ class Member:
     name: str
     kind: str  # "file", "dir", "symlink", "hardlink" or "special" (device, FIFO, socket)
     target: str | None = None  # link target as stored
+    size: int = 0  # bytes the member declares (files)
+    ref: object = field(default=None, repr=False, compare=False)  # the reader's own entry
 
 
 def sniff(path: Path) -> str | None:
@@ -72,7 +77,9 @@ def extract(archive: Path, dest: Path, rar_tools: Iterable[str] | None = None) -
                            f"{archive.read_bytes()[:8]!r}); the download may be an error page")
     tmp = dest.with_name(f".{dest.name}.unpacking")
     for leftover in (tmp, dest):  # from a run that was interrupted
-        if leftover.exists():
+        if leftover.is_symlink() or leftover.is_file():
+            leftover.unlink()
+        elif leftover.exists():
             shutil.rmtree(leftover)
     tmp.mkdir(parents=True)
     try:
@@ -84,99 +91,239 @@ def extract(archive: Path, dest: Path, rar_tools: Iterable[str] | None = None) -
             _extract_rar(archive, tmp, rar_tools)
         _check_tree(archive, tmp)
         os.replace(tmp, dest)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_error(exc):
+            raise disk_error(exc, dest.parent) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
 
 
-def check_members(archive: Path, members: Iterable[Member]) -> None:
-    """Refuse the archive if any member would be written outside the destination."""
+# --- the safety rule, one for every kind of archive -----------------------------------------
+#
+# Before anything is written, the archive's members are laid out as the tree they would make,
+# with the links the archive itself creates, and refused if any would reach outside:
+# - a name is relative, has no `..`, no NUL, and no drive letter;
+# - no member lies below another that is a link or a file ("l -> ..", then "l/x" would be
+#   written through the link), compared without case, since the destination may be a
+#   case-insensitive filesystem;
+# - a name that is a link appears once, and no name is both a folder and something else;
+# - every symbolic link's target, resolved against that final tree (following the archive's
+#   other links, as the kernel would), stays inside; a hard link names an earlier file;
+# - no device, FIFO or socket.
+# Members are then written without following any link: links are created after every file
+# and folder, and files are opened with O_NOFOLLOW.
+
+MAX_LINK_HOPS = 40  # as the kernel's limit on symbolic links in one path lookup
+
+
+def check_members(archive: Path, members: Iterable[Member]) -> list[Member]:
+    """The members with normalised names, or UnsafeArchive naming the first unsafe one."""
+    out: list[Member] = []
     for m in members:
-        reason = _unsafe(m)
+        name = _normalise(m.name)
+        reason = _bad_name(m.name, name) or _bad_kind(m)
         if reason:
-            raise UnsafeArchive(f"{archive}: refused, member {m.name!r} {reason}; nothing was "
-                                "extracted (the archive is damaged or hostile)")
+            _refuse(archive, m.name, reason)
+        if name:  # "./" names the destination itself
+            out.append(Member(name, m.kind, m.target, m.size, m.ref))
+    tree: dict[str, Member] = {}
+    for m in out:
+        key = m.name.casefold()
+        have = tree.get(key)
+        if have is not None and (have.kind != m.kind or m.kind in ("symlink", "hardlink")):
+            _refuse(archive, m.name, f"appears twice (as {_a(have.kind)} {have.name!r} and as "
+                    f"{_a(m.kind)})")
+        if m.kind == "hardlink" and tree.get(_normalise(m.target or "").casefold(),
+                                             Member("", "")).kind != "file":
+            _refuse(archive, m.name, f"is a hard link to {m.target!r}, which is not a file "
+                    "earlier in the archive")
+        tree[key] = m
+    for m in out:
+        parts = m.name.split("/")
+        for depth in range(1, len(parts)):
+            above = tree.get("/".join(parts[:depth]).casefold())
+            if above is not None and above.kind != "dir":
+                how = "through the link" if above.kind in ("symlink", "hardlink") else "inside the file"
+                _refuse(archive, m.name, f"would be written {how} {above.name!r}")
+        if m.kind == "symlink":
+            where = _resolve(tree, parts[:-1], m.target or "")
+            if where is None:
+                _refuse(archive, m.name, f"is a link leaving the destination ({m.target!r})")
+            if where is LOOP:
+                _refuse(archive, m.name, f"is a link that loops ({m.target!r})")
+    return out
 
 
-def _unsafe(m: Member) -> str | None:
-    name = m.name.replace("\\", "/")
-    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+def _refuse(archive: Path, name: str, reason: str):
+    raise UnsafeArchive(f"{archive}: refused, member {name!r} {reason}; nothing was extracted "
+                        "(the archive is damaged or hostile)")
+
+
+def _a(kind: str) -> str:
+    return {"dir": "a folder", "file": "a file", "symlink": "a link", "hardlink": "a hard link",
+            "special": "a device"}.get(kind, kind)
+
+
+def _normalise(name: str) -> str:
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    return "/".join(parts)
+
+
+def _bad_name(raw: str, name: str) -> str | None:
+    text = raw.replace("\\", "/")
+    if "\0" in raw:
+        return "has a NUL character in its name"
+    if text.startswith("/") or re.match(r"^[A-Za-z]:", text):
         return "has an absolute path"
     if ".." in name.split("/"):
         return "contains '..'"
+    return None
+
+
+def _bad_kind(m: Member) -> str | None:
     if m.kind == "special":
         return "is a device, FIFO or socket"
     if m.kind in ("symlink", "hardlink"):
         target = (m.target or "").replace("\\", "/")
-        if not target or target.startswith("/"):
+        if not target or target.startswith("/") or re.match(r"^[A-Za-z]:", target) or "\0" in target:
             return f"is a link to the absolute path {m.target!r}"
-        # A symlink resolves against its own folder; a hard link names another member.
-        base = posixpath.dirname(name) if m.kind == "symlink" else ""
-        resolved = posixpath.normpath(posixpath.join(base, target))
-        if resolved == ".." or resolved.startswith("../"):
+        if m.kind == "hardlink" and ".." in target.split("/"):
             return f"is a link leaving the destination ({m.target!r})"
     return None
 
 
+LOOP: list[str] = []  # _resolve's answer for links that never end
+
+
+def _resolve(tree: dict[str, Member], folder: list[str], target: str) -> list[str] | None:
+    """Where `target`, read in `folder`, ends up once the archive's own links are followed;
+    None if it leaves the destination, LOOP if it never ends."""
+    parts = list(folder)
+    todo = target.replace("\\", "/").split("/")
+    hops = 0
+    while todo:
+        part = todo.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+            continue
+        parts.append(part)
+        entry = tree.get("/".join(parts).casefold())
+        if entry is not None and entry.kind == "symlink":
+            hops += 1
+            if hops > MAX_LINK_HOPS:
+                return LOOP
+            parts.pop()
+            todo = (entry.target or "").replace("\\", "/").split("/") + todo
+    return parts
+
+
+def check_space(archive: Path, members: list[Member], dest: Path) -> None:
+    """Refuse before extraction when the members declare more bytes than the disk has free."""
+    needed = sum(m.size for m in members if m.kind == "file")
+    free = free_bytes(dest)
+    if needed > free:
+        raise DiskError(f"{archive}: unpacking needs {gib(needed)}, {gib(free)} free on "
+                        f"{mount_point(dest)}; free some space (or move the root), then re-run")
+
+
+def _write_tree(tmp: Path, members: list[Member], open_member, link_member=None) -> None:
+    """Write checked members: folders and files in archive order, then the links. Nothing is
+    opened through a link (there are none until the end, and O_NOFOLLOW says so)."""
+    links = []
+    for m in members:
+        target = tmp / m.name
+        if m.kind == "dir":
+            target.mkdir(parents=True, exist_ok=True)
+        elif m.kind == "file":
+            target.parent.mkdir(parents=True, exist_ok=True)
+            mode = 0o777 if _executable(m) else 0o666
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+            with os.fdopen(fd, "wb") as dst, open_member(m) as src:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        elif m.kind == "hardlink":
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(tmp / _normalise(m.target), target, follow_symlinks=False)
+        else:
+            links.append(m)
+    for m in links:
+        target = tmp / m.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(m.target, target)
+
+
+def _executable(m: Member) -> bool:
+    mode = getattr(m.ref, "mode", None)
+    if mode is None and isinstance(m.ref, zipfile.ZipInfo):
+        mode = m.ref.external_attr >> 16
+    return bool(mode and mode & 0o100)
+
+
 # --- zip ---------------------------------------------------------------------------------
+
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError,
+              ValueError)
+
 
 def _zip_members(zf: zipfile.ZipFile) -> list[Member]:
     out = []
     for info in zf.infolist():
         mode = info.external_attr >> 16
         if info.is_dir():
-            out.append(Member(info.filename, "dir"))
+            out.append(Member(info.filename, "dir", ref=info))
         elif stat.S_ISLNK(mode):
-            out.append(Member(info.filename, "symlink", zf.read(info).decode("utf-8", "replace")))
+            out.append(Member(info.filename, "symlink", zf.read(info).decode("utf-8", "replace"),
+                              ref=info))
         elif mode and not stat.S_ISREG(mode) and stat.S_IFMT(mode):
-            out.append(Member(info.filename, "special"))
+            out.append(Member(info.filename, "special", ref=info))
         else:
-            out.append(Member(info.filename, "file"))
+            out.append(Member(info.filename, "file", size=info.file_size, ref=info))
     return out
 
 
 def _extract_zip(archive: Path, tmp: Path) -> None:
-    with zipfile.ZipFile(archive) as zf:
-        members = _zip_members(zf)
-        check_members(archive, members)
-        for info, m in zip(zf.infolist(), members):
-            target = tmp / m.name
-            if m.kind == "dir":
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if m.kind == "symlink":
-                os.symlink(m.target, target)
-                continue
-            with zf.open(info) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = check_members(archive, _zip_members(zf))
+            check_space(archive, members, tmp)
+            _write_tree(tmp, members, lambda m: zf.open(m.ref))
+    except ZIP_ERRORS as exc:
+        raise ArchiveError(f"{archive}: cannot read the zip archive ({exc}); it may be truncated "
+                           "or damaged, delete it and download again") from None
 
 
 # --- tar ---------------------------------------------------------------------------------
 
 def _tar_member(t: tarfile.TarInfo) -> Member:
     if t.isdir():
-        return Member(t.name, "dir")
+        return Member(t.name, "dir", ref=t)
     if t.issym():
-        return Member(t.name, "symlink", t.linkname)
+        return Member(t.name, "symlink", t.linkname, ref=t)
     if t.islnk():
-        return Member(t.name, "hardlink", t.linkname)
+        return Member(t.name, "hardlink", t.linkname, ref=t)
     if t.isreg():
-        return Member(t.name, "file")
-    return Member(t.name, "special")
+        return Member(t.name, "file", size=t.size, ref=t)
+    return Member(t.name, "special", ref=t)
 
 
 def _extract_tar(archive: Path, tmp: Path) -> None:
     try:
         with tarfile.open(archive, "r:*") as tf:
-            infos = tf.getmembers()
-            check_members(archive, [_tar_member(t) for t in infos])
-            # Python's own "data" filter as a second line of defence where available.
-            kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            tf.extractall(tmp, infos, **kwargs)
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        if isinstance(exc, UserError):
+            members = check_members(archive, [_tar_member(t) for t in tf.getmembers()])
+            check_space(archive, members, tmp)
+            _write_tree(tmp, members, lambda m: tf.extractfile(m.ref))
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise ArchiveError(f"{archive}: cannot read the tar archive ({exc}); it may be "
+                           "truncated, delete it and download again") from None
+    except OSError as exc:
+        if exc.errno is not None:  # the disk, not the archive (a decompressor sets no errno)
             raise
         raise ArchiveError(f"{archive}: cannot read the tar archive ({exc}); it may be "
                            "truncated, delete it and download again") from None
@@ -211,7 +358,8 @@ def _extract_rar(archive: Path, tmp: Path, tools: Iterable[str] | None) -> None:
         except subprocess.CalledProcessError as exc:
             failures.append(f"{tool}: {_last_line(exc.stderr) or f'exit status {exc.returncode}'}")
             continue
-        check_members(archive, members)
+        members = check_members(archive, members)
+        check_space(archive, members, tmp)
         links = [m for m in members if m.kind in ("symlink", "hardlink")]
         if links:  # tools disagree on how they store link targets; datasets have none
             raise UnsafeArchive(f"{archive}: refused, member {links[0].name!r} is a link; "
@@ -245,7 +393,8 @@ def _list_7z(archive: Path) -> list[Member]:
             continue
         mode = (fields.get("Mode") or fields.get("Attributes", "")).strip().split(" ")[-1]
         out.append(Member(fields["Path"], _kind_from_mode(mode, fields.get("Folder") == "+"),
-                          fields.get("Symbolic Link") or fields.get("Hard Link") or None))
+                          fields.get("Symbolic Link") or fields.get("Hard Link") or None,
+                          int(fields.get("Size") or 0)))
     return out
 
 
@@ -262,11 +411,12 @@ def _list_lsar(archive: Path) -> list[Member]:
             kind = "special"
         else:
             kind = "file"
-        out.append(Member(e["XADFileName"], kind, e.get("XADLinkDestination")))
+        out.append(Member(e["XADFileName"], kind, e.get("XADLinkDestination"),
+                          int(e.get("XADFileSize") or 0)))
     return out
 
 
-BSDTAR_LINE = re.compile(r"^(\S)\S{9}\s+\d+\s+\S+\s+\S+\s+\d+\s+\w{3}\s+\d+\s+(?:\d{4}|\d\d:\d\d)\s(.*)$")
+BSDTAR_LINE = re.compile(r"^(\S)\S{9}\s+\d+\s+\S+\s+\S+\s+(\d+)\s+\w{3}\s+\d+\s+(?:\d{4}|\d\d:\d\d)\s(.*)$")
 
 
 def _list_bsdtar(archive: Path) -> list[Member]:
@@ -275,11 +425,12 @@ def _list_bsdtar(archive: Path) -> list[Member]:
         m = BSDTAR_LINE.match(line)
         if not m:
             raise ArchiveError(f"{archive}: cannot read bsdtar's listing line {line!r}")
-        name, target = m[2], None
+        name, target = m[3], None
         for sep in (" -> ", " link to "):
             if sep in name:
                 name, target = name.split(sep, 1)
-        out.append(Member(name.rstrip("/"), _kind_from_mode(m[1] + "-", m[1] == "d"), target))
+        out.append(Member(name.rstrip("/"), _kind_from_mode(m[1] + "-", m[1] == "d"), target,
+                          int(m[2])))
     return out
 
 
@@ -319,7 +470,7 @@ def _check_tree(archive: Path, tmp: Path) -> None:
                                         "leaving the destination; nothing was extracted")
             elif not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
                 raise UnsafeArchive(f"{archive}: refused, {path.relative_to(tmp)} is a device, "
-                                    "FIFO or socket; nothing was extracted")
+                                    "FIFO or socket; what was unpacked was removed")
 
 
 def move_into(src: Path, dest: Path) -> int:

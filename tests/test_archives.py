@@ -8,12 +8,13 @@ import io
 import os
 import shutil
 import stat
+import subprocess
 import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import SHARED, require_tool
+from conftest import SHARED, require, require_tool
 
 from datatools import archives
 from datatools.archives import ArchiveError, UnsafeArchive
@@ -170,3 +171,147 @@ def test_an_interrupted_extraction_leaves_nothing_half_written(tmp_path):
     with pytest.raises(ArchiveError, match="cannot read the tar archive"):
         archives.extract(broken, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.tar.gz", "whole.tar.gz"]
+
+
+# --- links the archive creates itself: chains, folders, overwrites, case, trailing slash ---
+
+def _zip_entries(path: Path, entries: list[tuple[str, str, str | bytes]]) -> None:
+    """entries: (kind, name, content or link target); kind file, dir or link."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for kind, name, data in entries:
+            info = zipfile.ZipInfo(name + ("/" if kind == "dir" and not name.endswith("/") else ""))
+            if kind == "link":
+                info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            elif kind == "dir":
+                info.external_attr = (stat.S_IFDIR | 0o755) << 16
+            zf.writestr(info, data if kind != "dir" else b"")
+
+
+def _tar_entries(path: Path, entries: list[tuple[str, str, str | bytes]]) -> None:
+    with tarfile.open(path, "w") as tf:
+        for kind, name, data in entries:
+            info = tarfile.TarInfo(name)
+            if kind == "link":
+                info.type, info.linkname = tarfile.SYMTYPE, data
+                tf.addfile(info)
+            elif kind == "dir":
+                info.type = tarfile.DIRTYPE
+                tf.addfile(info)
+            else:
+                payload = data.encode() if isinstance(data, str) else data
+                info.size = len(payload)
+                tf.addfile(info, io.BytesIO(payload))
+
+
+def chain(depth: int) -> list[tuple[str, str, str]]:
+    """l0 -> ., l1 -> l0/.., ..., then a file below the last link: each link's own text stays
+    inside, but followed in turn they climb `depth` folders up."""
+    links = [("link", "l0", ".")] + [("link", f"l{i}", f"l{i - 1}/..") for i in range(1, depth + 1)]
+    return links + [("file", f"l{depth}/tmp/x/pwned.txt", "pwned")]
+
+
+def through_folders(depth: int) -> list[tuple[str, str, str]]:
+    """The same climb with each link in a folder of its own: d1/d2/.../l0 -> .., and each next
+    link one folder up points through the previous one."""
+    folders = "/".join(f"d{i}" for i in range(1, depth + 1))
+    out = [("dir", folders, ""), ("link", f"{folders}/l0", "..")]
+    path = folders
+    for i in range(1, depth + 1):
+        parent = path.rsplit("/", 1)[0] if "/" in path else ""
+        here = f"{parent}/l{i}" if parent else f"l{i}"
+        rel = path.rsplit("/", 1)[-1]
+        out.append(("link", here, f"{rel}/l{i - 1}/.."))
+        path = parent
+    return out + [("file", f"l{depth}/pwned.txt", "pwned")]
+
+
+HOSTILE_TREES = {
+    "chain-2": chain(2),
+    "chain-5": chain(5),
+    "chain-12": chain(12),
+    "chain-through-folders-3": through_folders(3),
+    "link-then-file-below-it": [("link", "a", "."), ("file", "a/b/pwned.txt", "pwned")],
+    "link-overwritten-by-a-later-link": [("link", "l", "."), ("link", "l", "../.."),
+                                         ("file", "keep.txt", "x")],
+    "folder-overwritten-by-a-link": [("dir", "l", ""), ("file", "l/ok.txt", "ok"),
+                                     ("link", "l", "../..")],
+    "link-then-same-name-folder": [("link", "l", ".."), ("dir", "l/", ""),
+                                   ("file", "l/pwned.txt", "pwned")],
+    "names-differing-by-case": [("link", "Up", "."), ("dir", "up", ""),
+                                ("file", "UP/pwned.txt", "pwned")],
+    "link-to-a-link-that-leaves": [("link", "a", "b"), ("link", "b", "c/../.."),
+                                   ("dir", "c", "")],
+    "link-loop": [("link", "a", "b"), ("link", "b", "a")],
+}
+
+
+@pytest.mark.parametrize("fmt", ["zip", "tar"])
+@pytest.mark.parametrize("case", sorted(HOSTILE_TREES))
+def test_links_the_archive_creates_are_followed_before_anything_is_written(tmp_path, fmt, case):
+    archive = tmp_path / f"hostile.{fmt}"
+    (_zip_entries if fmt == "zip" else _tar_entries)(archive, HOSTILE_TREES[case])
+    work = tmp_path / "a" / "b" / "c" / "d" / "e"
+    work.mkdir(parents=True)
+    before = everything_under(tmp_path)
+    with pytest.raises(UnsafeArchive) as caught:
+        archives.extract(archive, work / "dest")
+    message = str(caught.value)
+    assert message.startswith(f"{archive}: refused, member ") and "nothing was extracted" in message
+    assert "\n" not in message
+    assert everything_under(tmp_path) == before  # nothing written anywhere below tmp_path
+    out = subprocess.run(["find", str(tmp_path.parent), "-name", "pwned.txt"],
+                         capture_output=True, text=True).stdout
+    assert out == "" and not Path("/tmp/x/pwned.txt").exists()
+
+
+@pytest.mark.parametrize("fmt", ["zip", "tar"])
+def test_links_that_stay_inside_are_kept_in_both_kinds(tmp_path, fmt):
+    entries = [("dir", "data", ""), ("file", "data/real.txt", "real"),
+               ("link", "data/alias.txt", "real.txt"), ("link", "top", "data"),
+               ("link", "data/up", "../data/real.txt"), ("file", "Data2/other.txt", "o")]
+    archive = tmp_path / f"ok.{fmt}"
+    (_zip_entries if fmt == "zip" else _tar_entries)(archive, entries)
+    out = archives.extract(archive, tmp_path / "out")
+    assert (out / "top").is_symlink() and (out / "top/alias.txt").read_text() == "real"
+    assert (out / "data/up").read_text() == "real" and (out / "Data2/other.txt").read_text() == "o"
+
+
+def test_an_archive_declaring_more_than_the_free_space_is_refused_before_writing(tmp_path):
+    """A 300 KB zip of 300 MiB of zeros on a 64 MiB filesystem: one line, nothing written."""
+    small = mounted_tmpfs(tmp_path / "small", "64m")
+    try:
+        bomb = tmp_path / "zeros.zip"
+        with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+            with zf.open("zeros.bin", "w", force_zip64=True) as f:
+                chunk = bytes(1 << 20)
+                for _ in range(300):
+                    f.write(chunk)
+        assert bomb.stat().st_size < 1_000_000
+        with pytest.raises(archives.DiskError, match=r"unpacking needs 300.0 MiB, \d+\.\d MiB free on "):
+            archives.extract(bomb, small / "dest")
+        assert list(small.iterdir()) == []
+    finally:
+        unmount(small)
+
+
+def mounted_tmpfs(path: Path, size: str) -> Path:
+    """A small filesystem of its own (tmpfs; mounting needs root)."""
+    require("root (to mount a small tmpfs)", os.geteuid() == 0)
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    return path
+
+
+def unmount(path: Path) -> None:
+    subprocess.run(["umount", str(path)], check=True)
+
+
+def test_a_truncated_zip_is_one_line_not_a_traceback(tmp_path):
+    whole = tmp_path / "whole.zip"
+    with zipfile.ZipFile(whole, "w") as zf:
+        zf.writestr("annotations/a.txt", os.urandom(200_000))
+    cut = tmp_path / "cut.zip"
+    cut.write_bytes(whole.read_bytes()[:100_000])
+    with pytest.raises(ArchiveError, match="cannot read the zip archive .*download again"):
+        archives.extract(cut, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,145 @@
+"""Writing files that survive a crash, a power loss or a full disk, and saying so when the disk
+is the problem.
+
+Every file the tool keeps as a record (the manifest, completion records, download records,
+quarantine records, the MMAction2 lists) goes through `atomic_write`: a temporary file in the
+same folder, written, flushed and fsynced, renamed over the old one, and the folder fsynced, so
+that after a power loss the old or the new file is there, never an empty or half one. Files are
+created with the permissions the user's umask gives (0666 & ~umask), like any other tool's.
+
+A full disk, a quota or a read-only filesystem is not a property of a video: `disk_error` turns
+the OSError into one line naming the filesystem and the space, and the step stops.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from .errors import UserError
+
+# Errors that mean: the destination cannot take more, whatever is being written.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+class DiskError(UserError):
+    """The filesystem is full, over quota or read-only: the step stops."""
+
+
+def is_disk_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_ERRNOS
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the filesystem holding `path` (or its nearest existing parent)."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    while not os.path.ismount(path):
+        path = path.parent
+    return path
+
+
+def free_bytes(path: Path) -> int:
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def gib(n: int | float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def disk_error(exc: OSError, where: Path, needed: int | None = None) -> DiskError:
+    """One line for a full, over-quota or read-only filesystem under `where`."""
+    mount = mount_point(where)
+    if exc.errno == errno.EROFS:
+        return DiskError(f"{where}: the filesystem at {mount} is read-only; nothing more was "
+                         "written. Remount it read-write or use a --root on a writable disk")
+    what = "over quota" if exc.errno == errno.EDQUOT else "full"
+    need = f", needs about {gib(needed)} more" if needed else ""
+    return DiskError(f"{where}: the filesystem at {mount} is {what} ({gib(free_bytes(where))} "
+                     f"free{need}); the step stopped and what was finished is kept. Free some "
+                     "space (or move the root), then re-run the same command to resume")
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _temp_beside(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+
+
+def write_temp(path: Path, data: bytes) -> Path:
+    """The first half of an atomic write: `data` in a fsynced temporary file beside `path`
+    (created 0666 & ~umask). Rename it with `commit`, or remove it with `discard`."""
+    tmp = _temp_beside(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def commit(pairs: Iterable[tuple[Path, Path]]) -> None:
+    """Rename each temporary file over its final path, then fsync the folders once each."""
+    folders = set()
+    for tmp, final in pairs:
+        os.replace(tmp, final)
+        folders.add(final.parent)
+    for folder in folders:
+        fsync_dir(folder)
+
+
+def discard(temps: Iterable[Path]) -> None:
+    for tmp in temps:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Replace `path` with `data` so that a crash or power loss leaves the old or the new file."""
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    commit([(write_temp(path, data), path)])
+
+
+def atomic_write_many(files: dict[Path, bytes]) -> None:
+    """Write several files as one step: every temporary file is written before any is renamed,
+    so a full disk part-way leaves all the old files in place."""
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for path, data in files.items():
+            temps.append((write_temp(Path(path), data), Path(path)))
+    except BaseException:
+        discard(t for t, _ in temps)
+        raise
+    commit(temps)
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line to a record log and fsync it (a line cut short by a crash is ignored by
+    its readers)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    try:
+        os.write(fd, line.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)

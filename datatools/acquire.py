@@ -28,9 +28,12 @@ from .download import (
     encode_url,
     fetch,
     in_threads,
+    safe_file_name,
     use_local,
 )
 from .errors import UserError
+from .fsio import disk_error, is_disk_error
+from .lock import root_lock
 
 WHAT = ("annotations", "videos", "all")
 MIRROR_ENV = "DATATOOLS_MIRROR"
@@ -159,7 +162,10 @@ class Session:
                 self.result.fetched.append(fetched)
         if item.place is None:
             return
-        item.place(fetched.path, item.remote.name)
+        try:
+            item.place(fetched.path, item.remote.name)
+        except archives.ArchiveError as exc:
+            raise self.reject(item, exc) from None
         self.records.put(item.remote.name, size=fetched.size, sha256=fetched.sha256,
                          verified=fetched.verified, stage="unpacked")
         with self._lock:
@@ -167,6 +173,18 @@ class Session:
         if not self.opts.keep_archives and self.opts.from_dir is None and item.path.is_relative_to(
                 self.downloads):
             item.path.unlink(missing_ok=True)
+
+    def reject(self, item: Item, exc: archives.ArchiveError) -> UserError:
+        """An archive that verified but cannot be unpacked (cut short, damaged, hostile) is
+        not kept as good: it is recorded as failed, and a file this tool downloaded is deleted
+        so that the next run fetches it again. A file from --from-dir is the user's: left."""
+        ours = self.opts.from_dir is None and item.path.is_relative_to(self.downloads)
+        if ours:
+            item.path.unlink(missing_ok=True)
+        self.records.put(item.remote.name, stage="failed", reason=str(exc))
+        then = ("it was deleted; re-run to fetch it again" if ours
+                else "replace the file in --from-dir, then re-run")
+        return UserError(f"{exc} ({then})")
 
     def run(self, items: list[Item]) -> None:
         """Run items in parallel; a failing item is recorded and does not stop the others."""
@@ -195,10 +213,18 @@ class Session:
 
 
 def download(name: str, root: Path, opts: DownloadOptions, ui=None) -> DownloadResult:
-    session = Session(name, root, opts, ui)
-    layout = LAYOUTS[name.rstrip("0123456789") if name.startswith("kinetics") else name]
-    layout(session)
-    return session.result
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if is_disk_error(exc):
+            raise disk_error(exc, root) from None
+        raise UserError(f"{root}: cannot create the data root ({exc.strerror})") from None
+    with root_lock(root, "download"):
+        session = Session(name, root, opts, ui)
+        layout = LAYOUTS[name.rstrip("0123456789") if name.startswith("kinetics") else name]
+        layout(session)
+        return session.result
 
 
 # --- per-dataset layouts -------------------------------------------------------------------
@@ -265,10 +291,11 @@ def _kinetics(s: Session) -> None:
             s.run([lst])
             if s.result.failures:
                 return
-            for line in lst.path.read_text(encoding="utf-8").splitlines():
+            for n, line in enumerate(lst.path.read_text(encoding="utf-8").splitlines(), start=1):
                 if line.strip():
                     url = s.rewrite(line)
-                    name = f"{subset}/{Path(urlsplit(line.strip()).path).name}"
+                    last = urlsplit(line.strip()).path.rsplit("/", 1)[-1]
+                    name = f"{subset}/{safe_file_name(last, f'{lst.path}:{n}')}"
                     items.append(s.item(Remote(url, name), place=_sort_clips(s, index, [subset])))
         else:  # the K400 replacement tarball: clips of any subset, replacing what is there
             items.append(s.item(s.remote(src), place=_sort_clips(s, index, list(index))))

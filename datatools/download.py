@@ -35,6 +35,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from . import __version__
 from .errors import UserError
+from .fsio import DiskError, append_line, atomic_write, disk_error, is_disk_error
 
 CHUNK = 1 << 20  # bytes per read: large enough that per-call overhead is invisible
 RECORDS = "records.jsonl"
@@ -84,6 +85,19 @@ def encode_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
 
 
+def safe_file_name(text: str, source: str) -> str:
+    """A file name taken from a URL (its last path segment, percent-decoded), a header or a
+    list: always one path component, never a path. What follows the last separator is kept
+    (`%2e%2e%2fevil.txt` -> `evil.txt`); a name that is then empty, `.`, `..` or holds a NUL or
+    another control character is refused with one line naming `source`."""
+    name = unquote(text).replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if name in ("", ".", "..") or any(ord(c) < 32 or c == "\x7f" for c in name):
+        raise DownloadError(f"{source}: {text!r} gives no usable file name (it must be one "
+                            "path component: no '/', no '..', no control characters); "
+                            "download it under another name")
+    return name
+
+
 class Records:
     """`records.jsonl` in a downloads folder: one line per verified file or finished step,
     appended (the last line for a name wins); a line cut short by a crash is ignored."""
@@ -107,8 +121,7 @@ class Records:
         entry = {"name": name, **fields, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(entry) + "\n")
+            append_line(self.path, json.dumps(entry) + "\n")
             self._by_name[name] = entry
 
 
@@ -134,6 +147,11 @@ def fetch(remote: Remote, final: Path, records: Records, opts: HttpOptions | Non
         try:
             total, digests = _transfer(remote, part, opts, progress, start, cancel, received)
             break
+        except OSError as exc:
+            if not is_disk_error(exc):
+                raise
+            have = part.stat().st_size if part.exists() else 0
+            raise disk_error(exc, part, remote.size - have if remote.size else None) from None
         except _Retryable as exc:
             if attempt == opts.retries:
                 raise DownloadError(f"{remote.url}: {exc} (gave up after {attempt + 1} tries; "
@@ -381,9 +399,7 @@ def _write_meta(path: Path, url: str, resp, total: int | None) -> None:
         meta["etag"] = None
     if meta["last_modified"] and not email.utils.parsedate_to_datetime(meta["last_modified"]):
         meta["last_modified"] = None
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(meta), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(meta))
 
 
 def _discard(part: Path, meta_path: Path) -> None:
@@ -410,14 +426,15 @@ def in_threads(work: Callable, items: Iterable, jobs: int, cancel: threading.Eve
     """Run `work(item)` for each item on `jobs` threads (downloads wait on the network and
     hashlib releases the GIL, so threads suffice). A UserError costs its item only and comes
     back as a message; anything else, Ctrl-C included, sets `cancel` (transfers stop at the
-    next chunk, parts are kept for a resume) and is raised once running items have stopped."""
+    next chunk, parts are kept for a resume) and is raised once running items have stopped; so
+    is a full disk (DiskError), which no other item would get past either."""
     failures = []
     pool = ThreadPoolExecutor(max_workers=max(1, jobs))
     try:
         futures = [pool.submit(work, item) for item in items]
         for fut in as_completed(futures):
             exc = fut.exception()
-            if isinstance(exc, UserError):
+            if isinstance(exc, UserError) and not isinstance(exc, DiskError):
                 failures.append(str(exc))
             elif exc is not None:
                 raise exc
@@ -437,7 +454,8 @@ def fetch_urls(urls: list[str], folder: Path, jobs: int = 4, opts: HttpOptions |
     fetched: list[Fetched] = []
 
     def one(url: str) -> None:
-        name = unquote(Path(urlsplit(url).path).name) or "index.html"
+        path = urlsplit(url).path
+        name = safe_file_name(path.rsplit("/", 1)[-1], url) if path.rsplit("/", 1)[-1] else "index.html"
         bar = ui.file(name) if ui else None
         try:
             fetched.append(fetch(Remote(encode_url(url), name, sha256=sha256), folder / name,

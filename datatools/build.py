@@ -13,28 +13,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import datasets, quarantine
+from .completion import manifest_fields
 from .datasets.base import AnnotatedVideo, Dataset
 from .errors import UserError
+from .fsio import disk_error, is_disk_error
+from .lock import root_lock
 from .manifest import (
     LIST_FORMATS,
     ManifestMeta,
+    ManifestUnreadable,
     VideoRecord,
     list_line,
+    manifest_path,
     mmaction_shuffles,
     read_manifest,
     require_manifest,
+    set_aside,
     split_members,
     write_manifest,
-    write_text_atomic,
 )
-from .scan import DiskIndex, scan_frames, scan_videos
+from .scan import DiskIndex, FrameFolder, scan_frames, scan_videos
 
 # Recorded for a frame folder holding unequal numbers of flow_x and flow_y files.
 FLOW_MISMATCH = "flow_x/flow_y counts differ"
 
-# Columns a re-scan keeps from an earlier manifest when the file it describes is unchanged.
-PROBE_FIELDS = ("status", "decodable", "frame_count", "fps", "width", "height",
+# What a probe learned about a file: kept with the file until it changes (size, mtime or
+# inode) or a new probe replaces it, and kept while the file is missing.
+PROBE_FIELDS = ("probe_status", "decodable", "frame_count", "fps", "width", "height",
                 "duration", "codec", "error", "probe_level")
+IDENTITY_FIELDS = ("size", "mtime_ns", "inode")
 EXTRACT_FIELDS = ("rgb_template", "flow_template", "start_index", "flow_algo", "flow_bound",
                   "backend", "extract_status", "extract_error")
 
@@ -58,11 +65,16 @@ class BuildResult:
     extra: list[VideoRecord] = field(default_factory=list)
     no_frames: list[VideoRecord] = field(default_factory=list)  # frame folder with 0 img_ files
     flow_mismatch: list[VideoRecord] = field(default_factory=list)  # flow_x count != flow_y
+    incomplete: list[VideoRecord] = field(default_factory=list)  # fewer files than recorded
+    unchecked: list[VideoRecord] = field(default_factory=list)  # listed, never probed
+    bad: list[VideoRecord] = field(default_factory=list)  # a probe (or size 0) said bad
     label_source: str = ""
+    rebuilt_from: Path | None = None  # an unreadable manifest, kept aside there
 
     @property
     def problems(self) -> int:
-        return len(self.missing) + len(self.no_frames) + len(self.flow_mismatch)
+        return (len(self.missing) + len(self.no_frames) + len(self.flow_mismatch)
+                + len(self.incomplete))
 
 
 def parse_formats(text: str) -> list[str]:
@@ -85,25 +97,43 @@ class ScannedRoot:
     label_map: list[str]
     label_source: str
     steps: dict  # earlier steps' arguments, from the previous manifest
+    rebuilt_from: Path | None = None  # an unreadable manifest set aside by this scan
 
-    def save(self, step: str, args: dict) -> None:
+    def save(self, step: str, args: dict, lists: dict[Path, bytes] | None = None) -> None:
+        """Write the manifest (and `lists` with it, as one step); a full or read-only disk
+        stops the step with one line, leaving the previous files in place."""
         self.steps[step] = args
         meta = ManifestMeta(dataset=self.dataset.name, label_map=self.label_map,
                             label_source=self.label_source, level=self.level, steps=self.steps)
-        write_manifest(self.root, self.records, meta)
+        try:
+            write_manifest(self.root, self.records, meta, lists)
+        except OSError as exc:
+            if not is_disk_error(exc):
+                raise
+            raise disk_error(exc, manifest_path(self.root)) from None
 
 
-def scan_root(dataset: str | None, root: Path, level: int | None = None) -> ScannedRoot:
+def scan_root(dataset: str | None, root: Path, level: int | None = None,
+              rebuild: bool = False) -> ScannedRoot:
     """Parse the annotations, scan the disk and carry over what earlier steps learned.
 
     `dataset` None means: the dataset of the root's manifest (which must exist). `level` None
-    means: as the previous manifest was built (2 for a new root).
+    means: as the previous manifest was built (2 for a new root). `rebuild`: an unreadable
+    manifest is moved aside and the root scanned as if it had none (build-lists does this).
     """
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: data root not found; create it or run "
                         f"`datatools {dataset or '<dataset>'} download --root {root}`")
-    previous = read_manifest(root)
+    try:
+        previous = read_manifest(root)
+    except ManifestUnreadable:
+        if not rebuild or dataset is None:
+            raise
+        previous = None
+        rebuilt_from = set_aside(root)
+    else:
+        rebuilt_from = None
     if dataset is None:
         dataset = require_manifest(root)[1].dataset
     ds = datasets.get(dataset)
@@ -116,31 +146,43 @@ def scan_root(dataset: str | None, root: Path, level: int | None = None) -> Scan
     quarantine.mark_quarantined(root, records)
     if previous is not None:
         carry_over(records, previous[0])
-    return ScannedRoot(ds, root, level, records, ann.label_map, ann.label_source,
-                       dict(previous[1].steps) if previous else {})
+    scanned = ScannedRoot(ds, root, level, records, ann.label_map, ann.label_source,
+                          dict(previous[1].steps) if previous else {})
+    scanned.rebuilt_from = rebuilt_from
+    return scanned
 
 
 def build_lists(dataset: str, root: Path, formats: list[str] | None = None, level: int = 2,
                 shuffle: bool = False, seed: int | None = None) -> BuildResult:
     """Scan `root`, update its manifest and write the MMAction2 lists for `formats`."""
     formats = formats or ["videos"]
-    scanned = scan_root(dataset, root, level)
-    records = scanned.records
-    result = BuildResult(dataset, records, label_source=scanned.label_source)
-    for r in records:
-        if r.status == "missing":
-            result.missing.append(r)
-        elif r.status == "extra":
-            result.extra.append(r)
-    if any(f != "videos" for f in formats):
+    with root_lock(root, "build-lists"):
+        scanned = scan_root(dataset, root, level, rebuild=True)
+        records = scanned.records
+        result = BuildResult(dataset, records, label_source=scanned.label_source,
+                             rebuilt_from=scanned.rebuilt_from)
         for r in records:
-            if r.frame_dir and not r.rgb_count and r.status != "extra":
-                result.no_frames.append(r)
-    result.flow_mismatch = [r for r in records if r.extract_error == FLOW_MISMATCH]
-    result.lists = export_lists(scanned.dataset, scanned.root, records, formats, shuffle, seed)
-    scanned.save("build-lists", {"formats": formats, "level": level, "shuffle": shuffle,
-                                 "seed": seed})
-    return result
+            if r.status == "missing":
+                result.missing.append(r)
+            elif r.status == "extra":
+                result.extra.append(r)
+            elif r.status == "unchecked":
+                result.unchecked.append(r)
+            elif r.status != "ok":
+                result.bad.append(r)
+        if any(f != "videos" for f in formats):
+            for r in records:
+                if r.frame_dir and not r.rgb_count and r.status != "extra":
+                    result.no_frames.append(r)
+        result.flow_mismatch = [r for r in records if r.extract_error == FLOW_MISMATCH]
+        result.incomplete = [r for r in records if r.extract_status == "incomplete"]
+        planned = plan_lists(scanned.dataset, records, formats, shuffle, seed)
+        scanned.save("build-lists", {"formats": formats, "level": level, "shuffle": shuffle,
+                                     "seed": seed},
+                     lists={root / lf.name: "".join(lines).encode()
+                            for lf, lines in planned})
+        result.lists = [lf for lf, _ in planned]
+        return result
 
 
 def join_disk(ds: Dataset, videos, root: Path, level: int) -> list[VideoRecord]:
@@ -159,8 +201,8 @@ def join_disk(ds: Dataset, videos, root: Path, level: int) -> list[VideoRecord]:
         rec = _record(ds, video, level)
         path = index_for(video_index, ds.video_dir(subset), scan_videos).claim(rec.key, video.video_id)
         if path is not None:
-            rec.video_path, rec.status, rec.exists = path, "ok", True
-            rec.size = _size(root, path)
+            rec.video_path, rec.exists, rec.status = path, True, "unchecked"
+            _stat(rec, root)
         frames = index_for(frame_index, ds.frames_dir(subset), scan_frames).claim(rec.key, video.video_id)
         if frames is not None:
             _set_frames(rec, frames)
@@ -170,7 +212,8 @@ def join_disk(ds: Dataset, videos, root: Path, level: int) -> list[VideoRecord]:
         for key, path in index_for(video_index, folder, scan_videos).unclaimed():
             stem = key.rsplit("/", 1)[-1]
             rec = VideoRecord(dataset=ds.name, video_id=stem, key=key, video_path=path,
-                              status="extra", exists=True, size=_size(root, path))
+                              status="extra", exists=True)
+            _stat(rec, root)
             records.append(rec)
     return records
 
@@ -184,7 +227,9 @@ def _record(ds: Dataset, video: AnnotatedVideo, level: int) -> VideoRecord:
     return rec
 
 
-def _set_frames(rec: VideoRecord, frames) -> None:
+def _set_frames(rec: VideoRecord, frames: FrameFolder) -> None:
+    """A frame folder's counts as on disk; what its completion record says, if it has one
+    and the files it counts are there (else the folder is `incomplete` and not listed)."""
     rec.frame_dir = frames.path
     rec.rgb_count = frames.rgb
     if frames.flow_x != frames.flow_y:
@@ -193,39 +238,77 @@ def _set_frames(rec: VideoRecord, frames) -> None:
         rec.extract_error = FLOW_MISMATCH
     else:
         rec.flow_count = frames.flow_x
+    if frames.record is None:
+        return  # made by another tool (or an older datatools): listed as found
+    if frames.trusted:
+        for name, value in manifest_fields(frames.record).items():
+            setattr(rec, name, value)
+        rec.extract_status = "done"
+    else:
+        counts = {p: i.get("count") for p, i in frames.record["parts"].items()}
+        rec.extract_status = "incomplete"
+        rec.extract_error = (f"holds {frames.rgb} img and {min(frames.flow_x, frames.flow_y)} "
+                             f"flow file(s), its completion record counts "
+                             f"{counts.get('rgb', 0)} and {counts.get('flow', 0)}; "
+                             "re-run `datatools extract`")
 
 
-def _size(root: Path, rel: str) -> int | None:
+def _stat(rec: VideoRecord, root: Path) -> None:
     try:
-        return os.stat(os.path.join(root, rel)).st_size
+        st = os.stat(os.path.join(root, rec.video_path))
     except OSError:
-        return None
+        return
+    rec.size, rec.mtime_ns, rec.inode = st.st_size, st.st_mtime_ns, st.st_ino or None
+    if st.st_size == 0 and rec.status != "extra":  # never listed, whatever a probe said once
+        rec.status, rec.probe_status, rec.error = "empty", "empty", "0 bytes"
+
+
+def same_file(rec: VideoRecord, prev: VideoRecord) -> bool:
+    """Whether the file found now is the one `prev` describes: size, mtime and inode equal
+    (a field the older record lacks is not compared)."""
+    return (rec.size == prev.size
+            and (prev.mtime_ns is None or rec.mtime_ns == prev.mtime_ns)
+            and (prev.inode is None or rec.inode is None or rec.inode == prev.inode))
 
 
 def carry_over(records: list[VideoRecord], old: list[VideoRecord]) -> None:
-    """Keep probe and extraction results for files that have not changed since they were made."""
+    """Keep what earlier steps learned: a probe stays with its file until the file changes
+    (then it is `unchecked` again), and survives while the file is missing; extraction
+    results stay with their frame folder."""
     by_id = {r.video_id: r for r in old}
     for rec in records:
         prev = by_id.get(rec.video_id)
         if prev is None:
             continue
-        if rec.video_path and prev.video_path == rec.video_path and prev.size == rec.size \
-                and prev.probe_level is not None:
-            for name in PROBE_FIELDS:
-                setattr(rec, name, getattr(prev, name))
+        if rec.exists:
+            if prev.probe_status is not None and rec.size and same_file(rec, prev):
+                for name in PROBE_FIELDS:
+                    setattr(rec, name, getattr(prev, name))
+                if rec.status != "extra":
+                    rec.status = prev.probe_status
+        elif prev.probe_status is not None or prev.size is not None:
+            # Nothing on disk now (a wrong --level, a file moved away): keep what is known
+            # about the file, so that it is recognised when it is back.
+            for name in PROBE_FIELDS + IDENTITY_FIELDS:
+                if getattr(rec, name) is None:
+                    setattr(rec, name, getattr(prev, name))
+        if rec.extract_status is not None:
+            continue  # the folder's completion record said
         if rec.frame_dir and prev.frame_dir == rec.frame_dir and rec.extract_error is None:
             for name in EXTRACT_FIELDS:
                 setattr(rec, name, getattr(prev, name))
+        elif not rec.frame_dir and prev.extract_status == "failed":
+            rec.extract_status, rec.extract_error = prev.extract_status, prev.extract_error
 
 
-def export_lists(ds: Dataset, root: Path, records: list[VideoRecord], formats: list[str],
-                 shuffle: bool, seed: int | None) -> list[ListFile]:
-    """Write every list file for `formats`; order = annotation order unless shuffled."""
+def plan_lists(ds: Dataset, records: list[VideoRecord], formats: list[str],
+               shuffle: bool, seed: int | None) -> list[tuple[ListFile, list[str]]]:
+    """Every list file for `formats` with its lines; order = annotation order unless shuffled."""
     groups = []  # (split, subset) in MMAction2's shuffle order
     for split in range(1, ds.num_splits + 1):
         for subset in ds.list_subsets:
             groups.append((split, subset))
-    out: list[ListFile] = []
+    out: list[tuple[ListFile, list[str]]] = []
     planned: dict[tuple, tuple[list[str], int]] = {}
     for split, subset in groups:
         members = split_members(records, split, subset)
@@ -237,8 +320,7 @@ def export_lists(ds: Dataset, root: Path, records: list[VideoRecord], formats: l
         _shuffle(planned, groups, formats, seed)
     for (split, subset, fmt), (lines, expected) in planned.items():
         name = ds.list_name(split, subset, fmt)
-        write_text_atomic(root / name, lines)
-        out.append(ListFile(name, split, subset, fmt, len(lines), expected))
+        out.append((ListFile(name, split, subset, fmt, len(lines), expected), lines))
     return out
 
 

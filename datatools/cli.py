@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import math
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -10,19 +13,79 @@ from typing import Optional
 import typer
 
 from . import datasets
-from .errors import UserError
+from .errors import (
+    EXIT_BUSY,
+    EXIT_DISK,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    UserError,
+)
 
 app = typer.Typer(help="Turn raw video action-recognition datasets into data MMAction2 trains on.",
                   no_args_is_help=True, add_completion=False)
 
 
 def _fail(exc: Exception) -> None:
+    raise typer.Exit(_report(exc))
+
+
+def _report(exc: BaseException) -> int:
+    """One line for an error that ends a command, and its exit code (errors.EXIT_*)."""
+    from .failures import InternalError
+    from .fsio import DiskError, disk_error, is_disk_error
+    from .lock import RootBusy
+    if is_disk_error(exc):
+        exc = disk_error(exc, Path(getattr(exc, "filename", None) or "."))
     typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(2)
+    if isinstance(exc, RootBusy):
+        return EXIT_BUSY
+    if isinstance(exc, DiskError):
+        return EXIT_DISK
+    if isinstance(exc, InternalError):
+        return EXIT_INTERNAL
+    return EXIT_USAGE
+
+
+def command(fn):
+    """Every command's errors end the same way: one line and an exit code (errors.EXIT_*);
+    Ctrl-C and SIGTERM say how to resume."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        from .failures import InternalError
+        try:
+            return fn(*args, **kwargs)
+        except (UserError, InternalError) as exc:
+            raise typer.Exit(_report(exc)) from None
+        except OSError as exc:
+            from .fsio import is_disk_error
+            if not is_disk_error(exc):
+                raise
+            raise typer.Exit(_report(exc)) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: what finished is kept; re-run the same command to resume",
+                       err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+    return run
+
+
+def _finite(value):
+    """Every float option: a number, not NaN or an infinity."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
+
+def _positive(value):
+    """A float option that must be above zero (seconds, pixels, a learning rate)."""
+    _finite(value)
+    if value is not None and value <= 0:
+        raise typer.BadParameter(f"{value} must be above 0")
+    return value
 
 
 # Where the work runs; the same options on every parallel step (see parallel.py, slurm.py).
-WORKERS = typer.Option(None, help="Local Dask workers (default: one per core)")
+WORKERS = typer.Option(None, min=1, help="Local Dask workers (default: one per core)")
 SCHEDULER = typer.Option(None, help="Use a running Dask cluster: tcp://host:8786")
 CLUSTER = typer.Option("local", "--cluster", help="local, or slurm (workers as SLURM jobs)")
 SLURM = typer.Option(None, "--slurm", help="SLURM setting key=value (repeatable): partition, "
@@ -57,10 +120,11 @@ def _dataset_app(name: str) -> typer.Typer:
     sub = typer.Typer(help=f"Steps for {datasets.get(name).catalog.title}.", no_args_is_help=True)
 
     @sub.command("build-lists")
+    @command
     def build_lists_cmd(
         root: Path = typer.Option(..., help="Data root, e.g. data/" + name),
         format: str = typer.Option("videos", "--format", help="videos,rawframes,flow (comma-separated)"),
-        level: int = typer.Option(2, help="2: class folders (Class/name); 1: flat folders"),
+        level: int = typer.Option(2, min=1, max=2, help="2: class folders (Class/name); 1: flat folders"),
         shuffle: bool = typer.Option(False, help="Shuffle lines as MMAction2 does"),
         seed: Optional[int] = typer.Option(None, help="Seed for --shuffle (MMAction2-compatible)"),
         strict: bool = typer.Option(False, help="Exit non-zero if any video or frame folder is missing"),
@@ -78,17 +142,19 @@ def _dataset_app(name: str) -> typer.Typer:
             raise typer.Exit(1)
 
     @sub.command("download")
+    @command
     def download_cmd(
         root: Path = typer.Option(..., help="Data root, e.g. data/" + name),
         what: str = typer.Option("all", help="annotations, videos or all"),
         mirror: Optional[str] = typer.Option(None, envvar="DATATOOLS_MIRROR",
                                              help="Base URL replacing the catalog's (a mirror or cache)"),
         from_dir: Optional[Path] = typer.Option(None, help="Use archives fetched by hand from DIR"),
-        jobs: int = typer.Option(4, help="Files fetched in parallel"),
+        jobs: int = typer.Option(4, min=1, help="Files fetched in parallel"),
         keep_archives: bool = typer.Option(False, help="Keep archives after unpacking them"),
         checksums: Optional[Path] = typer.Option(None, help="sha256sum-style file of expected hashes"),
-        timeout: float = typer.Option(30.0, help="Seconds without data before a try fails"),
-        retries: int = typer.Option(5, help="Further tries on connection errors, timeouts, 5xx"),
+        timeout: float = typer.Option(30.0, callback=_positive,
+                                      help="Seconds without data before a try fails"),
+        retries: int = typer.Option(5, min=0, help="Further tries on connection errors, timeouts, 5xx"),
     ):
         """Download (or take from --from-dir), verify and unpack into the root's layout."""
         from .acquire import DownloadOptions, download, read_checksums
@@ -103,9 +169,6 @@ def _dataset_app(name: str) -> typer.Typer:
                 result = download(name, root, opts, ui)
         except UserError as exc:
             _fail(exc)
-        except KeyboardInterrupt:
-            typer.echo("interrupted: partial downloads are kept; re-run to resume", err=True)
-            raise typer.Exit(130) from None
         print_download_summary(result, root)
         for failure in result.failures:  # one line each, never wrapped
             typer.echo(f"error: {failure}", err=True)
@@ -113,18 +176,19 @@ def _dataset_app(name: str) -> typer.Typer:
             raise typer.Exit(1)
 
     @sub.command("prepare")
+    @command
     def prepare_cmd(
         root: Path = typer.Option(..., help="Data root, e.g. data/" + name),
         steps: str = typer.Option("download,validate,lists,extract,frame-lists",
                                   help="Which steps, comma-separated (always run in this order)"),
         mirror: Optional[str] = typer.Option(None, envvar="DATATOOLS_MIRROR", help="download: base URL"),
         from_dir: Optional[Path] = typer.Option(None, help="download: archives fetched by hand"),
-        jobs: int = typer.Option(4, help="download: files in parallel"),
+        jobs: int = typer.Option(4, min=1, help="download: files in parallel"),
         level: str = typer.Option("quick", help="validate: quick or full"),
         task: str = typer.Option("both", help="extract: rgb, flow or both"),
         algo: str = typer.Option("tvl1", help="extract: tvl1 or farneback"),
         backend: str = typer.Option("auto", help="extract: flow backend"),
-        new_short: Optional[int] = typer.Option(None, help="extract: short side N"),
+        new_short: Optional[int] = typer.Option(None, min=2, help="extract: short side N"),
         naming: str = typer.Option("mmaction", help="extract: mmaction or denseflow names"),
         workers: Optional[int] = WORKERS,
         scheduler: Optional[str] = SCHEDULER,
@@ -149,13 +213,11 @@ def _dataset_app(name: str) -> typer.Typer:
             ok = prepare(name, root, opts)
         except UserError as exc:
             _fail(exc)
-        except KeyboardInterrupt:
-            typer.echo("interrupted: re-run the same command to resume", err=True)
-            raise typer.Exit(130) from None
         if not ok:
             raise typer.Exit(1)
 
     @sub.command("validate")
+    @command
     def validate_cmd(
         root: Path = typer.Option(..., help="Data root, e.g. data/" + name),
         level: str = typer.Option("quick", help="quick: container + a few frames; full: every frame"),
@@ -203,6 +265,7 @@ app.add_typer(cluster_app, name="cluster")
 
 @cluster_app.command("sbatch", context_settings={"allow_extra_args": True,
                                                  "ignore_unknown_options": True})
+@command
 def cluster_sbatch(
     ctx: typer.Context,
     out: Path = typer.Option(..., help="Batch script to write"),
@@ -210,7 +273,7 @@ def cluster_sbatch(
     partition: Optional[str] = typer.Option(None, help="Partition of the driver job"),
     account: Optional[str] = typer.Option(None, help="Account to charge"),
     time: str = typer.Option("24:00:00", help="Walltime of the driver job"),
-    cpus: int = typer.Option(1, help="CPUs of the driver job"),
+    cpus: int = typer.Option(1, min=1, help="CPUs of the driver job"),
     mem: str = typer.Option("4G", help="Memory of the driver job"),
     extra: Optional[list[str]] = typer.Option(None, help="More #SBATCH lines (repeatable)"),
 ):
@@ -232,21 +295,22 @@ app.add_typer(mmaction_app, name="mmaction")
 
 
 @mmaction_app.command("config")
+@command
 def mmaction_config(
     root: Path = typer.Option(..., help="Data root with a manifest"),
     out: Path = typer.Option(..., help="Config file to write (.py)"),
     model: str = typer.Option("tsn", help="tsn, tsm, i3d or slowonly (MMAction2's zoo)"),
     modality: str = typer.Option("rgb", help="rgb or flow (flow: tsn)"),
     input: str = typer.Option("videos", "--input", help="RGB from videos or rawframes"),
-    split: int = typer.Option(1, help="Which split's train/val subsets to use"),
-    depth: int = typer.Option(50, help="ResNet depth: 18, 34, 50 or 101"),
+    split: int = typer.Option(1, min=1, max=3, help="Which split's train/val subsets to use"),
+    depth: int = typer.Option(50, min=18, max=101, help="ResNet depth: 18, 34, 50 or 101"),
     pretrained: bool = typer.Option(True, help="ImageNet-initialised backbone (needs the download)"),
-    crop: int = typer.Option(224, help="Input size (square crop)"),
-    clips: Optional[int] = typer.Option(None, help="Clips (segments) per video; default: the model's"),
-    epochs: int = typer.Option(50, help="Training epochs"),
-    batch_size: int = typer.Option(8, help="Videos per batch"),
-    workers: int = typer.Option(2, help="Dataloader worker processes"),
-    lr: float = typer.Option(0.01, help="SGD learning rate"),
+    crop: int = typer.Option(224, min=1, help="Input size (square crop)"),
+    clips: Optional[int] = typer.Option(None, min=1, help="Clips (segments) per video; default: the model's"),
+    epochs: int = typer.Option(50, min=1, help="Training epochs"),
+    batch_size: int = typer.Option(8, min=1, help="Videos per batch"),
+    workers: int = typer.Option(2, min=0, help="Dataloader worker processes"),
+    lr: float = typer.Option(0.01, callback=_positive, help="SGD learning rate"),
 ):
     """Write an MMAction2 config whose datasets read the manifest (no hand-edited paths)."""
     from .mmconfig import ConfigOptions, write_config
@@ -260,6 +324,7 @@ def mmaction_config(
 
 
 @mmaction_app.command("train")
+@command
 def mmaction_train(
     config: Path = typer.Argument(..., help="A config from `datatools mmaction config`"),
     work_dir: Path = typer.Option(Path("work_dirs/datatools"), help="Logs and checkpoints"),
@@ -271,13 +336,14 @@ def mmaction_train(
 
 
 @app.command()
+@command
 def fetch(
     urls: list[str] = typer.Argument(..., help="One or more http(s) URLs"),
     to: Path = typer.Option(Path("."), help="Folder the files go to"),
-    jobs: int = typer.Option(4, help="Files fetched in parallel"),
+    jobs: int = typer.Option(4, min=1, help="Files fetched in parallel"),
     sha256: Optional[str] = typer.Option(None, help="Expected sha256 (with a single URL)"),
-    timeout: float = typer.Option(30.0, help="Seconds without data before a try fails"),
-    retries: int = typer.Option(5, help="Further tries on connection errors, timeouts, 5xx"),
+    timeout: float = typer.Option(30.0, callback=_positive, help="Seconds without data before a try fails"),
+    retries: int = typer.Option(5, min=0, help="Further tries on connection errors, timeouts, 5xx"),
 ):
     """Download files with resume, retries and sha256 (what `download` uses, for any URL)."""
     from .download import HttpOptions, fetch_urls
@@ -285,11 +351,7 @@ def fetch(
     if sha256 and len(urls) > 1:
         _fail(UserError("--sha256 checks a single file; pass one URL"))
     with DownloadProgress() as ui:
-        try:
-            fetched, failures = fetch_urls(urls, to, jobs, HttpOptions(timeout, retries), sha256, ui)
-        except KeyboardInterrupt:
-            typer.echo("interrupted: partial downloads are kept; re-run to resume", err=True)
-            raise typer.Exit(130) from None
+        fetched, failures = fetch_urls(urls, to, jobs, HttpOptions(timeout, retries), sha256, ui)
     for f in sorted(fetched, key=lambda f: f.path.name):  # sha256sum's format, never wrapped
         typer.echo(f"{f.sha256}  {f.path}")
     for failure in failures:
@@ -299,6 +361,7 @@ def fetch(
 
 
 @app.command()
+@command
 def extract(
     root: Path = typer.Option(..., help="Data root with a manifest (run build-lists first)"),
     task: str = typer.Option("both", help="rgb, flow or both"),
@@ -307,14 +370,15 @@ def extract(
                                 "batched on CUDA, or CPU), native "
                                 "(our C++ datatools-flow) or denseflow (--denseflow-bin)"),
     denseflow_bin: Optional[str] = typer.Option(None, help="A denseflow-compatible executable"),
-    new_short: Optional[int] = typer.Option(None, help="Scale the short side to N (never upscales)"),
+    new_short: Optional[int] = typer.Option(None, min=2, help="Scale the short side to N (never upscales)"),
     new_size: Optional[str] = typer.Option(None, help="Exact output size WIDTHxHEIGHT"),
-    bound: float = typer.Option(20.0, help="Flow clip bound in pixels (quantization range)"),
+    bound: float = typer.Option(20.0, callback=_positive,
+                                help="Flow clip bound in pixels (quantization range)"),
     naming: str = typer.Option("mmaction", help="mmaction: 1-based names; denseflow: 0-based"),
-    jpeg_quality: int = typer.Option(95, help="JPEG quality of RGB and flow images"),
-    split: int = typer.Option(1, help="Which split's membership selects videos"),
+    jpeg_quality: int = typer.Option(95, min=1, max=100, help="JPEG quality of RGB and flow images"),
+    split: int = typer.Option(1, min=1, help="Which split's membership selects videos"),
     subset: Optional[str] = typer.Option(None, help="train, val or test (default: all)"),
-    limit: Optional[int] = typer.Option(None, help="Only the first N selected videos"),
+    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N selected videos"),
     workers: Optional[int] = WORKERS,
     scheduler: Optional[str] = SCHEDULER,
     cluster: str = CLUSTER,
@@ -342,6 +406,7 @@ def extract(
 
 
 @app.command()
+@command
 def doctor():
     """Report what is installed, what is missing, and how to fix it."""
     from .doctor import run_doctor
@@ -349,15 +414,22 @@ def doctor():
 
 
 @app.command()
+@command
 def demo(root: Path = typer.Option(Path("demo_data"), help="Where to generate the demo dataset"),
-         videos_per_class: int = typer.Option(3, help="Videos per class (4 classes)"),
-         workers: Optional[int] = typer.Option(None, help="Local Dask workers (default: one per core)")):
+         videos_per_class: int = typer.Option(3, min=1, help="Videos per class (4 classes)"),
+         workers: Optional[int] = typer.Option(None, min=1,
+                                               help="Local Dask workers (default: one per core)")):
     """Generate a small UCF101-layout dataset with real motion and run every step on it."""
     from .demo import run_demo
     try:
         run_demo(root, videos_per_class, workers)
     except UserError as exc:
         _fail(exc)
+
+
+def _terminate(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
+    raise KeyboardInterrupt
 
 
 def main() -> None:
@@ -368,6 +440,11 @@ def main() -> None:
     managers). An exception other than an exit still goes the normal way, with its traceback."""
     global _console_process
     _console_process = True
+    from .lock import set_command
+    set_command(" ".join(["datatools", *sys.argv[1:]]))
+    # SIGTERM (a batch scheduler's stop, `kill`) ends a command as Ctrl-C does: what finished
+    # is saved, and the line says how to resume.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
         code = 0

@@ -1,6 +1,14 @@
-"""Errors a user can act on: each renders as one line naming the file and what to do."""
+"""Errors a user can act on: each renders as one line naming the file and what to do; and the
+exit codes, one meaning each, that a batch scheduler reads."""
 
 from __future__ import annotations
+
+EXIT_PROBLEMS = 1  # the step ran; the data has problems it reported (missing, corrupt, failed)
+EXIT_USAGE = 2  # bad options or input the user must fix (one line says what)
+EXIT_INTERNAL = 3  # a bug in datatools or a library: the line names the log with the traceback
+EXIT_DISK = 4  # the filesystem is full, over quota or read-only: the step stopped
+EXIT_BUSY = 75  # another command holds the root's lock (EX_TEMPFAIL: try again later)
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: what finished is kept, re-run to resume
 
 
 class UserError(Exception):

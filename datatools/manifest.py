@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
-import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__
+from .errors import UserError
+from .fsio import atomic_write, atomic_write_many
 
-SCHEMA_VERSION = 1
+# 2: status `unchecked`; probe_status, mtime_ns and inode (a probe stays attached to its file)
+SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.parquet"
 META_KEY = b"datatools"
 
@@ -44,9 +46,15 @@ class VideoRecord:
     order_2: int = -1
     order_3: int = -1
     # probe
-    status: str = "missing"  # ok, missing, extra, empty, unreadable, not_video, corrupt, ...
+    # What the video is now (probe.STATUSES): `unchecked` (on disk, never probed), `ok`
+    # (probed, decodes), a probe's bad verdict (`corrupt`, `empty`, ...), `missing` (named by
+    # the annotations, not on disk) or `extra` (on disk, in no split).
+    status: str = "missing"
     exists: bool = False
-    size: int | None = None
+    size: int | None = None  # size, mtime_ns and inode: the file as last seen (and probed)
+    mtime_ns: int | None = None
+    inode: int | None = None
+    probe_status: str | None = None  # the last probe's verdict on that file; None: never probed
     decodable: bool | None = None
     frame_count: int | None = None
     fps: float | None = None
@@ -105,24 +113,29 @@ def manifest_path(root: Path) -> Path:
     return Path(root) / MANIFEST_NAME
 
 
-def write_manifest(root: Path, records: list[VideoRecord], meta: ManifestMeta) -> Path:
-    """Write the manifest atomically: a temporary file in the same folder, then a rename."""
+class ManifestUnreadable(UserError):
+    """A manifest file that exists but cannot be read (cut short, empty, not Parquet)."""
+
+
+def write_manifest(root: Path, records: list[VideoRecord], meta: ManifestMeta,
+                   lists: dict[Path, bytes] | None = None) -> Path:
+    """Write the manifest atomically (fsio.atomic_write), with `lists` (path -> content) as
+    part of the same step: nothing is renamed until every file is written."""
     path = manifest_path(root)
+    atomic_write_many({**(lists or {}), path: manifest_bytes(records, meta)})
+    return path
+
+
+def manifest_bytes(records: list[VideoRecord], meta: ManifestMeta) -> bytes:
     # Transposing the records' __dict__ values (field order) is far faster than getattr per cell.
     columns = list(zip(*(r.__dict__.values() for r in records))) or [()] * len(FIELDS)
     table = pa.Table.from_arrays([_arrow_column(values, field.type)
                                   for values, field in zip(columns, SCHEMA)], schema=SCHEMA)
     meta.tool_version = __version__
     table = table.replace_schema_metadata({META_KEY: json.dumps(dataclasses.asdict(meta)).encode()})
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
 
 
 def _arrow_column(values: tuple, type_: pa.DataType) -> pa.Array:
@@ -155,24 +168,50 @@ def read_manifest(root: Path) -> tuple[list[VideoRecord], ManifestMeta] | None:
     path = manifest_path(root)
     if not path.exists():
         return None
-    # ParquetFile rather than read_table: the latter imports pyarrow.dataset, 0.3 s of every
-    # command's start-up, for a single file it does not need it to read.
-    table = pq.ParquetFile(path).read()
-    raw = json.loads((table.schema.metadata or {}).get(META_KEY, b"{}"))
-    known = {f.name for f in dataclasses.fields(ManifestMeta)}
-    meta = ManifestMeta(**{k: v for k, v in raw.items() if k in known})
+    try:
+        # ParquetFile rather than read_table: the latter imports pyarrow.dataset, 0.3 s of
+        # every command's start-up, for a single file it does not need it to read.
+        table = pq.ParquetFile(path).read()
+        raw = json.loads((table.schema.metadata or {}).get(META_KEY, b"{}"))
+        if not isinstance(raw, dict) or "dataset" not in raw:
+            raise ValueError("no datatools metadata in it")
+        known = {f.name for f in dataclasses.fields(ManifestMeta)}
+        meta = ManifestMeta(**{k: v for k, v in raw.items() if k in known})
+    except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ManifestUnreadable(
+            f"{path}: unreadable ({reason}); rebuild it with `datatools <dataset> build-lists "
+            f"--root {root}` (it recreates the manifest from the annotations, the files on disk "
+            "and the completion records, and keeps this file aside)") from None
     present = [name for name in FIELDS if name in table.column_names]
     columns = [table.column(name).to_pylist() for name in present]
     if present == FIELDS:
         records = [VideoRecord(*row) for row in zip(*columns)]
     else:  # an older schema: name the columns it has, the rest keep their defaults
         records = [VideoRecord(**dict(zip(present, row))) for row in zip(*columns)]
+        if "probe_status" not in present:  # schema 1: status held the probe's verdict
+            for r in records:
+                if r.probe_level is not None and r.status not in ("missing", "extra"):
+                    r.probe_status = r.status
     return records, meta
+
+
+def set_aside(root: Path) -> Path:
+    """Move an unreadable manifest out of the way (kept, never overwritten); returns where."""
+    path = manifest_path(root)
+    aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
+    n = 1
+    while aside.exists():
+        aside = aside.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}-{n}")
+        n += 1
+    path.rename(aside)
+    return aside
 
 
 # --- export to MMAction2 text lists -----------------------------------------------------
 
 LIST_FORMATS = ("videos", "rawframes", "flow")
+LISTED_STATUSES = ("ok", "unchecked")  # the video statuses a videos list holds
 
 
 def split_members(records: list[VideoRecord], split: int, subset: str) -> list[VideoRecord]:
@@ -187,7 +226,6 @@ def listed(record: VideoRecord, fmt: str) -> bool:
 
 def require_manifest(root: Path) -> tuple[list[VideoRecord], ManifestMeta]:
     """The manifest of `root`, or the one-line error telling how to make it."""
-    from .errors import UserError
     loaded = read_manifest(root)
     if loaded is None:
         raise UserError(f"{manifest_path(root)}: no manifest; run `datatools <dataset> "
@@ -204,10 +242,12 @@ def list_line(record: VideoRecord, fmt: str, base_dir: str) -> str | None:
     """
     label = f" {record.class_index}" if record.class_index >= 0 else ""
     if fmt == "videos":
-        if record.status != "ok" or not record.video_path:
+        # `unchecked` files are listed, as MMAction2's own tool lists every file it finds;
+        # the summary says how many were never probed.
+        if record.status not in LISTED_STATUSES or not record.video_path:
             return None
         return f"{_relative(record.video_path, base_dir)}{label}\n"
-    if not record.frame_dir:
+    if not record.frame_dir or record.extract_status == "incomplete":
         return None
     count = record.rgb_count if fmt == "rawframes" else record.flow_count
     if not count:
@@ -239,11 +279,4 @@ def mmaction_shuffles(sizes: list[int], seed: int | None) -> list[tuple[list[int
 
 
 def write_text_atomic(path: Path, lines: list[str]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.writelines(lines)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, "".join(lines))

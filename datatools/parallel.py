@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -56,6 +57,10 @@ class ClusterOptions:
     # has not run OpenCV, OpenMP or other native thread pools yet, such as the command line's.
     fork: bool = False
 
+    def __post_init__(self):
+        if self.workers is not None and self.workers < 1:
+            raise UserError(f"--workers {self.workers}: must be at least 1")
+
 
 @dataclass
 class WorkerCrash:
@@ -66,9 +71,12 @@ class WorkerCrash:
 
 @dataclass
 class TaskError:
-    """A task that raised: the exception's type and message."""
+    """A task that raised: the exception's type and message, the exception itself (as the
+    worker raised it, errno included) and its traceback."""
 
     reason: str
+    exc: BaseException | None = None
+    traceback: str = ""
 
 
 def default_workers() -> int:
@@ -146,6 +154,12 @@ def set_worker_malloc() -> None:
     mallopt(M_TRIM_THRESHOLD, WORKER_ENV["MALLOC_TRIM_THRESHOLD_"])
 
 
+# A task that raises is logged by its worker at ERROR ("Compute Failed" and the traceback);
+# map_tasks hands it to the step, which says it in one line and keeps the traceback in a log
+# file (failures.py), so the workers' own copy would only flood the terminal.
+WORKER_LOG_LEVEL = logging.CRITICAL
+
+
 def _local_cluster(options: ClusterOptions):
     """One single-threaded worker process per core; with `gpus`, one more per GPU that runs
     VIDEOS_PER_GPU tasks at once, declares as many of the resource GPU and sees only its own
@@ -154,20 +168,20 @@ def _local_cluster(options: ClusterOptions):
     if not options.gpus:
         return LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                             memory_limit=options.memory_limit, dashboard_address=None,
-                            silence_logs=logging.ERROR)
+                            silence_logs=WORKER_LOG_LEVEL)
     from distributed import Nanny, Scheduler, SpecCluster
     from distributed.worker_memory import parse_memory_limit
 
     total = n + len(options.gpus)
     memory = parse_memory_limit(options.memory_limit, 1, total_cores=total,
                                 logger=logging.getLogger(__name__))
-    base = {"nthreads": 1, "memory_limit": memory, "silence_logs": logging.ERROR}
+    base = {"nthreads": 1, "memory_limit": memory, "silence_logs": WORKER_LOG_LEVEL}
     workers = {f"cpu-{i}": {"cls": Nanny, "options": dict(base)} for i in range(n)}
     for device in options.gpus:
         workers[f"gpu-{device}"] = {"cls": Nanny, "options": dict(
             base, nthreads=VIDEOS_PER_GPU, resources={GPU: VIDEOS_PER_GPU},
             env={"CUDA_VISIBLE_DEVICES": device})}
-    return SpecCluster(workers=workers, silence_logs=logging.ERROR,
+    return SpecCluster(workers=workers, silence_logs=WORKER_LOG_LEVEL,
                        scheduler={"cls": Scheduler, "options": {"dashboard_address": None}})
 
 
@@ -251,7 +265,8 @@ def map_tasks(client: Client, fn: Callable, items: Iterable, *, retries: int = 1
                     continue
                 result = WorkerCrash("worker process died while running it")
             else:
-                result = TaskError(f"{type(exc).__name__}: {exc}")
+                tb = "".join(traceback.format_exception(type(exc), exc, fut.traceback()))
+                result = TaskError(f"{type(exc).__name__}: {exc}", exc, tb)
         fut.release()
         nxt = next(pending, None)
         if nxt is not None:

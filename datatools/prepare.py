@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
+from .lock import root_lock
 from .parallel import ClusterOptions
 from .report import console
 
@@ -39,6 +40,14 @@ def parse_steps(text: str) -> list[str]:
 def prepare(name: str, root: Path, opts: PrepareOptions) -> bool:
     """Run the steps; returns False if a step reported problems (the later steps still ran
     on what was good, as each step does on its own)."""
+    root = Path(root)
+    if "download" in opts.steps:
+        root.mkdir(parents=True, exist_ok=True)
+    with root_lock(root, "prepare"):
+        return _run_steps(name, root, opts)
+
+
+def _run_steps(name: str, root: Path, opts: PrepareOptions) -> bool:
     from . import catalog, report
     from .acquire import DownloadOptions, download
     from .build import build_lists

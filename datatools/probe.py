@@ -14,8 +14,8 @@ import stat
 from dataclasses import dataclass
 
 # Statuses, in the order the summary lists them.
-STATUSES = ("ok", "missing", "empty", "unreadable", "not_video", "no_video_stream", "corrupt",
-            "extra")
+STATUSES = ("ok", "unchecked", "missing", "empty", "unreadable", "not_video", "no_video_stream",
+            "corrupt", "extra")
 BAD = ("empty", "unreadable", "not_video", "no_video_stream", "corrupt")
 
 # Frames a container may declare beyond what is decodable before the file counts as truncated

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import UserError
+from .fsio import atomic_write
 
 FOLDER = "quarantine"
 RECORDS = "records.jsonl"
@@ -51,9 +52,7 @@ def load(root: Path) -> list[QuarantineRecord]:
 def _save(root: Path, records: list[QuarantineRecord]) -> None:
     path = records_path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{RECORDS}.tmp")
-    tmp.write_text("".join(json.dumps(asdict(r)) + "\n" for r in records), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, "".join(json.dumps(asdict(r)) + "\n" for r in records))
 
 
 def move_aside(root: Path, videos) -> list[QuarantineRecord]:

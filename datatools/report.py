@@ -38,6 +38,22 @@ def print_build_summary(result, root) -> None:
         table.add_row(lf.name, f"{lf.lines:,}", f"{lf.expected:,}")
     console.print(table)
     console.print(f"label map: {result.label_source}")
+    if result.rebuilt_from is not None:
+        console.print(f"[yellow]the manifest was unreadable: kept aside as {result.rebuilt_from}, "
+                      "rebuilt from the annotations, the files on disk and the completion "
+                      "records[/yellow]")
+    if result.unchecked:
+        console.print(f"{len(result.unchecked):,} listed video(s) were never checked (status "
+                      f"unchecked); `datatools {result.dataset} validate --root {root}` checks "
+                      "them and later lists leave out the bad ones")
+    if result.bad:
+        console.print("[yellow]" + name_some(result.bad, "video(s) left out of the lists as bad "
+                      "(empty or failed validate; see status and error in the manifest)",
+                      "video_path") + "[/yellow]")
+    if result.incomplete:
+        console.print("[yellow]" + name_some(result.incomplete, "frame folders hold fewer files "
+                      "than their completion record counts (not listed; re-run `datatools "
+                      "extract`)", "frame_dir") + "[/yellow]")
     if result.missing:
         console.print("[yellow]" + name_some(result.missing, "videos in a split but missing on "
                       "disk (status=missing in the manifest)") + "[/yellow]")
@@ -71,7 +87,7 @@ def print_validate_summary(result, catalog) -> None:
         if result.counts.get(status):
             table.add_row(status, f"{result.counts[status]:,}")
     console.print(table)
-    bad = [r for r in result.records if r.status not in ("ok", "missing", "extra")]
+    bad = [r for r in result.records if r.status not in ("ok", "missing", "extra", "unchecked")]
     for r in bad[:SHOW]:
         console.print(f"  {r.status}: {r.video_path}: {r.error}")
     if len(bad) > SHOW:
@@ -115,8 +131,8 @@ def print_extract_summary(result, root) -> None:
     table = Table(title=f"{result.dataset}: extraction in {root}", show_edge=False)
     for col in ("videos", "done", "skipped (already done)", "failed", "refused", "not ok"):
         table.add_column(col, justify="right")
-    frames = sum(o.rgb_count for _, o in result.outcomes if o.status == "done")
-    pairs = sum(o.flow_count for _, o in result.outcomes if o.status == "done")
+    frames = sum(o.written_rgb for _, o in result.outcomes if o.status == "done")
+    pairs = sum(o.written_flow for _, o in result.outcomes if o.status == "done")
     table.add_row(f"{len(result.outcomes) + len(result.not_ok):,}", f"{counts['done']:,}",
                   f"{counts['skipped']:,}", f"{counts['failed']:,}", f"{counts['refused']:,}",
                   f"{len(result.not_ok):,}")

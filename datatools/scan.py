@@ -11,9 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-RGB_PREFIX = "img_"
-FLOW_X_PREFIX = "flow_x_"
-FLOW_Y_PREFIX = "flow_y_"
+from .completion import DONE, count_names, read_done, trusted_parts
 
 
 @dataclass
@@ -22,6 +20,8 @@ class FrameFolder:
     rgb: int
     flow_x: int
     flow_y: int
+    record: dict | None = None  # its completion record, if it has one
+    trusted: bool = False  # the record's counts and last file names match the folder
 
 
 def _visible(folder) -> list:
@@ -75,19 +75,17 @@ def scan_videos(root: Path, video_dir: str, level: int) -> DiskIndex:
     return DiskIndex(items)
 
 
-def count_frames(folder: Path) -> tuple[int, int, int]:
-    """(img_, flow_x_, flow_y_) file counts in a frame folder."""
-    rgb = fx = fy = 0
-    with os.scandir(folder) as it:
-        for e in it:
-            name = e.name
-            if name.startswith(RGB_PREFIX):
-                rgb += 1
-            elif name.startswith(FLOW_X_PREFIX):
-                fx += 1
-            elif name.startswith(FLOW_Y_PREFIX):
-                fy += 1
-    return rgb, fx, fy
+def frame_folder(folder: Path, rel: str) -> FrameFolder:
+    """A frame folder's file counts and, where it has one, its completion record and whether
+    the files that record counts are there."""
+    names = os.listdir(folder)
+    rgb, fx, fy = count_names(names)
+    found = FrameFolder(rel, rgb, fx, fy)
+    if DONE in names:
+        found.record = read_done(str(folder))
+        if found.record is not None:
+            found.trusted = all(trusted_parts(found.record, names).values())
+    return found
 
 
 def scan_frames(root: Path, frames_dir: str, level: int) -> DiskIndex:
@@ -102,12 +100,12 @@ def scan_frames(root: Path, frames_dir: str, level: int) -> DiskIndex:
     for first in _visible(top):
         if not first.is_dir():
             continue
-        counts = count_frames(Path(first.path))
-        if level == 1 or any(counts):
-            items[first.name] = FrameFolder(f"{frames_dir}/{first.name}", *counts)
+        found = frame_folder(Path(first.path), f"{frames_dir}/{first.name}")
+        if level == 1 or found.rgb or found.flow_x or found.flow_y or found.record:
+            items[first.name] = found
             continue
         for e in _visible(first.path):
             if e.is_dir():
                 rel = f"{first.name}/{e.name}"
-                items[rel] = FrameFolder(f"{frames_dir}/{rel}", *count_frames(Path(e.path)))
+                items[rel] = frame_folder(Path(e.path), f"{frames_dir}/{rel}")
     return DiskIndex(items)

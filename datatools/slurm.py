@@ -66,6 +66,9 @@ def parse_slurm_options(pairs: list[str]) -> dict:
                 out[key] = int(value)
             except ValueError:
                 raise UserError(f"--slurm {pair!r}: {key} must be a whole number") from None
+            least = 0 if key == "gpus_per_job" else 1
+            if out[key] < least:
+                raise UserError(f"--slurm {pair!r}: {key} must be at least {least}")
         else:
             out[key] = value
     return out

@@ -33,6 +33,24 @@ def require_tool(name: str) -> str:
     return path
 
 
+def kill_group(proc) -> None:
+    """SIGKILL a command started with start_new_session=True, driver and workers alike, and
+    wait until every process of its group is gone: a worker still exiting holds the root's
+    lock (forked workers share the driver's lock file), as it should while it may write."""
+    import signal
+    import time
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process group {proc.pid} still alive 15 s after SIGKILL")
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     assert SHARED.is_dir(), f"{SHARED} missing: tests read the real data in ../shared/data"

@@ -166,7 +166,7 @@ def test_class_names_with_spaces_quotes_and_parentheses_survive(tmp_path, shared
     assert sample["label"] == 1 and len(sample["imgs"]) == 4 and sample["total_frames"] == 32
     records, meta = read_manifest(root)
     assert meta.label_map == sorted(classes, key=lambda c: c.replace(" ", "_"))
-    assert {r.class_name for r in records if r.status == "ok"} == set(classes)
+    assert {r.class_name for r in records if r.status == "unchecked"} == set(classes)
 
 
 def test_manifest_is_plain_parquet_with_provenance(tmp_path):
@@ -176,12 +176,12 @@ def test_manifest_is_plain_parquet_with_provenance(tmp_path):
     assert table.num_rows == 13320
     import json
     meta = json.loads(table.schema.metadata[b"datatools"])
-    assert meta["schema_version"] == 1 and meta["dataset"] == "ucf101"
+    assert meta["schema_version"] == 2 and meta["dataset"] == "ucf101"
     assert len(meta["label_map"]) == 101 and meta["steps"]["build-lists"]["level"] == 2
     df = pq.read_table(root / "manifest.parquet", columns=["key", "class_index", "subset_1",
                                                          "status"]).to_pandas()
     row = df[df.key == "YoYo/v_YoYo_g01_c01"].iloc[0]
-    assert (row.class_index, row.subset_1, row.status) == (100, "val", "ok")
+    assert (row.class_index, row.subset_1, row.status) == (100, "val", "unchecked")
     assert not list(root.glob(".manifest.*"))
 
 
@@ -191,12 +191,12 @@ def test_rerun_keeps_probe_results_of_unchanged_files(tmp_path):
     from datatools.manifest import write_manifest
     records, meta = read_manifest(root)
     for r in records[:2]:
-        r.status, r.probe_level, r.frame_count = "corrupt", "quick", 7
+        r.status, r.probe_status, r.probe_level, r.frame_count = "corrupt", "corrupt", "quick", 7
     write_manifest(root, records, meta)
     build_lists("ucf101", root)
     again, _ = read_manifest(root)
     assert [(r.status, r.frame_count) for r in again[:3]] == \
-        [("corrupt", 7), ("corrupt", 7), ("ok", None)]
+        [("corrupt", 7), ("corrupt", 7), ("unchecked", None)]
     lines = (root / "ucf101_train_split_1_videos.txt").read_text()
     assert records[0].video_path.split("/", 1)[1] not in lines
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import served
-from conftest import VIDEOS, require, require_tool
+from conftest import VIDEOS, kill_group, require, require_tool
 from nginx import Nginx
 from slurm import Slurm, available
 from trees import pids_with_open, tree_bytes, ucf101_style_root
@@ -217,8 +217,7 @@ def test_prepare_runs_every_step_and_resumes_after_a_kill(tmp_path):
                 (resumed / "rawframes").glob("*/.*.tmp/img_*")):
             assert proc.poll() is None and time.monotonic() < deadline, "ended before the kill"
             time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)  # mid-extract, driver and workers alike
-        proc.wait()
+        kill_group(proc)  # the driver and every worker, mid-run
         r = run(*args, "--root", resumed)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         assert tree_bytes(resumed / "rawframes") == tree_bytes(whole / "rawframes")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import served
-from conftest import ANN, require_tool
+from conftest import ANN, kill_group, require_tool
 from nginx import Nginx, free_port
 from trees import video_id
 
@@ -168,8 +167,7 @@ def _kill_mid_file(server, prefix: str, root: Path) -> int:
     while not (part.exists() and part.stat().st_size > 300_000):
         assert proc.poll() is None and time.monotonic() < deadline, "download ended before the kill"
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_group(proc)  # the driver and every worker, mid-run
     time.sleep(0.5)  # nginx logs the cut request once it notices the closed connection
     return part.stat().st_size
 

@@ -4,8 +4,6 @@ the real videos, MMAction2 reading the output, failures, parameters, and resume 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +12,7 @@ from pathlib import Path
 import decord
 import numpy as np
 import pytest
-from conftest import VIDEOS, require_tool
+from conftest import VIDEOS, kill_group, require_tool
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from middlebury import RUBBER, epe, read_flo
@@ -218,13 +216,18 @@ def test_a_corrupt_video_fails_alone_with_its_reason(tmp_path):
     files = {"Real/v_Real_g01_c01.avi": str(VIDEOS / "test.avi"),
              "Real/v_Real_g02_c01.mp4": str(tmp_path / "half.mp4")}
     root = ucf101_style_root(tmp_path / "root", files)
-    build_lists("ucf101", root)  # found on disk, not validated: status ok
+    build_lists("ucf101", root)  # found on disk, not validated: status unchecked
     res = CliRunner().invoke(app, ["extract", "--root", str(root), "--task", "rgb",
                                    "--workers", "2"])
     assert res.exit_code == 1, res.output
-    assert "failed: videos/Real/v_Real_g02_c01.mp4: decoding failed" in res.output
+    # An unchecked video is probed by the worker before it is extracted; what the probe
+    # found goes into the manifest too.
+    assert "failed: videos/Real/v_Real_g02_c01.mp4: corrupt: Invalid data" in res.output
     records = {r.video_id: r for r in read_manifest(root)[0]}
     assert records["v_Real_g02_c01"].extract_status == "failed"
+    assert records["v_Real_g02_c01"].status == "corrupt"
+    assert "moov atom not found" in records["v_Real_g02_c01"].error
+    assert (records["v_Real_g01_c01"].status, records["v_Real_g01_c01"].frame_count) == ("ok", 164)
     assert records["v_Real_g01_c01"].rgb_count == 164
     assert not (root / "rawframes/Real/v_Real_g02_c01").exists()
 
@@ -268,8 +271,7 @@ def test_killed_extraction_resumes_to_the_same_bytes_without_redoing_done_videos
     deadline = time.time() + 120
     while len(done_marks()) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and every worker, mid-run
-    proc.wait()
+    kill_group(proc)  # the driver and every worker, mid-run
     finished = {p.parent.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in done_marks()}
     assert 2 <= len(finished) < 8, "the kill must land mid-run"
     # Nothing half-written is counted: lists built now hold complete folders only.
@@ -287,4 +289,4 @@ def test_killed_extraction_resumes_to_the_same_bytes_without_redoing_done_videos
     assert {records[n].extract_status for n in finished} == {"skipped"}
     assert not list((root / "rawframes").rglob(".*.tmp"))
     assert json.loads((root / "rawframes/Real/v_Real_g01_c01/.datatools-done.json").read_text())[
-        "rgb_count"] == 164
+        "parts"]["rgb"]["count"] == 164

@@ -7,18 +7,15 @@ only when its record holds the same parameters.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
 
+from ..completion import NAMINGS
 from ..errors import UserError
 from .backends import resolve
 
 TASKS = ("rgb", "flow", "both")
 ALGOS = ("tvl1", "farneback")
-NAMINGS = {
-    # name: (rgb template, flow template as MMAction2's filename_tmpl, start index)
-    "mmaction": ("img_{:05d}.jpg", "flow_{}_{:05d}.jpg", 1),  # RawframeDataset's default
-    "denseflow": ("img_{:05d}.jpg", "flow_{}_{:05d}.jpg", 0),  # denseflow writes 0-based names
-}
 
 
 @dataclass(frozen=True)
@@ -47,8 +44,8 @@ class ExtractOptions:
             raise UserError(f"--new-short {self.new_short}: must be at least 2")
         if not 1 <= self.jpeg_quality <= 100:
             raise UserError(f"--jpeg-quality {self.jpeg_quality}: must be 1..100")
-        if self.bound <= 0:
-            raise UserError(f"--bound {self.bound}: must be positive")
+        if not (math.isfinite(self.bound) and self.bound > 0):
+            raise UserError(f"--bound {self.bound}: must be a positive number of pixels")
 
     @property
     def rgb(self) -> bool:
@@ -69,6 +66,28 @@ class ExtractOptions:
     @property
     def start_index(self) -> int:
         return NAMINGS[self.naming][2]
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """What the task writes into a frame folder (done.PARTS)."""
+        return tuple(p for p, wanted in (("rgb", self.rgb), ("flow", self.flow)) if wanted)
+
+    def common_params(self) -> dict:
+        """What every part of one frame folder must share: the frame size rule and naming."""
+        return {"naming": self.naming, "new_short": self.new_short,
+                "new_size": list(self.new_size) if self.new_size else None}
+
+    def part_params(self, part: str) -> dict:
+        """What else one part's files depend on."""
+        if part == "rgb":
+            return {"jpeg_quality": self.jpeg_quality}
+        return {"algo": self.algo, "backend": self.backend, "bound": self.bound,
+                "jpeg_quality": self.jpeg_quality}
+
+    def only(self, parts: tuple[str, ...]) -> ExtractOptions:
+        """The same options restricted to some of this task's parts."""
+        task = "both" if len(parts) == 2 else parts[0]
+        return replace(self, task=task) if task != self.task else self
 
     def params(self) -> dict:
         """What the output depends on (the completion record's `params`)."""

@@ -4,15 +4,21 @@ the Dask cluster, and record what was made in the manifest (only the driver writ
 from __future__ import annotations
 
 import functools
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..build import scan_root
+from ..completion import manifest_fields
 from ..errors import UserError
-from ..manifest import VideoRecord
+from ..failures import TaskFailures
+from ..fsio import DiskError, disk_error, is_disk_error
+from ..lock import root_lock
+from ..manifest import LISTED_STATUSES, VideoRecord
 from ..parallel import ClusterOptions, TaskError, WorkerCrash, dask_client, map_tasks
 from ..report import progress_bar
+from ..validate import apply_probe
 from . import backends
 from .options import ExtractOptions
 from .video import VideoJob, VideoOutcome, extract_video
@@ -24,10 +30,17 @@ class Selection:
     subset: str | None = None  # None: every subset
     limit: int | None = None
 
+    def __post_init__(self):
+        if self.split < 1:
+            raise UserError(f"--split {self.split}: splits are numbered from 1")
+        if self.limit is not None and self.limit < 1:
+            raise UserError(f"--limit {self.limit}: must be at least 1 (leave it out for all)")
+
 
 @dataclass
 class ExtractResult:
     dataset: str
+    root: Path | None = None
     outcomes: list[tuple[VideoRecord, VideoOutcome]] = field(default_factory=list)
     not_ok: list[VideoRecord] = field(default_factory=list)  # selected but not status ok
 
@@ -53,57 +66,91 @@ def select(records: list[VideoRecord], sel: Selection) -> list[VideoRecord]:
 def extract(root: Path, opts: ExtractOptions, sel: Selection | None = None,
             cluster: ClusterOptions | None = None, force: bool = False) -> ExtractResult:
     root = Path(root)
+    with root_lock(root, "extract"):
+        return _extract(root, opts, sel or Selection(), cluster, force)
+
+
+def _extract(root: Path, opts: ExtractOptions, sel: Selection, cluster: ClusterOptions | None,
+             force: bool) -> ExtractResult:
     scanned = scan_root(None, root)
     ds = scanned.dataset
     dataset = ds.name
-    sel = sel or Selection()
     if sel.split > ds.num_splits:
         raise UserError(f"--split {sel.split}: {dataset} has {ds.num_splits} split(s)")
     if opts.flow or backends.is_video_tool(opts.backend):
         backends.create(opts.backend, opts.algo, opts.denseflow_bin)  # a missing tool stops here
     chosen = select(scanned.records, sel)
-    result = ExtractResult(dataset)
+    result = ExtractResult(dataset, root)
     todo = []
     for rec in chosen:
-        if rec.status != "ok" or not rec.video_path:
+        # Unchecked videos (never probed, or changed since) are probed by the worker first.
+        if rec.status not in LISTED_STATUSES or not rec.video_path:
             result.not_ok.append(rec)
             continue
         subset = rec.subset_1 if ds.per_subset_dirs else None
         frame_dir = root / ds.frames_dir(subset) / rec.key
         frame_dir.parent.mkdir(parents=True, exist_ok=True)
-        todo.append((rec, VideoJob(rec.video_id, str(root / rec.video_path), str(frame_dir), force)))
+        todo.append((rec, VideoJob(rec.video_id, str(root / rec.video_path), str(frame_dir), force,
+                                   probe=rec.status == "unchecked", frames=rec.frame_count,
+                                   size=rec.size, mtime_ns=rec.mtime_ns)))
     by_id = {job.video_id: rec for rec, job in todo}
     # Largest files first, so that the run does not end with one worker busy on a long video
     # while the others idle.
     todo.sort(key=lambda pair: -(pair[0].size or 0))
     run = functools.partial(extract_video, opts=opts)
+    failures = TaskFailures(root, "extract")
     try:
         with dask_client(cluster) as client, progress_bar(len(todo), "extracting") as advance:
             gpu = opts.flow and backends.needs_gpu(opts.backend)
             for job, outcome in map_tasks(client, run, [job for _, job in todo], gpu=gpu):
-                if isinstance(outcome, (WorkerCrash, TaskError)):
+                if isinstance(outcome, TaskError):
+                    failures.add(job.video_path, outcome)
+                    advance()
+                    continue
+                if isinstance(outcome, WorkerCrash):
                     outcome = VideoOutcome(job.video_id, "failed", error=f"worker: {outcome.reason}")
                 rec = by_id[job.video_id]
-                _record(rec, job, outcome, opts, root)
+                _record(rec, job, outcome, root)
                 result.outcomes.append((rec, outcome))
                 advance()
+        failures.check()
+    except DiskError as exc:
+        left = len(todo) - len(result.outcomes)
+        raise DiskError(f"{exc} ({left} video(s) not extracted; about "
+                        f"{_space_per_video(result)} each)") from None
     finally:
-        # Whatever finished is recorded, also after Ctrl-C: the manifest matches the disk.
-        scanned.save("extract", {**opts.params(), "split": sel.split, "subset": sel.subset,
-                                 "limit": sel.limit, "force": force})
+        # Whatever finished is recorded, also after Ctrl-C or a full disk: the manifest
+        # matches the disk (if the disk takes it: a manifest that cannot be written leaves
+        # the previous one, and the completion records still say what is done).
+        try:
+            scanned.save("extract", {**opts.params(), "split": sel.split, "subset": sel.subset,
+                                     "limit": sel.limit, "force": force})
+        except OSError as exc:
+            if not is_disk_error(exc):
+                raise
+            raise disk_error(exc, root) from None
     return result
 
 
-def _record(rec: VideoRecord, job: VideoJob, out: VideoOutcome, opts: ExtractOptions,
-            root: Path) -> None:
+def _space_per_video(result: ExtractResult) -> str:
+    """What one finished frame folder takes on disk, from up to 20 of them (an estimate)."""
+    from ..fsio import gib
+    sizes = []
+    for rec, out in result.outcomes[-20:]:
+        if out.status == "done" and rec.frame_dir:
+            folder = result.root / rec.frame_dir
+            if folder.is_dir():
+                sizes.append(sum(e.stat().st_size for e in os.scandir(folder)))
+    return gib(sum(sizes) / len(sizes)) if sizes else "unknown"
+
+
+def _record(rec: VideoRecord, job: VideoJob, out: VideoOutcome, root: Path) -> None:
+    if out.probe is not None:  # the worker probed it first: what it found goes in too
+        apply_probe(rec, out.probe)
     rec.extract_status, rec.extract_error = out.status, out.error
     if out.status not in ("done", "skipped"):
         return
     rec.frame_dir = str(Path(job.frame_dir).relative_to(root).as_posix())
     rec.rgb_count, rec.flow_count = out.rgb_count, out.flow_count
-    rec.rgb_template = opts.rgb_template if opts.rgb else None
-    rec.flow_template = opts.flow_template if opts.flow else None
-    rec.start_index = opts.start_index
-    rec.flow_algo = opts.algo if opts.flow else None
-    rec.flow_bound = opts.bound if opts.flow else None
-    rec.backend = opts.backend if opts.flow else None
+    for name, value in manifest_fields(out.record).items():
+        setattr(rec, name, value)

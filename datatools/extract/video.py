@@ -1,22 +1,26 @@
 """One video's extraction, the Dask work unit: decode once, write RGB and flow JPEGs into a
-temporary folder, add a completion record, and rename the folder into place.
+temporary folder, add a completion record (done.py), and rename the folder into place.
 
 A folder without a completion record is never counted as done: Ctrl-C, a killed worker or a
-crash leaves at most a `.<name>.tmp` folder, which the next run removes and redoes.
+crash leaves at most a `.<name>.tmp` folder, which the next run removes and redoes. Adding a
+part (flow to RGB) builds the new folder from hard links to the kept files plus the new ones,
+so the old folder is whole until the new one replaces it.
 """
 
 from __future__ import annotations
 
-import json
+import errno
 import os
 import shutil
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import __version__
+from ..completion import FLOW_X_PREFIX, FLOW_Y_PREFIX, RGB_PREFIX, read_done, trusted_parts, write_done
+from ..fsio import free_bytes, fsync_dir
+from ..probe import TRUNCATION_SLACK, ProbeResult, probe_video
 from .backends import create as create_backend
 from .backends import is_batch_backend, is_video_tool
 from .batcher import batcher_for
@@ -25,88 +29,197 @@ from .frames import DecodeError, JpegWriter, iter_frames, resize, to_gray
 from .options import ExtractOptions, output_size
 from .quantize import quantize_flow
 
-DONE = ".datatools-done.json"
-
 
 @dataclass
 class VideoJob:
     video_id: str
     video_path: str  # absolute
     frame_dir: str  # absolute final folder
-    force: bool = False
+    force: bool = False  # redo the requested parts even where they are done
+    probe: bool = False  # never probed, or changed since: probe it (quick) before extracting
+    frames: int | None = None  # frames its probe found: decoding fewer is a failure
+    size: int | None = None  # the video file as the manifest saw it: a folder made from
+    mtime_ns: int | None = None  # another file (size or mtime) is not reused
 
 
 @dataclass
 class VideoOutcome:
     video_id: str
     status: str  # done, skipped, failed, refused
-    rgb_count: int = 0
+    rgb_count: int = 0  # what the folder holds afterwards
     flow_count: int = 0
     width: int | None = None
     height: int | None = None
     error: str | None = None
     seconds: float = 0.0
+    written_rgb: int = 0  # what this run wrote of it
+    written_flow: int = 0
+    record: dict | None = None  # the folder's completion record (done, skipped)
+    probe: ProbeResult | None = None  # when the worker probed the video first
 
 
-def read_done(frame_dir: str) -> dict | None:
+@dataclass
+class Plan:
+    """What to do with a frame folder: the parts to write, the parts to keep, or a refusal."""
+
+    todo: tuple[str, ...]
+    keep: dict[str, dict] = field(default_factory=dict)  # part -> its record entry
+    refusal: str | None = None
+
+
+PART_PREFIXES = {"rgb": (RGB_PREFIX,), "flow": (FLOW_X_PREFIX, FLOW_Y_PREFIX)}
+
+
+def plan_parts(job: VideoJob, opts: ExtractOptions, existing: dict | None) -> Plan:
+    """Tasks are additive: the requested parts are written unless done with the same
+    parameters (always with --force); the folder's other parts are kept. A folder whose
+    common parameters (size, naming) differ is refused, naming what --force would delete."""
+    wanted = opts.parts
+    if existing is None:
+        return Plan(wanted)
+    trusted = trusted_parts(existing, _listing(job.frame_dir))
+    have = {p: info for p, info in existing["parts"].items() if trusted.get(p)}
+    if (existing.get("video_size"), existing.get("video_mtime_ns")) not in (
+            (None, None), (job.size, job.mtime_ns)):
+        return Plan(wanted)  # made from a file that has changed since: nothing to keep
+    if existing.get("common") != opts.common_params():
+        if have and not job.force:
+            return Plan((), refusal=(
+                f"{job.frame_dir} holds {_describe(have)} made with other parameters "
+                f"({_diff(existing.get('common') or {}, opts.common_params())}), which one folder "
+                f"cannot mix; --force deletes {'them' if len(have) > 1 else 'it'} and extracts "
+                f"{' and '.join(wanted)} anew"))
+        return Plan(wanted)
+    todo, conflicts = [], []
+    for part in wanted:
+        info = have.get(part)
+        if info is None or job.force:
+            todo.append(part)
+        elif info.get("params") != opts.part_params(part):
+            conflicts.append(f"{_describe({part: info})} made with "
+                             f"{_diff(info.get('params') or {}, opts.part_params(part))}")
+    if conflicts:
+        kept = [p for p in have if p not in wanted]
+        return Plan((), refusal=(
+            f"{job.frame_dir} holds {'; '.join(conflicts)}; --force redoes "
+            f"{' and '.join(wanted)}" + (f" and keeps the {' and '.join(kept)}" if kept else "")))
+    return Plan(tuple(todo), {p: info for p, info in have.items() if p not in todo})
+
+
+def _describe(parts: dict[str, dict]) -> str:
+    words = {"rgb": "RGB image(s)", "flow": "flow pair(s)"}
+    return " and ".join(f"{info.get('count', 0)} {words[p]}" for p, info in parts.items())
+
+
+def _listing(folder: str) -> list[str]:
     try:
-        with open(os.path.join(frame_dir, DONE), encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def count_files(frame_dir: str, opts: ExtractOptions) -> tuple[int, int]:
-    names = os.listdir(frame_dir)
-    rgb = sum(n.startswith("img_") for n in names)
-    fx = sum(n.startswith("flow_x_") for n in names)
-    fy = sum(n.startswith("flow_y_") for n in names)
-    return rgb, min(fx, fy)
+        return os.listdir(folder)
+    except OSError:
+        return []
 
 
 def extract_video(job: VideoJob, opts: ExtractOptions) -> VideoOutcome:
-    """Extract one video; never raises for a bad video (the outcome says why)."""
+    """Extract one video; never raises for a bad video (the outcome says why). A full disk or
+    a bug raises: neither is a property of the video."""
     t0 = time.perf_counter()
-    done = read_done(job.frame_dir)
-    if done is not None and not job.force:
-        if done.get("params") != opts.params():
-            return VideoOutcome(job.video_id, "refused", error=(
-                f"{job.frame_dir} was made with other parameters ({_diff(done['params'], opts.params())}); "
-                "use --force to redo it"))
-        rgb, flow = count_files(job.frame_dir, opts)
-        if (rgb, flow) == (done["rgb_count"], done["flow_count"]):
-            return VideoOutcome(job.video_id, "skipped", rgb, flow, done.get("width"),
-                                done.get("height"))
+    probe = None
+    if job.probe:
+        probe = probe_video(job.video_path, "quick")
+        if probe.status != "ok":
+            return VideoOutcome(job.video_id, "failed", error=f"{probe.status}: {probe.error}",
+                                probe=probe, seconds=time.perf_counter() - t0)
+    expected = probe.frame_count if probe is not None else job.frames
+    existing = read_done(job.frame_dir)
+    plan = plan_parts(job, opts, existing)
+    if plan.refusal:
+        return VideoOutcome(job.video_id, "refused", error=plan.refusal, probe=probe)
+    if not plan.todo:
+        parts = existing["parts"]
+        return VideoOutcome(job.video_id, "skipped", parts.get("rgb", {}).get("count", 0),
+                            parts.get("flow", {}).get("count", 0), existing.get("width"),
+                            existing.get("height"), record=existing, probe=probe)
+    work = opts.only(plan.todo)
     parent, name = os.path.split(job.frame_dir)
     tmp = os.path.join(parent, f".{name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)  # left over from an interrupted run
     os.makedirs(tmp)
     try:
-        if is_video_tool(opts.backend):
-            outcome = _tool_into(job, opts, tmp)
-        else:
-            outcome = _extract_into(job, opts, tmp)
+        try:
+            if is_video_tool(work.backend):
+                outcome = _tool_into(job, work, tmp)
+            else:
+                outcome = _extract_into(job, work, tmp)
+            _check_complete(outcome, work, expected)
+        except ToolError:
+            if free_bytes(tmp) < FULL_DISK:  # the tool failed because the disk is full
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp) from None
+            raise
     except (DecodeError, ToolError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         what = "decoding failed: " if isinstance(exc, DecodeError) else ""
-        return VideoOutcome(job.video_id, "failed", error=f"{what}{exc}",
+        return VideoOutcome(job.video_id, "failed", error=f"{what}{exc}", probe=probe,
                             seconds=time.perf_counter() - t0)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if outcome.rgb_count == 0 and (opts.rgb or outcome.flow_count == 0):
+    outcome.probe = probe
+    if outcome.rgb_count == 0 and (work.rgb or outcome.flow_count == 0):
         shutil.rmtree(tmp, ignore_errors=True)
         outcome.status, outcome.error = "failed", "no frame could be decoded"
         return outcome
-    record = {"params": opts.params(), "rgb_count": outcome.rgb_count,
-              "flow_count": outcome.flow_count, "width": outcome.width, "height": outcome.height,
-              "video": os.path.basename(job.video_path), "tool_version": __version__,
-              "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    with open(os.path.join(tmp, DONE), "w", encoding="utf-8") as f:
-        json.dump(record, f)
-    _replace_dir(tmp, job.frame_dir)
+    try:
+        _link_parts(job.frame_dir, tmp, plan.keep)
+        outcome.written_rgb, outcome.written_flow = outcome.rgb_count, outcome.flow_count
+        parts = dict(plan.keep)
+        for part in plan.todo:
+            count = outcome.rgb_count if part == "rgb" else outcome.flow_count
+            parts[part] = {"count": count, "params": opts.part_params(part)}
+        outcome.record = {
+            "common": opts.common_params(), "parts": parts,
+            "templates": [opts.rgb_template, opts.flow_template], "start_index": opts.start_index,
+            "width": outcome.width, "height": outcome.height,
+            "video": os.path.basename(job.video_path), "video_size": job.size,
+            "video_mtime_ns": job.mtime_ns}
+        outcome.rgb_count = parts.get("rgb", {}).get("count", 0)
+        outcome.flow_count = parts.get("flow", {}).get("count", 0)
+        write_done(tmp, outcome.record)
+        fsync_dir(tmp)
+        _replace_dir(tmp, job.frame_dir)
+        fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     outcome.seconds = time.perf_counter() - t0
     return outcome
+
+
+# Free bytes below which a failed external tool is taken to have failed for want of space.
+FULL_DISK = 1 << 20
+
+
+def _check_complete(out: VideoOutcome, work: ExtractOptions, expected: int | None) -> None:
+    """A decoder that stops early is a failure with the reason, not a shorter success."""
+    decoded = out.rgb_count if work.rgb else out.flow_count + 1 if out.flow_count else 0
+    if expected and decoded + TRUNCATION_SLACK < expected:
+        raise DecodeError(f"decoding stopped after {decoded} of the {expected} frames the file "
+                          "holds (cut short or damaged); check it with `validate --level full`")
+
+
+def _link_parts(final: str, tmp: str, keep: dict[str, dict]) -> None:
+    """The kept parts' files into the new folder, as hard links (the old folder stays whole
+    until the new one replaces it), copies where the filesystem has no hard links."""
+    prefixes = tuple(p for part in keep for p in PART_PREFIXES[part])
+    if not prefixes:
+        return
+    for name in os.listdir(final):
+        if name.startswith(prefixes):
+            src, dst = os.path.join(final, name), os.path.join(tmp, name)
+            try:
+                os.link(src, dst)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
+                    raise
+                shutil.copy2(src, dst)
 
 
 def _diff(old: dict, new: dict) -> str:

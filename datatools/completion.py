@@ -1,0 +1,125 @@
+"""What a frame folder holds: its file names (the prefixes and namings, counted in one place)
+and its completion record, `.datatools-done.json`, written last (fsio.atomic_write) and
+trusted only when the files it counts are there.
+
+A folder holds up to two parts, `rgb` (img_ files) and `flow` (flow_x_/flow_y_ pairs), each
+with its count and the parameters that made it. What the parts must share lives in `common`
+(the frame size rule and the naming): RGB and flow of one folder are of one size and one
+numbering. Tasks are additive: flow can be added to a folder that has RGB, and the other way
+round, as long as `common` agrees.
+
+The trust check is cheap and made wherever a record is read (extract's skip, build-lists'
+scan): each part's file count in the folder listing equals the record's, and its last file
+name is there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from . import __version__
+from .fsio import atomic_write
+
+DONE = ".datatools-done.json"
+RGB_PREFIX = "img_"
+FLOW_X_PREFIX = "flow_x_"
+FLOW_Y_PREFIX = "flow_y_"
+NAMINGS = {
+    # name: (rgb template, flow template as MMAction2's filename_tmpl, start index)
+    "mmaction": ("img_{:05d}.jpg", "flow_{}_{:05d}.jpg", 1),  # RawframeDataset's default
+    "denseflow": ("img_{:05d}.jpg", "flow_{}_{:05d}.jpg", 0),  # denseflow writes 0-based names
+}
+RECORD_VERSION = 2
+PARTS = ("rgb", "flow")
+
+
+def read_done(frame_dir: str) -> dict | None:
+    """The folder's record in the current format (older records are converted), or None."""
+    try:
+        with open(os.path.join(frame_dir, DONE), encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    if "parts" not in record:
+        record = _from_version_1(record)
+    return record if isinstance(record.get("parts"), dict) else None
+
+
+def _from_version_1(old: dict) -> dict:
+    """Records written before tasks were additive: one `params` dict with the task in it."""
+    p = old.get("params") or {}
+    parts = {}
+    if p.get("task") in ("rgb", "both"):
+        parts["rgb"] = {"count": old.get("rgb_count", 0), "params": {"jpeg_quality": p.get("jpeg_quality")}}
+    if p.get("task") in ("flow", "both"):
+        parts["flow"] = {"count": old.get("flow_count", 0), "params": {
+            "algo": p.get("algo"), "backend": p.get("backend"), "bound": p.get("bound"),
+            "jpeg_quality": p.get("jpeg_quality")}}
+    rgb_tmpl, flow_tmpl, start = NAMINGS.get(p.get("naming"), (None, None, None))
+    return {"version": 1, "common": {k: p.get(k) for k in ("naming", "new_short", "new_size")},
+            "parts": parts, "width": old.get("width"), "height": old.get("height"),
+            "video": old.get("video"), "templates": [rgb_tmpl, flow_tmpl], "start_index": start}
+
+
+def write_done(folder: str, record: dict) -> None:
+    record = {**record, "version": RECORD_VERSION, "tool_version": __version__,
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    atomic_write(os.path.join(folder, DONE), json.dumps(record))
+
+
+def count_names(names) -> tuple[int, int, int]:
+    """(img_, flow_x_, flow_y_) files among a folder's entry names: the one frame count."""
+    rgb = fx = fy = 0
+    for name in names:
+        if name.startswith(RGB_PREFIX):
+            rgb += 1
+        elif name.startswith(FLOW_X_PREFIX):
+            fx += 1
+        elif name.startswith(FLOW_Y_PREFIX):
+            fy += 1
+    return rgb, fx, fy
+
+
+def part_counts(names) -> dict[str, int]:
+    """Files of each part among a folder's entry names (flow: complete pairs)."""
+    rgb, fx, fy = count_names(names)
+    return {"rgb": rgb, "flow": min(fx, fy)}
+
+
+def last_names(record: dict, part: str, count: int) -> list[str]:
+    """The file names a part of `count` files ends with (nothing to check for an empty part)."""
+    rgb_tmpl, flow_tmpl = (record.get("templates") or [None, None])
+    start = record.get("start_index")
+    if not count or start is None:
+        return []
+    last = start + count - 1
+    if part == "rgb":
+        return [rgb_tmpl.format(last)] if rgb_tmpl else []
+    return [flow_tmpl.format("x", last), flow_tmpl.format("y", last)] if flow_tmpl else []
+
+
+def trusted_parts(record: dict, names: list[str] | set[str]) -> dict[str, bool]:
+    """Per part of the record: whether the folder listing `names` holds what it counts."""
+    names = set(names)
+    counts = part_counts(names)
+    out = {}
+    for part, info in record["parts"].items():
+        want = info.get("count", 0)
+        out[part] = counts.get(part) == want and all(n in names for n in last_names(record, part, want))
+    return out
+
+
+def manifest_fields(record: dict) -> dict:
+    """The manifest's extraction columns for a folder with this (trusted) record."""
+    parts = record["parts"]
+    rgb_tmpl, flow_tmpl = record.get("templates") or [None, None]
+    flow = (parts.get("flow") or {}).get("params") or {}
+    return {"rgb_template": rgb_tmpl if "rgb" in parts else None,
+            "flow_template": flow_tmpl if "flow" in parts else None,
+            "start_index": record.get("start_index"),
+            "flow_algo": flow.get("algo"), "flow_bound": flow.get("bound"),
+            "backend": flow.get("backend")}

@@ -254,7 +254,7 @@ def _range_of(resp, offset: int) -> tuple[int, int | None]:
 def _stream(resp, part: Path, start_at: int, progress, cancel, received: list[int],
             hasher: _Hasher) -> int:
     """Write the body into the part from `start_at`; returns where the part ends."""
-    fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o644)
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o666)
     try:
         os.ftruncate(fd, start_at)
         os.lseek(fd, start_at, os.SEEK_SET)

@@ -487,16 +487,22 @@ def test_a_read_only_root_is_found_before_any_video_is_probed(small_disk):
 # --- 14. permissions ------------------------------------------------------------------------------
 
 def test_files_the_tool_writes_get_the_umask_permissions(tmp_path):
-    old = os.umask(0o022)
-    try:
-        root = short_root(tmp_path / "root")
-        extract(root, ExtractOptions(task="rgb"), cluster=ONE)
-        build_lists("ucf101", root, ["videos", "rawframes"])
-    finally:
-        os.umask(old)
-    written = [root / "manifest.parquet", *root.glob("*.txt"),
-               root / "rawframes/Real/v_Real_g01_c01" / DONE,
-               root / "rawframes/Real/v_Real_g01_c01/img_00001.jpg"]
-    assert len(written) > 5
-    for path in written:
-        assert oct(path.stat().st_mode & 0o777) == oct(0o644), path
+    """A lab's shared root (umask 002): every file is group-writable, as any tool's would be;
+    the usual umask 022 gives 0644. Nothing is created 0600."""
+    for umask, mode in ((0o002, 0o664), (0o022, 0o644)):
+        old = os.umask(umask)
+        try:
+            root = short_root(tmp_path / f"root-{umask:o}")
+            (root / "videos/Real/v_Real_g02_c01.mp4").write_bytes(b"not a video at all")
+            extract(root, ExtractOptions(task="rgb"), cluster=ONE)
+            build_lists("ucf101", root, ["videos", "rawframes"])
+            validate("ucf101", root, "quick", ONE, move_bad=True)
+        finally:
+            os.umask(old)
+        written = [root / "manifest.parquet", *root.glob("*.txt"), root / ".datatools.lock",
+                   root / "rawframes/Real/v_Real_g01_c01" / DONE,
+                   root / "rawframes/Real/v_Real_g01_c01/img_00001.jpg",
+                   root / "quarantine/records.jsonl"]
+        assert len(written) > 6 and all(p.is_file() for p in written)
+        for path in written:
+            assert oct(path.stat().st_mode & 0o777) == oct(mode), path

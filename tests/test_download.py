@@ -257,3 +257,55 @@ def test_fetch_downloads_plain_urls_in_parallel_and_checks_a_given_sha256(server
     bad = run("fetch", urls[1], "--to", tmp_path / "bad", "--sha256", "f" * 64)
     assert bad.returncode == 1 and "c.bin: checksum mismatch: sha256" in bad.stderr
     assert not list((tmp_path / "bad").glob("c.bin*"))
+
+
+def test_a_name_from_a_url_is_one_component_never_a_path(server, tmp_path):
+    www = server.www / "names"
+    (www / "sub").mkdir(parents=True)
+    (www / "evil.txt").write_bytes(b"served")  # nginx resolves sub/../evil.txt to this file
+    dest = tmp_path / "a" / "dest"
+    dest.mkdir(parents=True)
+    r = run("fetch", server.url("names/sub/%2e%2e%2fevil.txt"), "--to", dest)
+    assert r.returncode == 0, r.stderr
+    assert (dest / "evil.txt").read_bytes() == b"served"
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
+                  if not p.name.startswith(".") and p.name != "records.jsonl") == \
+        ["a", "a/dest", "a/dest/evil.txt"]
+    for url in ("names/%2e%2e", "names/sub/%2e%2e%2f", "names/a%00b.txt", "names/%2e"):
+        bad = run("fetch", server.url(url), "--to", dest)
+        assert bad.returncode == 1
+        (line,) = [ln for ln in bad.stderr.splitlines() if ln.startswith("error:")]
+        assert "gives no usable file name (it must be one path component" in line
+    assert sorted(p.name for p in dest.iterdir() if not p.name.startswith(".")) == \
+        ["evil.txt", "records.jsonl"]
+
+
+@pytest.mark.parametrize("text, name", [("%2e%2e%2fevil.txt", "evil.txt"), ("a%2Fb%5Cc.txt", "c.txt"),
+                                        ("..%2f..%2f..%2fetc%2fpasswd", "passwd"),
+                                        ("clip%20(1).mp4", "clip (1).mp4")])
+def test_names_from_urls_keep_only_their_last_component(text, name):
+    from datatools.download import safe_file_name
+    assert safe_file_name(text, "test") == name
+
+
+def test_a_truncated_archive_is_not_kept_and_is_fetched_again(server, tmp_path):
+    www = server.www / "cut"
+    served.ucf101(www)
+    splits = www / "UCF101TrainTestSplits-RecognitionTask.zip"
+    whole = splits.read_bytes()
+    splits.write_bytes(whole[: len(whole) // 2])  # the mirror holds a cut copy
+    root = tmp_path / "ucf101"
+    r = run("ucf101", "download", "--root", root, "--mirror", server.url("cut/"))
+    assert r.returncode == 1
+    (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert f"{splits.name}: cannot read the zip archive" in line
+    assert line.endswith("(it was deleted; re-run to fetch it again)") and "Traceback" not in r.stderr
+    assert not (root / "downloads" / splits.name).exists()
+    assert records(root)[splits.name]["stage"] == "failed"
+    splits.write_bytes(whole)  # the mirror is mended
+    asked = len(server.requests(f"/cut/{splits.name}"))
+    again = run("ucf101", "download", "--root", root, "--mirror", server.url("cut/"))
+    assert again.returncode == 0, again.stderr
+    assert len(server.requests(f"/cut/{splits.name}")) == asked + 1
+    assert (root / "annotations" / "classInd.txt").is_file()
+    assert records(root)[splits.name]["stage"] == "unpacked"

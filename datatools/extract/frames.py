@@ -97,7 +97,7 @@ class JpegWriter:
         ok, buf = self._cv2.imencode(".jpg", image, self.params)
         if not ok:
             raise RuntimeError(f"JPEG encoding failed for {name}")
-        fd = os.open(os.path.join(self.folder, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(os.path.join(self.folder, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
             os.write(fd, buf.data)
         finally:

@@ -240,10 +240,13 @@ def _set_frames(rec: VideoRecord, frames: FrameFolder) -> None:
         rec.flow_count = frames.flow_x
     if frames.record is None:
         return  # made by another tool (or an older datatools): listed as found
-    if frames.trusted:
+    if frames.trusted:  # what the record counts; a stray file of a part it lacks is not listed
+        parts = frames.record["parts"]
+        rec.rgb_count = parts.get("rgb", {}).get("count", 0)
+        rec.flow_count = parts.get("flow", {}).get("count", 0)
         for name, value in manifest_fields(frames.record).items():
             setattr(rec, name, value)
-        rec.extract_status = "done"
+        rec.extract_status, rec.extract_error = "done", None
     else:
         counts = {p: i.get("count") for p, i in frames.record["parts"].items()}
         rec.extract_status = "incomplete"

@@ -177,6 +177,21 @@ def test_a_folder_with_fewer_files_than_its_record_is_not_listed_and_is_redone(t
     assert (root / "ucf101_train_split_1_rawframes.txt").read_text() == "Real/v_Real_g01_c01 32 0\n"
 
 
+def test_a_part_whose_files_went_missing_is_left_out_when_another_is_added(tmp_path):
+    root = short_root(tmp_path / "root")
+    extract(root, ExtractOptions(task="rgb"), cluster=ONE)
+    folder = root / "rawframes/Real/v_Real_g01_c01"
+    (folder / "img_00032.jpg").unlink()
+    res = extract(root, ExtractOptions(task="flow", algo="farneback"), cluster=ONE)
+    assert res.counts["done"] == 1
+    record = json.loads((folder / DONE).read_text())
+    assert list(record["parts"]) == ["flow"] and record["parts"]["flow"]["count"] == 31
+    assert not list(folder.glob("img_*"))  # the broken RGB is not carried into the new folder
+    build_lists("ucf101", root, ["rawframes", "flow"])
+    assert (root / "ucf101_train_split_1_rawframes.txt").read_text() == ""
+    assert (root / "ucf101_train_split_1_flow.txt").read_text() == "Real/v_Real_g01_c01 31 0\n"
+
+
 # --- 6, 7, 8. probe results stay with their files; unchecked and changed files ----------------
 
 def test_a_validate_verdict_survives_a_wrong_level_and_a_rebuild(tmp_path):

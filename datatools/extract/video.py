@@ -65,6 +65,7 @@ class Plan:
     todo: tuple[str, ...]
     keep: dict[str, dict] = field(default_factory=dict)  # part -> its record entry
     refusal: str | None = None
+    dropped: tuple[str, ...] = ()  # parts the record counts whose files are not all there
 
 
 PART_PREFIXES = {"rgb": (RGB_PREFIX,), "flow": (FLOW_X_PREFIX, FLOW_Y_PREFIX)}
@@ -103,7 +104,9 @@ def plan_parts(job: VideoJob, opts: ExtractOptions, existing: dict | None) -> Pl
         return Plan((), refusal=(
             f"{job.frame_dir} holds {'; '.join(conflicts)}; --force redoes "
             f"{' and '.join(wanted)}" + (f" and keeps the {' and '.join(kept)}" if kept else "")))
-    return Plan(tuple(todo), {p: info for p, info in have.items() if p not in todo})
+    dropped = tuple(p for p in existing["parts"] if p not in have and p not in todo)
+    return Plan(tuple(todo), {p: info for p, info in have.items() if p not in todo},
+                dropped=dropped)
 
 
 def _describe(parts: dict[str, dict]) -> str:
@@ -133,40 +136,23 @@ def extract_video(job: VideoJob, opts: ExtractOptions) -> VideoOutcome:
     plan = plan_parts(job, opts, existing)
     if plan.refusal:
         return VideoOutcome(job.video_id, "refused", error=plan.refusal, probe=probe)
-    if not plan.todo:
+    if not plan.todo and not plan.dropped:
         parts = existing["parts"]
         return VideoOutcome(job.video_id, "skipped", parts.get("rgb", {}).get("count", 0),
                             parts.get("flow", {}).get("count", 0), existing.get("width"),
                             existing.get("height"), record=existing, probe=probe)
-    work = opts.only(plan.todo)
     parent, name = os.path.split(job.frame_dir)
     tmp = os.path.join(parent, f".{name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)  # left over from an interrupted run
     os.makedirs(tmp)
-    try:
-        try:
-            if is_video_tool(work.backend):
-                outcome = _tool_into(job, work, tmp)
-            else:
-                outcome = _extract_into(job, work, tmp)
-            _check_complete(outcome, work, expected)
-        except ToolError:
-            if free_bytes(tmp) < FULL_DISK:  # the tool failed because the disk is full
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp) from None
-            raise
-    except (DecodeError, ToolError) as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        what = "decoding failed: " if isinstance(exc, DecodeError) else ""
-        return VideoOutcome(job.video_id, "failed", error=f"{what}{exc}", probe=probe,
-                            seconds=time.perf_counter() - t0)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    outcome.probe = probe
-    if outcome.rgb_count == 0 and (work.rgb or outcome.flow_count == 0):
-        shutil.rmtree(tmp, ignore_errors=True)
-        outcome.status, outcome.error = "failed", "no frame could be decoded"
-        return outcome
+    if plan.todo:
+        outcome = _write_parts(job, opts.only(plan.todo), tmp, expected, t0)
+        outcome.probe = probe
+        if outcome.status == "failed":
+            return outcome
+    else:  # only a part whose files went missing to leave out: the folder is rebuilt without it
+        outcome = VideoOutcome(job.video_id, "done", width=existing.get("width"),
+                               height=existing.get("height"), probe=probe)
     try:
         _link_parts(job.frame_dir, tmp, plan.keep)
         outcome.written_rgb, outcome.written_flow = outcome.rgb_count, outcome.flow_count
@@ -190,6 +176,35 @@ def extract_video(job: VideoJob, opts: ExtractOptions) -> VideoOutcome:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     outcome.seconds = time.perf_counter() - t0
+    return outcome
+
+
+def _write_parts(job: VideoJob, work: ExtractOptions, tmp: str, expected: int | None,
+                 t0: float) -> VideoOutcome:
+    """Decode the video and write `work`'s parts into `tmp`; a failed outcome for a bad
+    video (tmp removed), an exception for anything else."""
+    try:
+        try:
+            if is_video_tool(work.backend):
+                outcome = _tool_into(job, work, tmp)
+            else:
+                outcome = _extract_into(job, work, tmp)
+            _check_complete(outcome, work, expected)
+        except ToolError:
+            if free_bytes(tmp) < FULL_DISK:  # the tool failed because the disk is full
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp) from None
+            raise
+    except (DecodeError, ToolError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        what = "decoding failed: " if isinstance(exc, DecodeError) else ""
+        return VideoOutcome(job.video_id, "failed", error=f"{what}{exc}",
+                            seconds=time.perf_counter() - t0)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if outcome.rgb_count == 0 and (work.rgb or outcome.flow_count == 0):
+        shutil.rmtree(tmp, ignore_errors=True)
+        outcome.status, outcome.error = "failed", "no frame could be decoded"
     return outcome
 
 

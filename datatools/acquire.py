@@ -32,7 +32,7 @@ from .download import (
     use_local,
 )
 from .errors import UserError
-from .fsio import disk_error, is_disk_error
+from .fsio import disk_errors
 from .lock import root_lock
 
 WHAT = ("annotations", "videos", "all")
@@ -214,12 +214,8 @@ class Session:
 
 def download(name: str, root: Path, opts: DownloadOptions, ui=None) -> DownloadResult:
     root = Path(root)
-    try:
+    with disk_errors(root):
         root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        if is_disk_error(exc):
-            raise disk_error(exc, root) from None
-        raise UserError(f"{root}: cannot create the data root ({exc.strerror})") from None
     with root_lock(root, "download"):
         session = Session(name, root, opts, ui)
         layout = LAYOUTS[name.rstrip("0123456789") if name.startswith("kinetics") else name]

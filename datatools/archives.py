@@ -16,7 +16,9 @@ in that order of trust (7z, unar, bsdtar) until one succeeds.
 
 from __future__ import annotations
 
+import errno
 import json
+import lzma
 import os
 import re
 import shutil
@@ -49,6 +51,10 @@ class UnsafeArchive(ArchiveError):
     """An archive with a member that would land outside its destination."""
 
 
+class ReaderMissing(UserError):
+    """No installed tool can read this kind of archive: the archive itself may be fine."""
+
+
 @dataclass
 class Member:
     name: str
@@ -68,9 +74,15 @@ def sniff(path: Path) -> str | None:
     return None
 
 
-def extract(archive: Path, dest: Path, rar_tools: Iterable[str] | None = None) -> Path:
+def extract(archive: Path, dest: Path, rar_tools: Iterable[str] | None = None,
+            keep_links: bool = False) -> Path:
     """Extract `archive` into the folder `dest` (replaced if it exists), atomically: `dest`
-    appears complete or not at all. Returns `dest`."""
+    appears complete or not at all. Returns `dest`.
+
+    Links are refused unless `keep_links`: dataset archives have none, and what the download
+    does next (moving a wrapped folder up a level, sorting clips into class folders) would
+    carry a link somewhere its target was never checked from. With `keep_links`, zip and tar
+    links that stay inside `dest` are kept (RAR: always refused)."""
     kind = sniff(archive)
     if kind is None:
         raise ArchiveError(f"{archive}: not a zip, tar or RAR archive (first bytes "
@@ -84,9 +96,9 @@ def extract(archive: Path, dest: Path, rar_tools: Iterable[str] | None = None) -
     tmp.mkdir(parents=True)
     try:
         if kind == "zip":
-            _extract_zip(archive, tmp)
+            _extract_zip(archive, tmp, keep_links)
         elif kind == "tar":
-            _extract_tar(archive, tmp)
+            _extract_tar(archive, tmp, keep_links)
         else:
             _extract_rar(archive, tmp, rar_tools)
         _check_tree(archive, tmp)
@@ -95,7 +107,8 @@ def extract(archive: Path, dest: Path, rar_tools: Iterable[str] | None = None) -
         shutil.rmtree(tmp, ignore_errors=True)
         if is_disk_error(exc):
             raise disk_error(exc, dest.parent) from None
-        raise
+        raise ArchiveError(f"{archive}: cannot unpack it into {dest.parent} "
+                           f"({exc.strerror or exc}: {exc.filename}); nothing was kept") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -120,12 +133,15 @@ def extract(archive: Path, dest: Path, rar_tools: Iterable[str] | None = None) -
 MAX_LINK_HOPS = 40  # as the kernel's limit on symbolic links in one path lookup
 
 
-def check_members(archive: Path, members: Iterable[Member]) -> list[Member]:
-    """The members with normalised names, or UnsafeArchive naming the first unsafe one."""
+def check_members(archive: Path, members: Iterable[Member], keep_links: bool = True) -> list[Member]:
+    """The members with normalised names, or UnsafeArchive naming the first unsafe one;
+    without `keep_links`, any link is unsafe."""
     out: list[Member] = []
     for m in members:
         name = _normalise(m.name)
         reason = _bad_name(m.name, name) or _bad_kind(m)
+        if not reason and not keep_links and m.kind in ("symlink", "hardlink"):
+            reason = "is a link (dataset archives have none)"
         if reason:
             _refuse(archive, m.name, reason)
         if name:  # "./" names the destination itself
@@ -137,8 +153,9 @@ def check_members(archive: Path, members: Iterable[Member]) -> list[Member]:
         if have is not None and (have.kind != m.kind or m.kind in ("symlink", "hardlink")):
             _refuse(archive, m.name, f"appears twice (as {_a(have.kind)} {have.name!r} and as "
                     f"{_a(m.kind)})")
-        if m.kind == "hardlink" and tree.get(_normalise(m.target or "").casefold(),
-                                             Member("", "")).kind != "file":
+        linked = tree.get(_normalise(m.target or "").casefold())
+        if m.kind == "hardlink" and (linked is None or linked.kind != "file"
+                                     or linked.name != _normalise(m.target or "")):
             _refuse(archive, m.name, f"is a hard link to {m.target!r}, which is not a file "
                     "earlier in the archive")
         tree[key] = m
@@ -173,14 +190,20 @@ def _normalise(name: str) -> str:
     return "/".join(parts)
 
 
+def _absolute(text: str) -> bool:
+    text = text.replace("\\", "/")
+    return text.startswith("/") or bool(re.match(r"^[A-Za-z]:", text))
+
+
 def _bad_name(raw: str, name: str) -> str | None:
-    text = raw.replace("\\", "/")
     if "\0" in raw:
         return "has a NUL character in its name"
-    if text.startswith("/") or re.match(r"^[A-Za-z]:", text):
+    if _absolute(raw):
         return "has an absolute path"
     if ".." in name.split("/"):
         return "contains '..'"
+    if any(len(part.encode("utf-8", "surrogateescape")) > 255 for part in name.split("/")):
+        return "has a name longer than 255 bytes"
     return None
 
 
@@ -189,7 +212,7 @@ def _bad_kind(m: Member) -> str | None:
         return "is a device, FIFO or socket"
     if m.kind in ("symlink", "hardlink"):
         target = (m.target or "").replace("\\", "/")
-        if not target or target.startswith("/") or re.match(r"^[A-Za-z]:", target) or "\0" in target:
+        if not target or _absolute(target) or "\0" in target:
             return f"is a link to the absolute path {m.target!r}"
         if m.kind == "hardlink" and ".." in target.split("/"):
             return f"is a link leaving the destination ({m.target!r})"
@@ -203,7 +226,7 @@ def _resolve(tree: dict[str, Member], folder: list[str], target: str) -> list[st
     """Where `target`, read in `folder`, ends up once the archive's own links are followed;
     None if it leaves the destination, LOOP if it never ends."""
     parts = list(folder)
-    todo = target.replace("\\", "/").split("/")
+    todo = _normalise(target).split("/")
     hops = 0
     while todo:
         part = todo.pop(0)
@@ -268,8 +291,9 @@ def _executable(m: Member) -> bool:
 
 # --- zip ---------------------------------------------------------------------------------
 
-ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError,
-              ValueError)
+# What zipfile raises for a damaged, truncated or encrypted archive (RuntimeError: a password).
+ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError,
+              RuntimeError)
 
 
 def _zip_members(zf: zipfile.ZipFile) -> list[Member]:
@@ -288,10 +312,10 @@ def _zip_members(zf: zipfile.ZipFile) -> list[Member]:
     return out
 
 
-def _extract_zip(archive: Path, tmp: Path) -> None:
+def _extract_zip(archive: Path, tmp: Path, keep_links: bool) -> None:
     try:
         with zipfile.ZipFile(archive) as zf:
-            members = check_members(archive, _zip_members(zf))
+            members = check_members(archive, _zip_members(zf), keep_links)
             check_space(archive, members, tmp)
             _write_tree(tmp, members, lambda m: zf.open(m.ref))
     except ZIP_ERRORS as exc:
@@ -313,18 +337,15 @@ def _tar_member(t: tarfile.TarInfo) -> Member:
     return Member(t.name, "special", ref=t)
 
 
-def _extract_tar(archive: Path, tmp: Path) -> None:
+def _extract_tar(archive: Path, tmp: Path, keep_links: bool) -> None:
     try:
         with tarfile.open(archive, "r:*") as tf:
-            members = check_members(archive, [_tar_member(t) for t in tf.getmembers()])
+            members = check_members(archive, [_tar_member(t) for t in tf.getmembers()], keep_links)
             check_space(archive, members, tmp)
             _write_tree(tmp, members, lambda m: tf.extractfile(m.ref))
-    except (tarfile.TarError, EOFError, zlib.error) as exc:
-        raise ArchiveError(f"{archive}: cannot read the tar archive ({exc}); it may be "
-                           "truncated, delete it and download again") from None
-    except OSError as exc:
-        if exc.errno is not None:  # the disk, not the archive (a decompressor sets no errno)
-            raise
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # the disk, not the archive (a decompressor sets no errno)
         raise ArchiveError(f"{archive}: cannot read the tar archive ({exc}); it may be "
                            "truncated, delete it and download again") from None
 
@@ -344,13 +365,13 @@ def is_multivolume(archive: Path) -> bool:
 def _extract_rar(archive: Path, tmp: Path, tools: Iterable[str] | None) -> None:
     tools = list(tools) if tools is not None else rar_tools_available()
     if is_multivolume(archive) and tools and set(tools) <= {"bsdtar"}:
-        raise ArchiveError(f"{archive}: a multi-volume RAR needs 7z or unar (bsdtar reads only "
-                           "the first volume); `apt-get install p7zip-full` or `unar`")
+        raise ReaderMissing(f"{archive}: a multi-volume RAR needs 7z or unar (bsdtar reads only "
+                            "the first volume); `apt-get install p7zip-full` or `unar`")
     if is_multivolume(archive):
         tools = [t for t in tools if t != "bsdtar"]
     if not tools:
-        raise ArchiveError(f"{archive}: no RAR reader installed; install one of {RAR_PACKAGES}, "
-                           "e.g. `apt-get install p7zip-full`")
+        raise ReaderMissing(f"{archive}: no RAR reader installed; install one of {RAR_PACKAGES}, "
+                            "e.g. `apt-get install p7zip-full`")
     failures = []
     for tool in tools:
         try:
@@ -358,18 +379,17 @@ def _extract_rar(archive: Path, tmp: Path, tools: Iterable[str] | None) -> None:
         except subprocess.CalledProcessError as exc:
             failures.append(f"{tool}: {_last_line(exc.stderr) or f'exit status {exc.returncode}'}")
             continue
-        members = check_members(archive, members)
+        # Links always refused: the readers disagree on how they store link targets.
+        members = check_members(archive, members, keep_links=False)
         check_space(archive, members, tmp)
-        links = [m for m in members if m.kind in ("symlink", "hardlink")]
-        if links:  # tools disagree on how they store link targets; datasets have none
-            raise UnsafeArchive(f"{archive}: refused, member {links[0].name!r} is a link; "
-                                "nothing was extracted")
         for child in list(tmp.iterdir()):
             shutil.rmtree(child) if child.is_dir() else child.unlink()
         proc = subprocess.run(EXTRACTORS[tool](archive, tmp), capture_output=True, text=True)
         if proc.returncode == 0 and _has_all(tmp, members):
             return
         failures.append(f"{tool}: {_last_line(proc.stderr) or 'listed files missing after extraction'}")
+        if free_bytes(tmp) < 1 << 20:  # the reader failed because the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
     raise ArchiveError(f"{archive}: no RAR reader could extract it ({'; '.join(failures)}); "
                        f"the file may be damaged, or try another of {RAR_PACKAGES}")
 
@@ -480,11 +500,14 @@ def move_into(src: Path, dest: Path) -> int:
     moved = 0
     for child in list(src.iterdir()):
         target = dest / child.name
+        # Never merge into (or through) a link already at the destination: replace it.
+        if target.is_symlink():
+            target.unlink()
         if child.is_dir() and not child.is_symlink() and target.is_dir():
             moved += move_into(child, target)
             child.rmdir()
             continue
-        if target.is_dir() and not target.is_symlink():
+        if target.is_dir():
             shutil.rmtree(target)
         os.replace(child, target)
         moved += 1 if not child.is_dir() else sum(len(f) for _, _, f in os.walk(target))

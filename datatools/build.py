@@ -16,10 +16,11 @@ from . import datasets, quarantine
 from .completion import manifest_fields
 from .datasets.base import AnnotatedVideo, Dataset
 from .errors import UserError
-from .fsio import disk_error, is_disk_error
+from .fsio import disk_errors
 from .lock import root_lock
 from .manifest import (
     LIST_FORMATS,
+    UNLISTED_EXTRACTIONS,
     ManifestMeta,
     ManifestUnreadable,
     VideoRecord,
@@ -105,12 +106,8 @@ class ScannedRoot:
         self.steps[step] = args
         meta = ManifestMeta(dataset=self.dataset.name, label_map=self.label_map,
                             label_source=self.label_source, level=self.level, steps=self.steps)
-        try:
+        with disk_errors(manifest_path(self.root)):
             write_manifest(self.root, self.records, meta, lists)
-        except OSError as exc:
-            if not is_disk_error(exc):
-                raise
-            raise disk_error(exc, manifest_path(self.root)) from None
 
 
 def scan_root(dataset: str | None, root: Path, level: int | None = None,
@@ -175,7 +172,7 @@ def build_lists(dataset: str, root: Path, formats: list[str] | None = None, leve
                 if r.frame_dir and not r.rgb_count and r.status != "extra":
                     result.no_frames.append(r)
         result.flow_mismatch = [r for r in records if r.extract_error == FLOW_MISMATCH]
-        result.incomplete = [r for r in records if r.extract_status == "incomplete"]
+        result.incomplete = [r for r in records if r.extract_status in UNLISTED_EXTRACTIONS]
         planned = plan_lists(scanned.dataset, records, formats, shuffle, seed)
         scanned.save("build-lists", {"formats": formats, "level": level, "shuffle": shuffle,
                                      "seed": seed},
@@ -240,6 +237,11 @@ def _set_frames(rec: VideoRecord, frames: FrameFolder) -> None:
         rec.flow_count = frames.flow_x
     if frames.record is None:
         return  # made by another tool (or an older datatools): listed as found
+    made_from = (frames.record.get("video_size"), frames.record.get("video_mtime_ns"))
+    if rec.size is not None and made_from != (None, None) and made_from != (rec.size, rec.mtime_ns):
+        rec.extract_status = "stale"
+        rec.extract_error = "made from an earlier version of the video; re-run `datatools extract`"
+        return
     if frames.trusted:  # what the record counts; a stray file of a part it lacks is not listed
         parts = frames.record["parts"]
         rec.rgb_count = parts.get("rgb", {}).get("count", 0)

@@ -26,10 +26,6 @@ app = typer.Typer(help="Turn raw video action-recognition datasets into data MMA
                   no_args_is_help=True, add_completion=False)
 
 
-def _fail(exc: Exception) -> None:
-    raise typer.Exit(_report(exc))
-
-
 def _report(exc: BaseException) -> int:
     """One line for an error that ends a command, and its exit code (errors.EXIT_*)."""
     from .failures import InternalError
@@ -37,6 +33,8 @@ def _report(exc: BaseException) -> int:
     from .lock import RootBusy
     if is_disk_error(exc):
         exc = disk_error(exc, Path(getattr(exc, "filename", None) or "."))
+    elif isinstance(exc, OSError):  # the system refused something: say what, on which file
+        exc = UserError(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
     typer.echo(f"error: {exc}", err=True)
     if isinstance(exc, RootBusy):
         return EXIT_BUSY
@@ -55,12 +53,7 @@ def command(fn):
         from .failures import InternalError
         try:
             return fn(*args, **kwargs)
-        except (UserError, InternalError) as exc:
-            raise typer.Exit(_report(exc)) from None
-        except OSError as exc:
-            from .fsio import is_disk_error
-            if not is_disk_error(exc):
-                raise
+        except (UserError, InternalError, OSError) as exc:
             raise typer.Exit(_report(exc)) from None
         except KeyboardInterrupt:
             typer.echo("interrupted: what finished is kept; re-run the same command to resume",
@@ -132,10 +125,7 @@ def _dataset_app(name: str) -> typer.Typer:
         """Join annotations with the disk, update manifest.parquet and write MMAction2 lists."""
         from .build import build_lists, parse_formats
         from .report import print_build_summary
-        try:
-            result = build_lists(name, root, parse_formats(format), level, shuffle, seed)
-        except UserError as exc:
-            _fail(exc)
+        result = build_lists(name, root, parse_formats(format), level, shuffle, seed)
         print_build_summary(result, root)
         if strict and result.problems:
             typer.echo(f"error: {result.problems} problem(s) found (--strict)", err=True)
@@ -160,15 +150,12 @@ def _dataset_app(name: str) -> typer.Typer:
         from .acquire import DownloadOptions, download, read_checksums
         from .download import HttpOptions
         from .report import DownloadProgress, print_download_summary
-        try:
-            opts = DownloadOptions(what=what, mirror=mirror, from_dir=from_dir, jobs=jobs,
-                                   keep_archives=keep_archives,
-                                   checksums=read_checksums(checksums) if checksums else {},
-                                   http=HttpOptions(timeout=timeout, retries=retries))
-            with DownloadProgress() as ui:
-                result = download(name, root, opts, ui)
-        except UserError as exc:
-            _fail(exc)
+        opts = DownloadOptions(what=what, mirror=mirror, from_dir=from_dir, jobs=jobs,
+                               keep_archives=keep_archives,
+                               checksums=read_checksums(checksums) if checksums else {},
+                               http=HttpOptions(timeout=timeout, retries=retries))
+        with DownloadProgress() as ui:
+            result = download(name, root, opts, ui)
         print_download_summary(result, root)
         for failure in result.failures:  # one line each, never wrapped
             typer.echo(f"error: {failure}", err=True)
@@ -202,17 +189,14 @@ def _dataset_app(name: str) -> typer.Typer:
         from .acquire import DownloadOptions
         from .extract import ExtractOptions
         from .prepare import PrepareOptions, parse_steps, prepare
-        try:
-            opts = PrepareOptions(
-                steps=parse_steps(steps),
-                download=DownloadOptions(mirror=mirror, from_dir=from_dir, jobs=jobs),
-                level=level,
-                extract=ExtractOptions(task=task, algo=algo, backend=backend,
-                                       new_short=new_short, naming=naming),
-                cluster=cluster_options(workers, scheduler, cluster, slurm, cluster_config, gpus))
-            ok = prepare(name, root, opts)
-        except UserError as exc:
-            _fail(exc)
+        opts = PrepareOptions(
+            steps=parse_steps(steps),
+            download=DownloadOptions(mirror=mirror, from_dir=from_dir, jobs=jobs),
+            level=level,
+            extract=ExtractOptions(task=task, algo=algo, backend=backend,
+                                   new_short=new_short, naming=naming),
+            cluster=cluster_options(workers, scheduler, cluster, slurm, cluster_config, gpus))
+        ok = prepare(name, root, opts)
         if not ok:
             raise typer.Exit(1)
 
@@ -235,18 +219,15 @@ def _dataset_app(name: str) -> typer.Typer:
         from .report import console, print_validate_summary
         from .validate import restore as restore_files
         from .validate import validate
-        try:
-            if restore:
-                restored, problems = restore_files(name, root)
-                console.print(f"{len(restored)} file(s) restored from quarantine")
-                for p in problems:
-                    typer.echo(f"error: {p}", err=True)
-                raise typer.Exit(1 if problems else 0)
-            result = validate(name, root, level,
-                              cluster_options(workers, scheduler, cluster, slurm, cluster_config, gpus),
-                              quarantine)
-        except UserError as exc:
-            _fail(exc)
+        if restore:
+            restored, problems = restore_files(name, root)
+            console.print(f"{len(restored)} file(s) restored from quarantine")
+            for p in problems:
+                typer.echo(f"error: {p}", err=True)
+            raise typer.Exit(1 if problems else 0)
+        result = validate(name, root, level,
+                          cluster_options(workers, scheduler, cluster, slurm, cluster_config, gpus),
+                          quarantine)
         print_validate_summary(result, datasets.get(name).catalog)
         if strict and result.not_ok:
             typer.echo(f"error: {len(result.not_ok)} video(s) not ok (--strict)", err=True)
@@ -281,10 +262,7 @@ def cluster_sbatch(
     `datatools cluster sbatch --out job.sh -- ucf101 prepare --root data/ucf101 --cluster slurm`,
     then `sbatch job.sh`."""
     from .sbatch import batch_script
-    try:
-        text = batch_script(list(ctx.args), job_name, partition, account, time, cpus, mem, extra or [])
-    except UserError as exc:
-        _fail(exc)
+    text = batch_script(list(ctx.args), job_name, partition, account, time, cpus, mem, extra or [])
     out.write_text(text)
     out.chmod(0o755)
     typer.echo(f"wrote {out}; submit with: sbatch {out}")
@@ -314,11 +292,8 @@ def mmaction_config(
 ):
     """Write an MMAction2 config whose datasets read the manifest (no hand-edited paths)."""
     from .mmconfig import ConfigOptions, write_config
-    try:
-        path = write_config(root, ConfigOptions(model, modality, input, split, depth, pretrained, crop,
-                                                clips, epochs, batch_size, workers, lr), out)
-    except UserError as exc:
-        _fail(exc)
+    path = write_config(root, ConfigOptions(model, modality, input, split, depth, pretrained, crop,
+                                            clips, epochs, batch_size, workers, lr), out)
     typer.echo(f"wrote {path}; train with: datatools mmaction train {path} "
                "(or MMAction2's tools/train.py)")
 
@@ -349,7 +324,7 @@ def fetch(
     from .download import HttpOptions, fetch_urls
     from .report import DownloadProgress
     if sha256 and len(urls) > 1:
-        _fail(UserError("--sha256 checks a single file; pass one URL"))
+        raise UserError("--sha256 checks a single file; pass one URL")
     with DownloadProgress() as ui:
         fetched, failures = fetch_urls(urls, to, jobs, HttpOptions(timeout, retries), sha256, ui)
     for f in sorted(fetched, key=lambda f: f.path.name):  # sha256sum's format, never wrapped
@@ -391,15 +366,12 @@ def extract(
     from .extract import ExtractOptions, Selection, parse_size
     from .extract import extract as run_extract
     from .report import print_extract_summary
-    try:
-        opts = ExtractOptions(task=task, algo=algo, backend=backend,
-                              new_short=new_short, new_size=parse_size(new_size), bound=bound,
-                              naming=naming, jpeg_quality=jpeg_quality, denseflow_bin=denseflow_bin)
-        result = run_extract(root, opts, Selection(split, subset, limit),
-                             cluster_options(workers, scheduler, cluster, slurm, cluster_config, gpus),
-                             force)
-    except UserError as exc:
-        _fail(exc)
+    opts = ExtractOptions(task=task, algo=algo, backend=backend,
+                          new_short=new_short, new_size=parse_size(new_size), bound=bound,
+                          naming=naming, jpeg_quality=jpeg_quality, denseflow_bin=denseflow_bin)
+    result = run_extract(root, opts, Selection(split, subset, limit),
+                         cluster_options(workers, scheduler, cluster, slurm, cluster_config, gpus),
+                         force)
     print_extract_summary(result, root)
     if result.failures:
         raise typer.Exit(1)
@@ -421,10 +393,7 @@ def demo(root: Path = typer.Option(Path("demo_data"), help="Where to generate th
                                                help="Local Dask workers (default: one per core)")):
     """Generate a small UCF101-layout dataset with real motion and run every step on it."""
     from .demo import run_demo
-    try:
-        run_demo(root, videos_per_class, workers)
-    except UserError as exc:
-        _fail(exc)
+    run_demo(root, videos_per_class, workers)
 
 
 def _terminate(signum, frame):

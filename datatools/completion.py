@@ -26,6 +26,7 @@ DONE = ".datatools-done.json"
 RGB_PREFIX = "img_"
 FLOW_X_PREFIX = "flow_x_"
 FLOW_Y_PREFIX = "flow_y_"
+PART_PREFIXES = {"rgb": (RGB_PREFIX,), "flow": (FLOW_X_PREFIX, FLOW_Y_PREFIX)}
 NAMINGS = {
     # name: (rgb template, flow template as MMAction2's filename_tmpl, start index)
     "mmaction": ("img_{:05d}.jpg", "flow_{}_{:05d}.jpg", 1),  # RawframeDataset's default

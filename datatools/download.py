@@ -88,13 +88,18 @@ def encode_url(url: str) -> str:
 def safe_file_name(text: str, source: str) -> str:
     """A file name taken from a URL (its last path segment, percent-decoded), a header or a
     list: always one path component, never a path. What follows the last separator is kept
-    (`%2e%2e%2fevil.txt` -> `evil.txt`); a name that is then empty, `.`, `..` or holds a NUL or
-    another control character is refused with one line naming `source`."""
+    (`%2e%2e%2fevil.txt` -> `evil.txt`); a name that is then empty, `.`, `..`, too long, holds a
+    NUL or another control character, or is one of the downloader's own (records.jsonl, *.part)
+    is refused with one line naming `source`."""
     name = unquote(text).replace("\\", "/").rsplit("/", 1)[-1].strip()
-    if name in ("", ".", "..") or any(ord(c) < 32 or c == "\x7f" for c in name):
+    if name in ("", ".", "..") or any(ord(c) < 32 or c == "\x7f" for c in name) \
+            or len(name.encode("utf-8", "surrogateescape")) > 255:
         raise DownloadError(f"{source}: {text!r} gives no usable file name (it must be one "
-                            "path component: no '/', no '..', no control characters); "
-                            "download it under another name")
+                            "path component: no '/', no '..', no control characters, at most "
+                            "255 bytes); download it under another name")
+    if name == RECORDS or name.endswith((".part", ".part.json")):
+        raise DownloadError(f"{source}: the file name {name!r} is one this downloader keeps for "
+                            "its own records and partial files; download it under another name")
     return name
 
 

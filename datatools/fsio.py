@@ -17,7 +17,8 @@ import errno
 import os
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
@@ -34,21 +35,24 @@ def is_disk_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in DISK_ERRNOS
 
 
-def mount_point(path: Path) -> Path:
-    """The mount point of the filesystem holding `path` (or its nearest existing parent)."""
+def _existing(path: Path) -> Path:
+    """`path`, or its nearest parent that exists."""
     path = Path(os.path.abspath(path))
     while not path.exists() and path != path.parent:
         path = path.parent
+    return path
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the filesystem holding `path`."""
+    path = _existing(path)
     while not os.path.ismount(path):
         path = path.parent
     return path
 
 
 def free_bytes(path: Path) -> int:
-    path = Path(os.path.abspath(path))
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return shutil.disk_usage(path).free
+    return shutil.disk_usage(_existing(path)).free
 
 
 def gib(n: int | float) -> str:
@@ -66,6 +70,18 @@ def disk_error(exc: OSError, where: Path, needed: int | None = None) -> DiskErro
     return DiskError(f"{where}: the filesystem at {mount} is {what} ({gib(free_bytes(where))} "
                      f"free{need}); the step stopped and what was finished is kept. Free some "
                      "space (or move the root), then re-run the same command to resume")
+
+
+@contextmanager
+def disk_errors(where: Path, needed: int | None = None) -> Iterator[None]:
+    """Inside the block, a full, over-quota or read-only disk becomes a DiskError naming
+    `where`; other errors pass."""
+    try:
+        yield
+    except OSError as exc:
+        if not is_disk_error(exc):
+            raise
+        raise disk_error(exc, Path(where), needed) from None
 
 
 def fsync_dir(folder: Path) -> None:
@@ -100,10 +116,17 @@ def write_temp(path: Path, data: bytes) -> Path:
 
 def commit(pairs: Iterable[tuple[Path, Path]]) -> None:
     """Rename each temporary file over its final path, then fsync the folders once each."""
+    pairs = list(pairs)
     folders = set()
-    for tmp, final in pairs:
-        os.replace(tmp, final)
-        folders.add(final.parent)
+    done = 0
+    try:
+        for tmp, final in pairs:
+            os.replace(tmp, final)
+            folders.add(final.parent)
+            done += 1
+    except BaseException:
+        discard(t for t, _ in pairs[done:])
+        raise
     for folder in folders:
         fsync_dir(folder)
 

@@ -12,7 +12,9 @@ either the kernel refuses the lock (ENOSYS), which stops the command with a line
 Set DATATOOLS_LOCK=off to run without the lock where the filesystem cannot lock (then nothing
 keeps two commands apart).
 
-Taking the lock is also the first write of every step, so a read-only root is found here,
+Worker processes forked from the command share its open lock file, so the lock lasts until the
+last of them has exited: while one lives it may still write. Taking the lock is also the first
+write of every step, so a read-only root is found here,
 before any video is probed. Steps nest (prepare runs download, validate, ...): a process that
 holds a root's lock may take it again.
 """
@@ -32,7 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UserError
-from .fsio import disk_error, is_disk_error
+from .fsio import disk_errors
 
 LOCK_NAME = ".datatools.lock"
 LOCK_ENV = "DATATOOLS_LOCK"
@@ -67,8 +69,22 @@ def holder(root: Path) -> dict | None:
 def describe(info: dict | None) -> str:
     if not info:
         return "another datatools command (it has not said which yet)"
-    return (f"`{info.get('command', '?')}` (PID {info.get('pid', '?')} on {info.get('host', '?')}, "
+    text = (f"`{info.get('command', '?')}` (PID {info.get('pid', '?')} on {info.get('host', '?')}, "
             f"since {info.get('since', '?')})")
+    if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int) \
+            and not _alive(info["pid"]):
+        text += ", which has exited: a worker process it started still holds the lock"
+    return text
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextmanager
@@ -110,13 +126,9 @@ def root_lock(root: Path, step: str) -> Iterator[None]:
         info = {"host": socket.gethostname(), "pid": os.getpid(), "step": step,
                 "command": _command or f"{step} (called from {Path(sys.argv[0]).name})",
                 "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        try:
+        with disk_errors(root):
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(info).encode(), 0)
-        except OSError as exc:
-            if is_disk_error(exc):
-                raise disk_error(exc, root) from None
-            raise
         with _guard:
             _held[key] = 1
         try:
@@ -130,10 +142,9 @@ def root_lock(root: Path, step: str) -> Iterator[None]:
 
 def _open(root: Path) -> int:
     try:
-        return os.open(lock_path(root), os.O_RDWR | os.O_CREAT, 0o666)
+        with disk_errors(root):
+            return os.open(lock_path(root), os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as exc:
-        if is_disk_error(exc):
-            raise disk_error(exc, root) from None
         raise UserError(f"{root}: cannot write to the data root ({exc.strerror}); every step "
                         "that changes a root needs write access to it") from None
 

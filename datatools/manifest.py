@@ -212,6 +212,9 @@ def set_aside(root: Path) -> Path:
 
 LIST_FORMATS = ("videos", "rawframes", "flow")
 LISTED_STATUSES = ("ok", "unchecked")  # the video statuses a videos list holds
+# Frame folders never listed: fewer files than their record counts, or made from an earlier
+# version of the video.
+UNLISTED_EXTRACTIONS = ("incomplete", "stale")
 
 
 def split_members(records: list[VideoRecord], split: int, subset: str) -> list[VideoRecord]:
@@ -247,7 +250,7 @@ def list_line(record: VideoRecord, fmt: str, base_dir: str) -> str | None:
         if record.status not in LISTED_STATUSES or not record.video_path:
             return None
         return f"{_relative(record.video_path, base_dir)}{label}\n"
-    if not record.frame_dir or record.extract_status == "incomplete":
+    if not record.frame_dir or record.extract_status in UNLISTED_EXTRACTIONS:
         return None
     count = record.rgb_count if fmt == "rawframes" else record.flow_count
     if not count:

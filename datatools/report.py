@@ -52,8 +52,9 @@ def print_build_summary(result, root) -> None:
                       "video_path") + "[/yellow]")
     if result.incomplete:
         console.print("[yellow]" + name_some(result.incomplete, "frame folders hold fewer files "
-                      "than their completion record counts (not listed; re-run `datatools "
-                      "extract`)", "frame_dir") + "[/yellow]")
+                      "than their completion record counts, or were made from an earlier "
+                      "version of the video (extract_status incomplete or stale; not listed; "
+                      "re-run `datatools extract`)", "frame_dir") + "[/yellow]")
     if result.missing:
         console.print("[yellow]" + name_some(result.missing, "videos in a split but missing on "
                       "disk (status=missing in the manifest)") + "[/yellow]")

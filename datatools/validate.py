@@ -3,6 +3,7 @@ manifest, and optionally move bad files to quarantine."""
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -10,7 +11,8 @@ from pathlib import Path
 from . import quarantine
 from .build import scan_root
 from .errors import UserError
-from .failures import InternalError, TaskFailures
+from .failures import TaskFailures
+from .fsio import DiskError
 from .lock import root_lock
 from .manifest import VideoRecord
 from .parallel import ClusterOptions, TaskError, WorkerCrash, dask_client, map_tasks
@@ -67,9 +69,11 @@ def validate(dataset: str, root: Path, level: str = "quick", cluster: ClusterOpt
                         apply_probe(by_path[path], res)
                     advance()
             failures.check()
-        except (InternalError, KeyboardInterrupt):
-            # What was probed is kept; nothing is quarantined on the word of a bug.
-            scanned.save("validate", {"level": level, "quarantine": False, "interrupted": True})
+        except BaseException:
+            # What was probed is kept (if the disk takes it); nothing is quarantined on the
+            # word of a bug, an interruption or a full disk.
+            with contextlib.suppress(DiskError):
+                scanned.save("validate", {"level": level, "quarantine": False, "interrupted": True})
             raise
         result = ValidateResult(dataset, scanned.records)
         if move_bad:

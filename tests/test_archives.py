@@ -17,7 +17,7 @@ import pytest
 from conftest import SHARED, require, require_tool
 
 from datatools import archives
-from datatools.archives import ArchiveError, UnsafeArchive
+from datatools.archives import ArchiveError, ReaderMissing, UnsafeArchive
 
 RARS = SHARED / "archives"
 SUBDIR_FILES = {"sub/dir1/file1.txt": 6, "sub/dir2/file2.txt": 6, "sub/with space/long fn.txt": 8,
@@ -44,7 +44,7 @@ def test_each_rar_reader_extracts_what_it_can_and_says_so_where_it_cannot(tmp_pa
         with pytest.raises(ArchiveError, match="no RAR reader could extract it .*unar: "):
             archives.extract(RARS / name, dest, rar_tools=[tool])
     elif (tool, name) == ("bsdtar", "rar3-vols.part1.rar"):  # bsdtar reads one volume only
-        with pytest.raises(ArchiveError, match="multi-volume RAR needs 7z or unar"):
+        with pytest.raises(ReaderMissing, match="multi-volume RAR needs 7z or unar"):
             archives.extract(RARS / name, dest, rar_tools=[tool])
     else:
         archives.extract(RARS / name, dest, rar_tools=[tool])
@@ -63,7 +63,7 @@ def test_a_failing_reader_falls_back_to_the_next_one(tmp_path):
 
 
 def test_no_rar_reader_names_the_debian_packages(tmp_path):
-    with pytest.raises(ArchiveError, match=r"no RAR reader installed; install one of unar, "
+    with pytest.raises(ReaderMissing, match=r"no RAR reader installed; install one of unar, "
                                            r"libarchive-tools \(bsdtar\) or p7zip-full \(7z\)"):
         archives.extract(RARS / "rar3-subdirs.rar", tmp_path / "out", rar_tools=[])
 
@@ -139,7 +139,7 @@ def test_hostile_archives_are_refused_before_anything_is_written(tmp_path, fmt, 
     work.mkdir(parents=True)
     before = everything_under(tmp_path)
     with pytest.raises(UnsafeArchive, match=f"refused, member {member!r} {reason}"):
-        archives.extract(archive, work / "dest")
+        archives.extract(archive, work / "dest", keep_links=True)
     assert everything_under(tmp_path) == before  # not even good/first.txt
     assert not Path("/tmp/escaped.txt").exists()
 
@@ -153,7 +153,7 @@ def test_a_link_that_stays_inside_is_kept(tmp_path):
         link = tarfile.TarInfo("data/alias.txt")
         link.type, link.linkname = tarfile.SYMTYPE, "real.txt"
         tf.addfile(link)
-    archives.extract(archive, tmp_path / "out")
+    archives.extract(archive, tmp_path / "out", keep_links=True)
     alias = tmp_path / "out/data/alias.txt"
     assert alias.is_symlink() and alias.read_bytes() == b"real"
 
@@ -194,6 +194,9 @@ def _tar_entries(path: Path, entries: list[tuple[str, str, str | bytes]]) -> Non
             if kind == "link":
                 info.type, info.linkname = tarfile.SYMTYPE, data
                 tf.addfile(info)
+            elif kind == "hardlink":
+                info.type, info.linkname = tarfile.LNKTYPE, data
+                tf.addfile(info)
             elif kind == "dir":
                 info.type = tarfile.DIRTYPE
                 tf.addfile(info)
@@ -227,9 +230,9 @@ def through_folders(depth: int) -> list[tuple[str, str, str]]:
 
 HOSTILE_TREES = {
     "chain-2": chain(2),
-    "chain-5": chain(5),
-    "chain-12": chain(12),
     "chain-through-folders-3": through_folders(3),
+    "chain-through-folders-5": through_folders(5),
+    "chain-through-folders-12": through_folders(12),
     "link-then-file-below-it": [("link", "a", "."), ("file", "a/b/pwned.txt", "pwned")],
     "link-overwritten-by-a-later-link": [("link", "l", "."), ("link", "l", "../.."),
                                          ("file", "keep.txt", "x")],
@@ -254,7 +257,7 @@ def test_links_the_archive_creates_are_followed_before_anything_is_written(tmp_p
     work.mkdir(parents=True)
     before = everything_under(tmp_path)
     with pytest.raises(UnsafeArchive) as caught:
-        archives.extract(archive, work / "dest")
+        archives.extract(archive, work / "dest", keep_links=True)
     message = str(caught.value)
     assert message.startswith(f"{archive}: refused, member ") and "nothing was extracted" in message
     assert "\n" not in message
@@ -271,7 +274,10 @@ def test_links_that_stay_inside_are_kept_in_both_kinds(tmp_path, fmt):
                ("link", "data/up", "../data/real.txt"), ("file", "Data2/other.txt", "o")]
     archive = tmp_path / f"ok.{fmt}"
     (_zip_entries if fmt == "zip" else _tar_entries)(archive, entries)
-    out = archives.extract(archive, tmp_path / "out")
+    with pytest.raises(UnsafeArchive, match="member 'data/alias.txt' is a link .dataset archives have none."):
+        archives.extract(archive, tmp_path / "out")  # what download uses: no links at all
+    assert not (tmp_path / "out").exists()
+    out = archives.extract(archive, tmp_path / "out", keep_links=True)
     assert (out / "top").is_symlink() and (out / "top/alias.txt").read_text() == "real"
     assert (out / "data/up").read_text() == "real" and (out / "Data2/other.txt").read_text() == "o"
 
@@ -314,4 +320,50 @@ def test_a_truncated_zip_is_one_line_not_a_traceback(tmp_path):
     cut.write_bytes(whole.read_bytes()[:100_000])
     with pytest.raises(ArchiveError, match="cannot read the zip archive .*download again"):
         archives.extract(cut, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("entries, reason", [
+    ([("file", "a", "x"), ("hardlink", "h", "A")], "is a hard link to 'A', which is not a file earlier"),
+    ([("link", "l", "."), ("hardlink", "h", "l")], "is a hard link to 'l', which is not a file earlier"),
+    ([("file", "a", "x"), ("link", "d", "."), ("hardlink", "d/h", "a")],
+     "would be written through the link 'd'"),
+    ([("hardlink", "h", "later"), ("file", "later", "x")], "is a hard link to 'later', which is not a file"),
+])
+def test_hard_links_name_an_earlier_file_of_the_archive_exactly(tmp_path, entries, reason):
+    archive = tmp_path / "hard.tar"
+    _tar_entries(archive, entries)
+    before = everything_under(tmp_path)
+    with pytest.raises(UnsafeArchive, match=reason):
+        archives.extract(archive, tmp_path / "out", keep_links=True)
+    assert everything_under(tmp_path) == before
+
+
+def test_moving_unpacked_files_never_follows_a_link_at_the_destination(tmp_path):
+    """What the download does after unpacking (the wrapping folder moved up, merged into
+    annotations/): a link already there is replaced, never written through."""
+    dest = tmp_path / "root" / "annotations"
+    dest.mkdir(parents=True)
+    (dest / "up").symlink_to("..")
+    src = tmp_path / "staged"
+    (src / "up").mkdir(parents=True)
+    (src / "up" / "PWNED").write_text("x")
+    archives.move_into(src, dest)
+    assert not (dest / "up").is_symlink() and (dest / "up" / "PWNED").is_file()
+    assert not (tmp_path / "root" / "PWNED").exists()
+
+
+def test_a_damaged_xz_tar_is_one_line(tmp_path):
+    whole = tmp_path / "a.tar.xz"
+    with tarfile.open(whole, "w:xz") as tf:
+        data = os.urandom(300_000)
+        info = tarfile.TarInfo("clip.mp4")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    raw = bytearray(whole.read_bytes())
+    raw[len(raw) // 2: len(raw) // 2 + 64] = bytes(64)
+    bad = tmp_path / "bad.tar.xz"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(ArchiveError, match="cannot read the tar archive"):
+        archives.extract(bad, tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -521,3 +521,28 @@ def test_files_the_tool_writes_get_the_umask_permissions(tmp_path):
         assert len(written) > 6 and all(p.is_file() for p in written)
         for path in written:
             assert oct(path.stat().st_mode & 0o777) == oct(mode), path
+
+
+def test_frames_made_from_an_earlier_version_of_the_video_are_not_listed(tmp_path):
+    root = short_root(tmp_path / "root")
+    extract(root, ExtractOptions(task="rgb"), cluster=ONE)
+    shutil.copy(VIDEOS / "test.avi", root / "videos/Real/v_Real_g01_c01.mp4")  # another clip, same name
+    built = build_lists("ucf101", root, ["rawframes"])
+    assert (root / "ucf101_train_split_1_rawframes.txt").read_text() == ""
+    assert [(r.extract_status, r.status) for r in built.incomplete] == [("stale", "unchecked")]
+    again = extract(root, ExtractOptions(task="rgb"), cluster=ONE)
+    assert again.counts["done"] == 1
+    build_lists("ucf101", root, ["rawframes"])
+    assert (root / "ucf101_train_split_1_rawframes.txt").read_text() == "Real/v_Real_g01_c01 164 0\n"
+
+
+def test_a_kill_between_the_two_renames_of_a_folder_loses_nothing(tmp_path):
+    """The state a kill leaves between moving the old folder aside and the new one into place:
+    the next run puts the finished folder back instead of redoing it or losing the kept part."""
+    root = short_root(tmp_path / "root")
+    extract(root, ExtractOptions(task="rgb"), cluster=ONE)
+    folder = root / "rawframes/Real/v_Real_g01_c01"
+    rgb = folder_files(folder)
+    folder.rename(folder.with_name(f".{folder.name}.tmp"))  # the finished new folder, not yet renamed
+    res = extract(root, ExtractOptions(task="rgb"), cluster=ONE)
+    assert res.counts["skipped"] == 1 and folder_files(folder) == rgb

@@ -271,11 +271,17 @@ def test_a_name_from_a_url_is_one_component_never_a_path(server, tmp_path):
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
                   if not p.name.startswith(".") and p.name != "records.jsonl") == \
         ["a", "a/dest", "a/dest/evil.txt"]
-    for url in ("names/%2e%2e", "names/sub/%2e%2e%2f", "names/a%00b.txt", "names/%2e"):
+    for url, why in [("names/%2e%2e", "gives no usable file name (it must be one path component"),
+                     ("names/sub/%2e%2e%2f", "gives no usable file name"),
+                     ("names/a%00b.txt", "gives no usable file name"),
+                     ("names/%2e", "gives no usable file name"),
+                     (f"names/{'x' * 256}", "gives no usable file name"),
+                     ("names/records.jsonl", "is one this downloader keeps for its own records"),
+                     ("names/big.iso.part", "is one this downloader keeps for its own records")]:
         bad = run("fetch", server.url(url), "--to", dest)
         assert bad.returncode == 1
         (line,) = [ln for ln in bad.stderr.splitlines() if ln.startswith("error:")]
-        assert "gives no usable file name (it must be one path component" in line
+        assert why in line
     assert sorted(p.name for p in dest.iterdir() if not p.name.startswith(".")) == \
         ["evil.txt", "records.jsonl"]
 

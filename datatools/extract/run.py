@@ -13,7 +13,7 @@ from ..build import scan_root
 from ..completion import manifest_fields
 from ..errors import UserError
 from ..failures import TaskFailures
-from ..fsio import DiskError, disk_error, is_disk_error
+from ..fsio import DiskError
 from ..lock import root_lock
 from ..manifest import LISTED_STATUSES, VideoRecord
 from ..parallel import ClusterOptions, TaskError, WorkerCrash, dask_client, map_tasks
@@ -122,13 +122,8 @@ def _extract(root: Path, opts: ExtractOptions, sel: Selection, cluster: ClusterO
         # Whatever finished is recorded, also after Ctrl-C or a full disk: the manifest
         # matches the disk (if the disk takes it: a manifest that cannot be written leaves
         # the previous one, and the completion records still say what is done).
-        try:
-            scanned.save("extract", {**opts.params(), "split": sel.split, "subset": sel.subset,
-                                     "limit": sel.limit, "force": force})
-        except OSError as exc:
-            if not is_disk_error(exc):
-                raise
-            raise disk_error(exc, root) from None
+        scanned.save("extract", {**opts.params(), "split": sel.split, "subset": sel.subset,
+                                 "limit": sel.limit, "force": force})
     return result
 
 

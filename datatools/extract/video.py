@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..completion import FLOW_X_PREFIX, FLOW_Y_PREFIX, RGB_PREFIX, read_done, trusted_parts, write_done
+from ..completion import PART_PREFIXES, read_done, trusted_parts, write_done
 from ..fsio import free_bytes, fsync_dir
 from ..probe import TRUNCATION_SLACK, ProbeResult, probe_video
 from .backends import create as create_backend
@@ -66,9 +66,6 @@ class Plan:
     keep: dict[str, dict] = field(default_factory=dict)  # part -> its record entry
     refusal: str | None = None
     dropped: tuple[str, ...] = ()  # parts the record counts whose files are not all there
-
-
-PART_PREFIXES = {"rgb": (RGB_PREFIX,), "flow": (FLOW_X_PREFIX, FLOW_Y_PREFIX)}
 
 
 def plan_parts(job: VideoJob, opts: ExtractOptions, existing: dict | None) -> Plan:
@@ -132,6 +129,7 @@ def extract_video(job: VideoJob, opts: ExtractOptions) -> VideoOutcome:
             return VideoOutcome(job.video_id, "failed", error=f"{probe.status}: {probe.error}",
                                 probe=probe, seconds=time.perf_counter() - t0)
     expected = probe.frame_count if probe is not None else job.frames
+    _recover(job.frame_dir)
     existing = read_done(job.frame_dir)
     plan = plan_parts(job, opts, existing)
     if plan.refusal:
@@ -239,6 +237,19 @@ def _link_parts(final: str, tmp: str, keep: dict[str, dict]) -> None:
 
 def _diff(old: dict, new: dict) -> str:
     return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in new if old.get(k) != new.get(k))
+
+
+def _recover(final: str) -> None:
+    """A run killed between _replace_dir's two renames left no final folder: put back the
+    finished new one (it has its record), else the old one."""
+    if os.path.lexists(final):
+        return
+    parent, name = os.path.split(final)
+    tmp = os.path.join(parent, f".{name}.tmp")
+    for candidate in (tmp, f"{tmp}.old"):
+        if read_done(candidate) is not None:
+            os.rename(candidate, final)
+            return
 
 
 def _replace_dir(tmp: str, final: str) -> None:

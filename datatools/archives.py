@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
-from .fsio import DiskError, disk_error, free_bytes, gib, is_disk_error, mount_point
+from .fsio import DiskError, disk_error, failed_for_space, free_bytes, gib, is_disk_error, mount_point
 
 RAR_PACKAGES = "unar, libarchive-tools (bsdtar) or p7zip-full (7z)"
 MAGIC = [  # (offset, bytes, kind)
@@ -388,7 +388,7 @@ def _extract_rar(archive: Path, tmp: Path, tools: Iterable[str] | None) -> None:
         if proc.returncode == 0 and _has_all(tmp, members):
             return
         failures.append(f"{tool}: {_last_line(proc.stderr) or 'listed files missing after extraction'}")
-        if free_bytes(tmp) < 1 << 20:  # the reader failed because the disk is full
+        if failed_for_space(tmp):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
     raise ArchiveError(f"{archive}: no RAR reader could extract it ({'; '.join(failures)}); "
                        f"the file may be damaged, or try another of {RAR_PACKAGES}")

@@ -27,6 +27,15 @@ from .errors import UserError
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
+# Free bytes below which a tool that failed (an external extractor, a RAR reader) is taken to
+# have failed for want of space: its own message may not say so.
+NEARLY_FULL = 1 << 20
+
+
+def failed_for_space(path: Path) -> bool:
+    return free_bytes(path) < NEARLY_FULL
+
+
 class DiskError(UserError):
     """The filesystem is full, over quota or read-only: the step stops."""
 

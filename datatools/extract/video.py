@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..completion import PART_PREFIXES, read_done, trusted_parts, write_done
-from ..fsio import free_bytes, fsync_dir
+from ..fsio import failed_for_space, fsync_dir
 from ..probe import TRUNCATION_SLACK, ProbeResult, probe_video
 from .backends import create as create_backend
 from .backends import is_batch_backend, is_video_tool
@@ -189,7 +189,7 @@ def _write_parts(job: VideoJob, work: ExtractOptions, tmp: str, expected: int | 
                 outcome = _extract_into(job, work, tmp)
             _check_complete(outcome, work, expected)
         except ToolError:
-            if free_bytes(tmp) < FULL_DISK:  # the tool failed because the disk is full
+            if failed_for_space(tmp):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp) from None
             raise
     except (DecodeError, ToolError) as exc:
@@ -204,10 +204,6 @@ def _write_parts(job: VideoJob, work: ExtractOptions, tmp: str, expected: int | 
         shutil.rmtree(tmp, ignore_errors=True)
         outcome.status, outcome.error = "failed", "no frame could be decoded"
     return outcome
-
-
-# Free bytes below which a failed external tool is taken to have failed for want of space.
-FULL_DISK = 1 << 20
 
 
 def _check_complete(out: VideoOutcome, work: ExtractOptions, expected: int | None) -> None:

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .errors import UserError
-from .fsio import atomic_write, atomic_write_many
+from .fsio import atomic_write_many
 
 # 2: status `unchecked`; probe_status, mtime_ns and inode (a probe stays attached to its file)
 SCHEMA_VERSION = 2
@@ -280,6 +280,3 @@ def mmaction_shuffles(sizes: list[int], seed: int | None) -> list[tuple[list[int
         out.append((rgb, flow))
     return out
 
-
-def write_text_atomic(path: Path, lines: list[str]) -> None:
-    atomic_write(path, "".join(lines))

@@ -133,7 +133,7 @@ def extract(archive: Path, dest: Path, rar_tools: Iterable[str] | None = None,
 MAX_LINK_HOPS = 40  # as the kernel's limit on symbolic links in one path lookup
 
 
-def check_members(archive: Path, members: Iterable[Member], keep_links: bool = True) -> list[Member]:
+def check_members(archive: Path, members: Iterable[Member], keep_links: bool = False) -> list[Member]:
     """The members with normalised names, or UnsafeArchive naming the first unsafe one;
     without `keep_links`, any link is unsafe."""
     out: list[Member] = []
@@ -153,11 +153,12 @@ def check_members(archive: Path, members: Iterable[Member], keep_links: bool = T
         if have is not None and (have.kind != m.kind or m.kind in ("symlink", "hardlink")):
             _refuse(archive, m.name, f"appears twice (as {_a(have.kind)} {have.name!r} and as "
                     f"{_a(m.kind)})")
-        linked = tree.get(_normalise(m.target or "").casefold())
-        if m.kind == "hardlink" and (linked is None or linked.kind != "file"
-                                     or linked.name != _normalise(m.target or "")):
-            _refuse(archive, m.name, f"is a hard link to {m.target!r}, which is not a file "
-                    "earlier in the archive")
+        if m.kind == "hardlink":
+            target = _normalise(m.target or "")
+            linked = tree.get(target.casefold())
+            if linked is None or linked.kind != "file" or linked.name != target:
+                _refuse(archive, m.name, f"is a hard link to {m.target!r}, which is not a file "
+                        "earlier in the archive")
         tree[key] = m
     for m in out:
         parts = m.name.split("/")

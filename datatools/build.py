@@ -15,7 +15,7 @@ from pathlib import Path
 from . import datasets, quarantine
 from .completion import manifest_fields
 from .datasets.base import AnnotatedVideo, Dataset
-from .errors import UserError
+from .errors import UserError, root_not_found
 from .fsio import disk_errors
 from .lock import root_lock
 from .manifest import (
@@ -120,8 +120,7 @@ def scan_root(dataset: str | None, root: Path, level: int | None = None,
     """
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"{root}: data root not found; create it or run "
-                        f"`datatools {dataset or '<dataset>'} download --root {root}`")
+        raise root_not_found(root, dataset)
     try:
         previous = read_manifest(root)
     except ManifestUnreadable:
@@ -143,10 +142,8 @@ def scan_root(dataset: str | None, root: Path, level: int | None = None,
     quarantine.mark_quarantined(root, records)
     if previous is not None:
         carry_over(records, previous[0])
-    scanned = ScannedRoot(ds, root, level, records, ann.label_map, ann.label_source,
-                          dict(previous[1].steps) if previous else {})
-    scanned.rebuilt_from = rebuilt_from
-    return scanned
+    return ScannedRoot(ds, root, level, records, ann.label_map, ann.label_source,
+                       dict(previous[1].steps) if previous else {}, rebuilt_from)
 
 
 def build_lists(dataset: str, root: Path, formats: list[str] | None = None, level: int = 2,

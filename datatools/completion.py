@@ -33,7 +33,6 @@ NAMINGS = {
     "denseflow": ("img_{:05d}.jpg", "flow_{}_{:05d}.jpg", 0),  # denseflow writes 0-based names
 }
 RECORD_VERSION = 2
-PARTS = ("rgb", "flow")
 
 
 def read_done(frame_dir: str) -> dict | None:
@@ -85,12 +84,6 @@ def count_names(names) -> tuple[int, int, int]:
     return rgb, fx, fy
 
 
-def part_counts(names) -> dict[str, int]:
-    """Files of each part among a folder's entry names (flow: complete pairs)."""
-    rgb, fx, fy = count_names(names)
-    return {"rgb": rgb, "flow": min(fx, fy)}
-
-
 def last_names(record: dict, part: str, count: int) -> list[str]:
     """The file names a part of `count` files ends with (nothing to check for an empty part)."""
     rgb_tmpl, flow_tmpl = (record.get("templates") or [None, None])
@@ -103,10 +96,13 @@ def last_names(record: dict, part: str, count: int) -> list[str]:
     return [flow_tmpl.format("x", last), flow_tmpl.format("y", last)] if flow_tmpl else []
 
 
-def trusted_parts(record: dict, names: list[str] | set[str]) -> dict[str, bool]:
-    """Per part of the record: whether the folder listing `names` holds what it counts."""
+def trusted_parts(record: dict, names: list[str] | set[str],
+                  counts: tuple[int, int, int] | None = None) -> dict[str, bool]:
+    """Per part of the record: whether the folder listing `names` holds what it counts
+    (`counts`: count_names(names), where the caller has it already)."""
     names = set(names)
-    counts = part_counts(names)
+    rgb, fx, fy = counts if counts is not None else count_names(names)
+    counts = {"rgb": rgb, "flow": min(fx, fy)}
     out = {}
     for part, info in record["parts"].items():
         want = info.get("count", 0)

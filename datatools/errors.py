@@ -15,6 +15,11 @@ class UserError(Exception):
     """An error the CLI prints as one line (no traceback) before exiting non-zero."""
 
 
+def root_not_found(root, dataset: str | None = None) -> UserError:
+    return UserError(f"{root}: data root not found; create it or run "
+                     f"`datatools {dataset or '<dataset>'} download --root {root}`")
+
+
 class AnnotationError(UserError):
     """A malformed or inconsistent line in an annotation file."""
 

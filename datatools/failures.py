@@ -51,7 +51,7 @@ class TaskFailures:
             raise self.error(stopped=False)
 
     def error(self, stopped: bool) -> InternalError:
-        reason, n = self.kinds.most_common(1)[0]
+        reason = self.kinds.most_common(1)[0][0]
         how = "the step stopped" if stopped else "the other videos were done"
         return InternalError(
             f"internal error in datatools {self.step} ({reason}) on {len(self.items)} video(s), "

@@ -14,9 +14,8 @@ keeps two commands apart).
 
 Worker processes forked from the command share its open lock file, so the lock lasts until the
 last of them has exited: while one lives it may still write. Taking the lock is also the first
-write of every step, so a read-only root is found here,
-before any video is probed. Steps nest (prepare runs download, validate, ...): a process that
-holds a root's lock may take it again.
+write of every step, so a read-only root is found here, before any video is probed. Steps nest
+(prepare runs download, validate, ...): a process that holds a root's lock may take it again.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, root_not_found
 from .fsio import disk_errors
 
 LOCK_NAME = ".datatools.lock"
@@ -95,8 +94,7 @@ def root_lock(root: Path, step: str) -> Iterator[None]:
         yield
         return
     if not root.is_dir():
-        raise UserError(f"{root}: data root not found; create it or run "
-                        f"`datatools <dataset> download --root {root}`")
+        raise root_not_found(root)
     key = os.path.realpath(root)
     with _guard:
         if key in _held:

@@ -84,7 +84,7 @@ def frame_folder(folder: Path, rel: str) -> FrameFolder:
     if DONE in names:
         found.record = read_done(str(folder))
         if found.record is not None:
-            found.trusted = all(trusted_parts(found.record, names).values())
+            found.trusted = all(trusted_parts(found.record, names, (rgb, fx, fy)).values())
     return found
 
 

@@ -40,8 +40,10 @@ def apply_probe(rec: VideoRecord, res: ProbeResult | WorkerCrash) -> None:
     if isinstance(res, WorkerCrash):
         res = ProbeResult("corrupt", size=rec.size, error=f"decoder crashed ({res.reason}, twice)")
     for f in fields(ProbeResult):
-        if f.name not in ("status", "size") or (f.name == "size" and res.size is not None):
-            setattr(rec, f.name, getattr(res, f.name))
+        value = getattr(res, f.name)
+        if f.name == "status" or (f.name == "size" and value is None):
+            continue  # status: below; a probe that learned no size keeps the scan's
+        setattr(rec, f.name, value)
     rec.probe_status = res.status
     if rec.status != "extra":  # a file in no split stays `extra`; its probe is still recorded
         rec.status = res.status

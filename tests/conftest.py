@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,6 +34,18 @@ def require_tool(name: str) -> str:
     path = shutil.which(name)
     require(name, path is not None)
     return path
+
+
+@contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A small filesystem of its own at `path` for the block (tmpfs; mounting needs root)."""
+    require("root (to mount a small tmpfs)", os.geteuid() == 0)
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
 
 
 def kill_group(proc) -> None:

@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import SHARED, require, require_tool
+from conftest import SHARED, require_tool, tmpfs
 
 from datatools import archives
 from datatools.archives import ArchiveError, ReaderMissing, UnsafeArchive
@@ -284,8 +284,7 @@ def test_links_that_stay_inside_are_kept_in_both_kinds(tmp_path, fmt):
 
 def test_an_archive_declaring_more_than_the_free_space_is_refused_before_writing(tmp_path):
     """A 300 KB zip of 300 MiB of zeros on a 64 MiB filesystem: one line, nothing written."""
-    small = mounted_tmpfs(tmp_path / "small", "64m")
-    try:
+    with tmpfs(tmp_path / "small", "64m") as small:
         bomb = tmp_path / "zeros.zip"
         with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
             with zf.open("zeros.bin", "w", force_zip64=True) as f:
@@ -296,20 +295,6 @@ def test_an_archive_declaring_more_than_the_free_space_is_refused_before_writing
         with pytest.raises(archives.DiskError, match=r"unpacking needs 300.0 MiB, \d+\.\d MiB free on "):
             archives.extract(bomb, small / "dest")
         assert list(small.iterdir()) == []
-    finally:
-        unmount(small)
-
-
-def mounted_tmpfs(path: Path, size: str) -> Path:
-    """A small filesystem of its own (tmpfs; mounting needs root)."""
-    require("root (to mount a small tmpfs)", os.geteuid() == 0)
-    path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
-    return path
-
-
-def unmount(path: Path) -> None:
-    subprocess.run(["umount", str(path)], check=True)
 
 
 def test_a_truncated_zip_is_one_line_not_a_traceback(tmp_path):

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import VIDEOS, require
+from conftest import VIDEOS, tmpfs
 from trees import ucf101_style_root
 from typer.testing import CliRunner
 
@@ -435,13 +435,9 @@ def test_an_unreadable_manifest_is_one_line_and_build_lists_rebuilds_it(tmp_path
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 48 MiB filesystem of its own (tmpfs; mounting needs root)."""
-    require("root (to mount a small tmpfs)", os.geteuid() == 0)
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], check=True)
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    """A 48 MiB filesystem of its own."""
+    with tmpfs(tmp_path / "disk", "48m") as mount:
+        yield mount
 
 
 def test_a_full_disk_stops_extract_at_once_and_keeps_the_lists(small_disk):

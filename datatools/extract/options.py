@@ -69,7 +69,7 @@ class ExtractOptions:
 
     @property
     def parts(self) -> tuple[str, ...]:
-        """What the task writes into a frame folder (completion.PARTS)."""
+        """What the task writes into a frame folder: "rgb", "flow" or both."""
         return tuple(p for p, wanted in (("rgb", self.rgb), ("flow", self.flow)) if wanted)
 
     def common_params(self) -> dict:

@@ -13,7 +13,7 @@ from ..build import scan_root
 from ..completion import manifest_fields
 from ..errors import UserError
 from ..failures import TaskFailures
-from ..fsio import DiskError
+from ..fsio import DiskError, gib
 from ..lock import root_lock
 from ..manifest import LISTED_STATUSES, VideoRecord
 from ..parallel import ClusterOptions, TaskError, WorkerCrash, dask_client, map_tasks
@@ -129,7 +129,6 @@ def _extract(root: Path, opts: ExtractOptions, sel: Selection, cluster: ClusterO
 
 def _space_per_video(result: ExtractResult) -> str:
     """What one finished frame folder takes on disk, from up to 20 of them (an estimate)."""
-    from ..fsio import gib
     sizes = []
     for rec, out in result.outcomes[-20:]:
         if out.status == "done" and rec.frame_dir:

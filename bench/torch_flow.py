@@ -49,7 +49,7 @@ def gray_frames(count: int):
 def opencv_worker(args) -> int:
     import cv2
 
-    from datatools.extract.opencv_flow import TVL1
+    from datatools.extract.backends.opencv_flow import TVL1
     cv2.setNumThreads(1)
     tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(**TVL1)
     frames = gray_frames(args + 1)
@@ -68,7 +68,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from datatools.extract.torch_flow import TorchFlow
+    from datatools.extract.backends.torch_flow import TorchFlow
     backend = TorchFlow("tvl1", device=args.device)
     device = backend.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
@@ -93,7 +93,7 @@ def main() -> None:
     best = max(r[1] for r in rows)
 
     out = Path(tempfile.mkdtemp(dir=HERE / "out" if (HERE / "out").exists() else None))
-    from datatools.extract.external import count_frames
+    from datatools.extract.backends.external import count_frames
     pairs_per_video = count_frames(str(VIDEOS / args.clip)) - 1
     files = {f"Bench/v_Bench_g{i:02d}_c01{Path(args.clip).suffix}": str(VIDEOS / args.clip)
              for i in range(1, args.videos + 1)}
@@ -101,7 +101,7 @@ def main() -> None:
     subprocess.run([str(BIN / "datatools"), "ucf101", "build-lists", "--root", str(root)], check=True,
                    capture_output=True)
     from datatools.extract.batcher import batch_stats
-    from datatools.parallel import ClusterOptions, dask_client, visible_gpus
+    from datatools.schedule.client import ClusterOptions, dask_client, visible_gpus
     gpus = visible_gpus() if device.type == "cuda" else []
     with dask_client(ClusterOptions(workers=1 if gpus else None, gpus=gpus)) as client:
         cmd = [str(BIN / "datatools"), "extract", "--root", str(root), "--task", "flow", "--backend",

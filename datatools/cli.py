@@ -77,7 +77,7 @@ def _positive(value):
     return value
 
 
-# Where the work runs; the same options on every parallel step (see parallel.py, slurm.py).
+# Where the work runs; the same options on every parallel step (see schedule/).
 WORKERS = typer.Option(None, min=1, help="Local Dask workers (default: one per core)")
 SCHEDULER = typer.Option(None, help="Use a running Dask cluster: tcp://host:8786")
 CLUSTER = typer.Option("local", "--cluster", help="local, or slurm (workers as SLURM jobs)")
@@ -95,14 +95,14 @@ _console_process = False
 
 
 def cluster_options(workers, scheduler, cluster, slurm, cluster_config, gpus):
-    from .parallel import ClusterOptions, visible_gpus
-    from .slurm import parse_slurm_options
+    from .schedule.client import ClusterOptions, visible_gpus
+    from .schedule.slurm import parse_slurm_options
     devices = []
     if gpus:
         devices = visible_gpus() if gpus == "all" else [d.strip() for d in gpus.split(",") if d.strip()]
         if not devices:
             raise UserError("--gpus all: no GPU on this machine (`nvidia-smi -L` lists none)")
-    # fork (parallel.py, LOCAL_START): these commands run no native thread pool before their
+    # fork (schedule/client.py, LOCAL_START): these commands run no native thread pool before their
     # cluster starts, but only the console command's own process is known to be fresh
     return ClusterOptions(workers=workers, scheduler=scheduler, kind=cluster,
                           slurm=parse_slurm_options(slurm or []), config_file=cluster_config,
@@ -123,7 +123,7 @@ def _dataset_app(name: str) -> typer.Typer:
         strict: bool = typer.Option(False, help="Exit non-zero if any video or frame folder is missing"),
     ):
         """Join annotations with the disk, update manifest.parquet and write MMAction2 lists."""
-        from .build import build_lists, parse_formats
+        from .lists.build import build_lists, parse_formats
         from .report import print_build_summary
         result = build_lists(name, root, parse_formats(format), level, shuffle, seed)
         print_build_summary(result, root)
@@ -147,8 +147,8 @@ def _dataset_app(name: str) -> typer.Typer:
         retries: int = typer.Option(5, min=0, help="Further tries on connection errors, timeouts, 5xx"),
     ):
         """Download (or take from --from-dir), verify and unpack into the root's layout."""
-        from .acquire import DownloadOptions, download, read_checksums
-        from .download import HttpOptions
+        from .acquire.http import HttpOptions
+        from .acquire.session import DownloadOptions, download, read_checksums
         from .report import DownloadProgress, print_download_summary
         opts = DownloadOptions(what=what, mirror=mirror, from_dir=from_dir, jobs=jobs,
                                keep_archives=keep_archives,
@@ -186,8 +186,8 @@ def _dataset_app(name: str) -> typer.Typer:
     ):
         """Run the whole pipeline (download → validate → lists → extract → frame lists);
         re-run the same command to resume after an interruption."""
-        from .acquire import DownloadOptions
-        from .extract import ExtractOptions
+        from .acquire.session import DownloadOptions
+        from .extract.options import ExtractOptions
         from .prepare import PrepareOptions, parse_steps, prepare
         opts = PrepareOptions(
             steps=parse_steps(steps),
@@ -217,8 +217,8 @@ def _dataset_app(name: str) -> typer.Typer:
     ):
         """Probe every video in parallel; record status and metadata in the manifest."""
         from .report import console, print_validate_summary
-        from .validate import restore as restore_files
-        from .validate import validate
+        from .validate.run import restore as restore_files
+        from .validate.run import validate
         if restore:
             restored, problems = restore_files(name, root)
             console.print(f"{len(restored)} file(s) restored from quarantine")
@@ -261,7 +261,7 @@ def cluster_sbatch(
     """Write a batch script running a datatools command as the driver job:
     `datatools cluster sbatch --out job.sh -- ucf101 prepare --root data/ucf101 --cluster slurm`,
     then `sbatch job.sh`."""
-    from .sbatch import batch_script
+    from .schedule.sbatch import batch_script
     text = batch_script(list(ctx.args), job_name, partition, account, time, cpus, mem, extra or [])
     out.write_text(text)
     out.chmod(0o755)
@@ -291,7 +291,7 @@ def mmaction_config(
     lr: float = typer.Option(0.01, callback=_positive, help="SGD learning rate"),
 ):
     """Write an MMAction2 config whose datasets read the manifest (no hand-edited paths)."""
-    from .mmconfig import ConfigOptions, write_config
+    from .mmaction.config import ConfigOptions, write_config
     path = write_config(root, ConfigOptions(model, modality, input, split, depth, pretrained, crop,
                                             clips, epochs, batch_size, workers, lr), out)
     typer.echo(f"wrote {path}; train with: datatools mmaction train {path} "
@@ -305,7 +305,7 @@ def mmaction_train(
     work_dir: Path = typer.Option(Path("work_dirs/datatools"), help="Logs and checkpoints"),
 ):
     """Train a config with MMEngine's Runner, then test it on the val subset (top-1)."""
-    from .mmtrain import train_and_test
+    from .mmaction.train import train_and_test
     metrics = train_and_test(config, work_dir)
     typer.echo("test: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
@@ -321,7 +321,7 @@ def fetch(
     retries: int = typer.Option(5, min=0, help="Further tries on connection errors, timeouts, 5xx"),
 ):
     """Download files with resume, retries and sha256 (what `download` uses, for any URL)."""
-    from .download import HttpOptions, fetch_urls
+    from .acquire.http import HttpOptions, fetch_urls
     from .report import DownloadProgress
     if sha256 and len(urls) > 1:
         raise UserError("--sha256 checks a single file; pass one URL")
@@ -363,8 +363,9 @@ def extract(
     force: bool = typer.Option(False, help="Redo videos extracted with other parameters"),
 ):
     """Extract RGB frames and optical flow for the videos in the manifest."""
-    from .extract import ExtractOptions, Selection, parse_size
-    from .extract import extract as run_extract
+    from .extract.options import ExtractOptions, parse_size
+    from .extract.run import Selection
+    from .extract.run import extract as run_extract
     from .report import print_extract_summary
     opts = ExtractOptions(task=task, algo=algo, backend=backend,
                           new_short=new_short, new_size=parse_size(new_size), bound=bound,

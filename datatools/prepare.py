@@ -13,8 +13,8 @@ from pathlib import Path
 
 from .errors import UserError
 from .lock import root_lock
-from .parallel import ClusterOptions
 from .report import console
+from .schedule.client import ClusterOptions
 
 STEPS = ("download", "validate", "lists", "extract", "frame-lists")
 
@@ -49,10 +49,11 @@ def prepare(name: str, root: Path, opts: PrepareOptions) -> bool:
 
 def _run_steps(name: str, root: Path, opts: PrepareOptions) -> bool:
     from . import catalog, report
-    from .acquire import DownloadOptions, download
-    from .build import build_lists
-    from .extract import ExtractOptions, extract
-    from .validate import validate
+    from .acquire.session import DownloadOptions, download
+    from .extract.options import ExtractOptions
+    from .extract.run import extract
+    from .lists.build import build_lists
+    from .validate.run import validate
 
     ok = True
     for n, step in enumerate(opts.steps, start=1):

@@ -80,7 +80,7 @@ def progress_bar(total: int, description: str) -> Iterator:
 
 
 def print_validate_summary(result, catalog) -> None:
-    from .probe import STATUSES
+    from .validate.probe import STATUSES
     table = Table(title=f"{result.dataset}: videos by status", show_edge=False)
     table.add_column("status")
     table.add_column("videos", justify="right")

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import SHARED, require_tool, tmpfs
 
-from datatools import archives
-from datatools.archives import ArchiveError, ReaderMissing, UnsafeArchive
+from datatools.acquire import archives
+from datatools.acquire.archives import ArchiveError, ReaderMissing, UnsafeArchive
 
 RARS = SHARED / "archives"
 SUBDIR_FILES = {"sub/dir1/file1.txt": 6, "sub/dir2/file2.txt": 6, "sub/with space/long fn.txt": 8,

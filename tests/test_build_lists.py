@@ -12,8 +12,8 @@ from mmtools import build_file_list
 from trees import kinetics_root, sthv2_root, touch, ucf101_root, write_csv
 from typer.testing import CliRunner
 
-from datatools.build import build_lists
 from datatools.cli import app
+from datatools.lists.build import build_lists
 from datatools.manifest import read_manifest
 
 runner = CliRunner()

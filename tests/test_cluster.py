@@ -20,14 +20,15 @@ from nginx import Nginx
 from slurm import Slurm, available
 from trees import pids_with_open, tree_bytes, ucf101_style_root
 
-from datatools.build import build_lists
 from datatools.demo import make_dataset
 from datatools.errors import UserError
-from datatools.extract import ExtractOptions, extract
-from datatools.gpu_pin import device_for
+from datatools.extract.options import ExtractOptions
+from datatools.extract.run import extract
+from datatools.lists.build import build_lists
 from datatools.manifest import read_manifest
-from datatools.parallel import VIDEOS_PER_GPU, ClusterOptions, dask_client, load_config_file, map_tasks
-from datatools.slurm import make_cluster, parse_slurm_options
+from datatools.schedule.client import VIDEOS_PER_GPU, ClusterOptions, dask_client, load_config_file, map_tasks
+from datatools.schedule.gpu_pin import device_for
+from datatools.schedule.slurm import make_cluster, parse_slurm_options
 
 BIN = Path(sys.executable).parent
 FARNEBACK = ExtractOptions(task="both", algo="farneback")
@@ -120,7 +121,7 @@ def test_a_killed_worker_costs_only_its_video_and_the_output_is_unchanged(tmp_pa
 
 def test_a_library_caller_that_ran_opencv_threads_still_extracts(tmp_path):
     """Library callers get spawned workers: a worker forked after OpenCV ran a parallel loop in
-    the caller hangs in its first cv2.setNumThreads (parallel.py, LOCAL_START); the console
+    the caller hangs in its first cv2.setNumThreads (schedule/client.py, LOCAL_START); the console
     command's own process, which runs none before its cluster starts, forks (the tests that run
     `datatools` as a subprocess exercise that)."""
     import cv2
@@ -184,7 +185,7 @@ def test_slurm_settings_come_from_a_config_file_and_the_command_line(tmp_path):
         assert line in script, script
     assert "--mem=30G" in script or "--mem=32G" in script  # the command line wins over the file
     for arg in ("--nworkers 2", f"--nthreads {VIDEOS_PER_GPU}", f"--resources GPU={VIDEOS_PER_GPU}",
-                "--preload datatools.gpu_pin",
+                "--preload datatools.schedule.gpu_pin",
                 "--lifetime 3300s", "--lifetime-stagger 4m"):
         assert arg in script, script
     with pytest.raises(UserError, match="expected key=value with key one of"):

@@ -20,15 +20,17 @@ from conftest import VIDEOS, tmpfs
 from trees import ucf101_style_root
 from typer.testing import CliRunner
 
-from datatools.build import build_lists
 from datatools.cli import app
-from datatools.completion import DONE
-from datatools.extract import ExtractOptions, VideoJob, extract, extract_video
+from datatools.extract.options import ExtractOptions
+from datatools.extract.run import extract
+from datatools.extract.video import VideoJob, extract_video
+from datatools.frame_folder import DONE
+from datatools.lists.build import build_lists
 from datatools.lock import root_lock
 from datatools.manifest import read_manifest
-from datatools.parallel import ClusterOptions
-from datatools.probe import BAD
-from datatools.validate import validate
+from datatools.schedule.client import ClusterOptions
+from datatools.validate.probe import BAD
+from datatools.validate.run import validate
 
 BIN = Path(sys.executable).parent
 ONE = ClusterOptions(workers=1)
@@ -271,7 +273,7 @@ def test_a_decoder_that_stops_early_is_a_failure_not_a_shorter_success(tmp_path)
 # --- 9. code errors are not data errors ---------------------------------------------------------
 
 BUG = '''
-import datatools.probe as probe
+import datatools.validate.probe as probe
 
 def _broken(path, level):
     raise TypeError("simulated API change: decode() got an unexpected keyword argument")

@@ -80,7 +80,7 @@ def test_demo_builds_a_ucf101_layout_root_with_real_videos(tmp_path):
     # The shape moves right by 3 px a frame: the mean flow_x inside it is about +3 px.
     import cv2
 
-    from datatools.extract import dequantize_flow
+    from datatools.extract.quantize import dequantize_flow
     fx = dequantize_flow(cv2.imread(str(root / "rawframes/DriftRight/v_DriftRight_g01_c01/"
                                                 "flow_x_00005.jpg"), cv2.IMREAD_GRAYSCALE), 20)
     assert fx.max() > 2.0 and abs(float(np.median(fx))) < 1.0

@@ -18,9 +18,9 @@ from conftest import ANN, kill_group, require_tool
 from nginx import Nginx, free_port
 from trees import video_id
 
-from datatools.build import build_lists
-from datatools.parallel import ClusterOptions
-from datatools.validate import validate
+from datatools.lists.build import build_lists
+from datatools.schedule.client import ClusterOptions
+from datatools.validate.run import validate
 
 BIN = Path(sys.executable).parent
 
@@ -290,7 +290,7 @@ def test_a_name_from_a_url_is_one_component_never_a_path(server, tmp_path):
                                         ("..%2f..%2f..%2fetc%2fpasswd", "passwd"),
                                         ("clip%20(1).mp4", "clip (1).mp4")])
 def test_names_from_urls_keep_only_their_last_component(text, name):
-    from datatools.download import safe_file_name
+    from datatools.acquire.http import safe_file_name
     assert safe_file_name(text, "test") == name
 
 

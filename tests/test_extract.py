@@ -20,11 +20,13 @@ from PIL import Image
 from trees import tree_bytes, ucf101_style_root
 from typer.testing import CliRunner
 
-from datatools.build import build_lists
 from datatools.cli import app
-from datatools.extract import ExtractOptions, dequantize_flow, extract, output_size, quantize_flow
+from datatools.extract.options import ExtractOptions, output_size
+from datatools.extract.quantize import dequantize_flow, quantize_flow
+from datatools.extract.run import extract
+from datatools.lists.build import build_lists
 from datatools.manifest import read_manifest
-from datatools.parallel import ClusterOptions
+from datatools.schedule.client import ClusterOptions
 
 REAL = ["test.avi", "test.mp4", "demo.mp4", "short_32f.mp4", "bikes.mp4", "demo_skeleton.mp4"]
 TWO = ClusterOptions(workers=2)

@@ -15,12 +15,13 @@ import pytest
 from conftest import VIDEOS
 from trees import ucf101_style_root
 
-from datatools.build import build_lists
 from datatools.demo import make_dataset
-from datatools.extract import ExtractOptions, extract
-from datatools.mmaction_compat import drn_is_missing
-from datatools.parallel import ClusterOptions
-from datatools.validate import validate
+from datatools.extract.options import ExtractOptions
+from datatools.extract.run import extract
+from datatools.lists.build import build_lists
+from datatools.mmaction.compat import drn_is_missing
+from datatools.schedule.client import ClusterOptions
+from datatools.validate.run import validate
 
 mmaction = pytest.importorskip("mmaction")  # the `mmaction` extra; `make test` installs it
 from mmaction.datasets import RawframeDataset, VideoDataset  # noqa: E402

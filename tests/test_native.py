@@ -15,10 +15,11 @@ from conftest import REPO, VIDEOS, require_tool
 from PIL import Image
 from trees import tree_bytes, ucf101_style_root
 
-from datatools.build import build_lists
-from datatools.extract import ExtractOptions, extract
-from datatools.extract.external import count_frames
-from datatools.parallel import ClusterOptions
+from datatools.extract.backends.external import count_frames
+from datatools.extract.options import ExtractOptions
+from datatools.extract.run import extract
+from datatools.lists.build import build_lists
+from datatools.schedule.client import ClusterOptions
 
 REAL = ["test.avi", "test.mp4", "demo.mp4", "short_32f.mp4", "bikes.mp4", "demo_skeleton.mp4"]
 TWO = ClusterOptions(workers=2)

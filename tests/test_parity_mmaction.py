@@ -11,7 +11,7 @@ from conftest import ANN
 from mmtools import build_file_list
 from trees import hmdb51_root, kinetics_root, sthv2_root, touch, ucf101_root
 
-from datatools.build import build_lists
+from datatools.lists.build import build_lists
 
 
 def assert_same_lists(ours_dir, theirs_dir, names):

@@ -11,13 +11,14 @@ from middlebury import RUBBER, epe, read_flo
 from PIL import Image
 from trees import tree_bytes, ucf101_style_root
 
-from datatools.build import build_lists
-from datatools.extract import ExtractOptions, extract
 from datatools.extract.frames import iter_frames, resize, to_gray
-from datatools.parallel import ClusterOptions
+from datatools.extract.options import ExtractOptions
+from datatools.extract.run import extract
+from datatools.lists.build import build_lists
+from datatools.schedule.client import ClusterOptions
 
 torch = pytest.importorskip("torch")  # the gpu/mmaction extras; `make test` installs it
-from datatools.extract.torch_flow import TorchFlow  # noqa: E402
+from datatools.extract.backends.torch_flow import TorchFlow  # noqa: E402
 
 
 def gray_pairs(name: str, count: int, size=(170, 128)) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -44,7 +45,7 @@ def test_rubberwhale_float_flow_is_within_0_18_px_of_ground_truth(backend):
 def test_real_video_pairs_agree_with_opencv_tvl1(backend):
     import cv2
 
-    from datatools.extract.opencv_flow import TVL1
+    from datatools.extract.backends.opencv_flow import TVL1
     cv2.setNumThreads(1)
     opencv = cv2.optflow.DualTVL1OpticalFlow_create(**TVL1)
     errors = []
@@ -152,5 +153,5 @@ def test_flow_quantized_on_the_device_equals_the_host_rule(backend):
         assert np.array_equal(q[..., 0], quantize_flow(f[..., 0], 20.0))
         assert np.array_equal(q[..., 1], quantize_flow(f[..., 1], 20.0))
     edges = torch.tensor([-25.0, -20.0, 0.0, 20.0 * (1 / 255), 25.0])  # clip, 0 -> 128, half-even
-    from datatools.extract.torch_flow import quantize
+    from datatools.extract.backends.torch_flow import quantize
     assert quantize(edges, 20.0).tolist() == quantize_flow(edges.numpy(), 20.0).tolist()

@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 
 from datatools.cli import app
 from datatools.manifest import read_manifest
-from datatools.parallel import ClusterOptions
-from datatools.validate import validate
+from datatools.schedule.client import ClusterOptions
+from datatools.validate.run import validate
 
 REAL = ["test.avi", "test.mp4", "demo.mp4", "short_32f.mp4", "bikes.mp4", "demo_skeleton.mp4"]
 EXPECTED_BAD = {
@@ -231,7 +231,7 @@ def test_a_worker_dying_mid_video_costs_that_video_only(tmp_path):
 
 def test_pyav_fallback_counts_what_decord_counts():
     # Where decord has no wheel (non-x86_64), full validation decodes with PyAV.
-    from datatools.probe import _pyav_decode_all
+    from datatools.validate.probe import _pyav_decode_all
     for name in REAL:
         frames, fps, height, width = _pyav_decode_all(str(VIDEOS / name))
         assert (frames, fps, width, height) == decord_meta(VIDEOS / name), name

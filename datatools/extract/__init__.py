@@ -1,11 +1,6 @@
-"""RGB frames and optical flow: decoding, resizing, quantizing and writing, per video, in
-parallel. `extract` is the step; `extract_video` the work unit; backends compute flow."""
+"""The extract step: RGB frames and optical flow per video, in parallel.
 
-from .options import ExtractOptions, output_size, parse_size
-from .quantize import dequantize_flow, quantize_flow
-from .run import ExtractResult, Selection, extract
-from .video import VideoJob, VideoOutcome, extract_video
-
-__all__ = ["ExtractOptions", "ExtractResult", "Selection", "VideoJob", "VideoOutcome",
-           "dequantize_flow", "extract", "extract_video", "output_size", "parse_size",
-           "quantize_flow"]
+`run.extract` is the step, `video.extract_video` the work unit, `options` what the output
+depends on, `backends/` what computes flow, `frames` decoding and writing, `quantize` the
+flow-to-JPEG rule, `batcher` the GPU worker's shared batches.
+"""

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
-from ..completion import NAMINGS
 from ..errors import UserError
+from ..frame_folder import NAMINGS
 from .backends import resolve
 
 TASKS = ("rgb", "flow", "both")

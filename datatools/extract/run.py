@@ -9,16 +9,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..build import scan_root
-from ..completion import manifest_fields
 from ..errors import UserError
 from ..failures import TaskFailures
+from ..frame_folder import manifest_fields
 from ..fsio import DiskError, gib
+from ..lists.build import scan_root
 from ..lock import root_lock
 from ..manifest import LISTED_STATUSES, VideoRecord
-from ..parallel import ClusterOptions, TaskError, WorkerCrash, dask_client, map_tasks
 from ..report import progress_bar
-from ..validate import apply_probe
+from ..schedule.client import ClusterOptions, TaskError, WorkerCrash, dask_client, map_tasks
+from ..validate.run import apply_probe
 from . import backends
 from .options import ExtractOptions
 from .video import VideoJob, VideoOutcome, extract_video

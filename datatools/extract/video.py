@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..completion import PART_PREFIXES, read_done, trusted_parts, write_done
+from ..frame_folder import PART_PREFIXES, read_done, trusted_parts, write_done
 from ..fsio import failed_for_space, fsync_dir
-from ..probe import TRUNCATION_SLACK, ProbeResult, probe_video
+from ..validate.probe import TRUNCATION_SLACK, ProbeResult, probe_video
 from .backends import create as create_backend
 from .backends import is_batch_backend, is_video_tool
+from .backends.external import ToolError
 from .batcher import batcher_for
-from .external import ToolError
 from .frames import DecodeError, JpegWriter, iter_frames, resize, to_gray
 from .options import ExtractOptions, output_size
 from .quantize import quantize_flow

@@ -30,7 +30,7 @@ from typing import Any
 import dask
 from distributed import Client, KilledWorker, LocalCluster, as_completed
 
-from .errors import UserError
+from ..errors import UserError
 
 # Set in each worker process before it starts (Dask's nanny "pre-spawn" environment; for
 # forked local workers see LOCAL_START below).

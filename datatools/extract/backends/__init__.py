@@ -15,13 +15,13 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import UserError
+from ...errors import UserError
 
 
 class FlowBackend(Protocol):
     name: str
     algo: str
-    gpu: bool  # runs only on workers declaring a GPU (parallel.GPU)
+    gpu: bool  # runs only on workers declaring a GPU (schedule.resources.GPU)
 
     def compute(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
         ...

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from . import __version__
-from .errors import UserError
-from .fsio import DiskError, append_line, atomic_write, disk_error, is_disk_error
+from .. import __version__
+from ..errors import UserError
+from ..fsio import DiskError, append_line, atomic_write, disk_error, is_disk_error
 
 CHUNK = 1 << 20  # bytes per read: large enough that per-call overhead is invisible
 RECORDS = "records.jsonl"

@@ -30,8 +30,8 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from ..errors import UserError
-from .options import ExtractOptions
+from ...errors import UserError
+from ..options import ExtractOptions
 
 TOOL = "datatools-flow"
 ALGO_FLAGS = {"tvl1": "tvl1", "farneback": "farn"}
@@ -63,7 +63,7 @@ def _die_with_parent() -> None:
 
 def count_frames(video: str) -> int:
     """Frames in a video, by decoding it (OpenCV, as the Python backend reads it)."""
-    from .frames import iter_frames
+    from ..frames import iter_frames
     return sum(1 for _ in iter_frames(video))
 
 
@@ -162,7 +162,7 @@ class NativeFlow(_VideoTool):
 
 @atexit.register
 def _stop_servers() -> None:
-    """Let idle extractors finish at exit. A forked Dask worker (parallel.py) exits without
+    """Let idle extractors finish at exit. A forked Dask worker (schedule/client.py) exits without
     atexit; its extractors, idle between videos, then end by _die_with_parent."""
     for proc in NativeFlow._servers.values():
         if proc.poll() is None:

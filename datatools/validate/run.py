@@ -8,16 +8,16 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from ..errors import UserError
+from ..failures import TaskFailures
+from ..fsio import DiskError
+from ..lists.build import scan_root
+from ..lock import root_lock
+from ..manifest import VideoRecord
+from ..report import progress_bar
+from ..schedule.client import ClusterOptions, TaskError, WorkerCrash, dask_client, map_tasks
 from . import quarantine
-from .build import scan_root
-from .errors import UserError
-from .failures import TaskFailures
-from .fsio import DiskError
-from .lock import root_lock
-from .manifest import VideoRecord
-from .parallel import ClusterOptions, TaskError, WorkerCrash, dask_client, map_tasks
 from .probe import BAD, ProbeResult, probe_task
-from .report import progress_bar
 
 LEVELS = ("quick", "full")
 

@@ -10,11 +10,11 @@ Walltime: each worker is told to retire (`--lifetime`) a few minutes before its 
 staggered so that not all retire at once; the cluster is adaptive between `jobs` and
 `max_jobs`, so a retired job is replaced by a fresh one and tasks move to the workers that
 remain (dask-jobqueue #122 / #611). A job killed without warning costs only the videos in
-flight, which `parallel.map_tasks` resubmits.
+flight, which `client.map_tasks` resubmits.
 
 GPUs: with gpus_per_job=N a job asks `--gres=gpu:N`, runs N worker processes, each declaring
 the resource GPU=VIDEOS_PER_GPU (as many task threads) and pinned to its own device by the
-`datatools.gpu_pin` preload.
+`datatools.schedule.gpu_pin` preload.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import re
 import sys
 from dataclasses import dataclass, field, fields
 
-from .errors import UserError
-from .parallel import GPU, VIDEOS_PER_GPU
+from ..errors import UserError
+from .client import GPU, VIDEOS_PER_GPU
 
 # Where worker jobs write their output when neither --slurm log_directory nor Dask's
 # jobqueue.slurm.log-directory says: not the current folder, where sbatch would put one
@@ -106,7 +106,7 @@ def make_cluster(settings: dict):
     cores = opts.cores or conf.get("cores") or processes
     memory = opts.memory or conf.get("memory") or f"{2 * processes}GB"
     walltime = opts.walltime or conf.get("walltime")
-    # A GPU process drives one GPU, VIDEOS_PER_GPU videos at once (see parallel.py).
+    # A GPU process drives one GPU, VIDEOS_PER_GPU videos at once (see resources.py).
     threads = VIDEOS_PER_GPU if opts.gpus_per_job else 1
     worker_args = ["--nthreads", str(threads)]
     lifetime = opts.lifetime
@@ -117,7 +117,7 @@ def make_cluster(settings: dict):
     directives = list(opts.extra)
     if opts.gpus_per_job:
         directives.append(f"--gres=gpu:{opts.gpus_per_job}")
-        worker_args += ["--resources", f"{GPU}={threads}", "--preload", "datatools.gpu_pin"]
+        worker_args += ["--resources", f"{GPU}={threads}", "--preload", "datatools.schedule.gpu_pin"]
     logs = opts.log_directory or conf.get("log-directory") or LOGS
     kwargs = dict(cores=cores, processes=processes, memory=memory, python=sys.executable,
                   log_directory=logs,

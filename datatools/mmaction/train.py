@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .mmaction_compat import provide_missing_drn
+from .compat import provide_missing_drn
 
 
 def train_and_test(config: Path, work_dir: Path) -> dict:

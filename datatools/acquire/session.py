@@ -18,8 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import archives, datasets
-from .download import (
+from .. import datasets
+from ..errors import UserError
+from ..fsio import disk_errors
+from ..lock import root_lock
+from . import archives
+from .http import (
     DownloadError,
     Fetched,
     HttpOptions,
@@ -31,9 +35,6 @@ from .download import (
     safe_file_name,
     use_local,
 )
-from .errors import UserError
-from .fsio import disk_errors
-from .lock import root_lock
 
 WHAT = ("annotations", "videos", "all")
 MIRROR_ENV = "DATATOOLS_MIRROR"

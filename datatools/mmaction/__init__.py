@@ -17,7 +17,7 @@ hold the same samples. Videos left out are counted by status in one log line, ne
 silently.
 
 Importing this module also makes `import mmaction.models` work on the MMAction2 1.2.0 wheel
-and lets torch >= 2.6 load MMEngine's checkpoints (see mmaction_compat.py).
+and lets torch >= 2.6 load MMEngine's checkpoints (see compat.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from .mmaction_compat import allow_mmengine_checkpoints, provide_missing_drn
+from .compat import allow_mmengine_checkpoints, provide_missing_drn
 
 provide_missing_drn()
 allow_mmengine_checkpoints()
@@ -35,8 +35,8 @@ from mmaction.datasets import RawframeDataset, VideoDataset  # noqa: E402
 from mmaction.registry import DATASETS  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 
-from .errors import UserError  # noqa: E402
-from .manifest import VideoRecord, listed, require_manifest, split_members  # noqa: E402
+from ..errors import UserError  # noqa: E402
+from ..manifest import VideoRecord, listed, require_manifest, split_members  # noqa: E402
 
 SUBSETS = ("train", "val", "test")
 FORMAT = {"RGB": "rawframes", "Flow": "flow"}  # modality -> the list format it reads

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .completion import DONE, count_names, read_done, trusted_parts
+from ..frame_folder import DONE, count_names, read_done, trusted_parts
 
 
 @dataclass

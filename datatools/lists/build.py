@@ -12,13 +12,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import datasets, quarantine
-from .completion import manifest_fields
-from .datasets.base import AnnotatedVideo, Dataset
-from .errors import UserError, root_not_found
-from .fsio import disk_errors
-from .lock import root_lock
-from .manifest import (
+from .. import datasets
+from ..datasets.base import AnnotatedVideo, Dataset
+from ..errors import UserError, root_not_found
+from ..frame_folder import manifest_fields
+from ..fsio import disk_errors
+from ..lock import root_lock
+from ..manifest import (
     LIST_FORMATS,
     UNLISTED_EXTRACTIONS,
     ManifestMeta,
@@ -33,6 +33,7 @@ from .manifest import (
     split_members,
     write_manifest,
 )
+from ..validate import quarantine
 from .scan import DiskIndex, FrameFolder, scan_frames, scan_videos
 
 # Recorded for a frame folder holding unequal numbers of flow_x and flow_y files.

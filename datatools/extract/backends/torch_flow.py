@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UserError
+from ...errors import UserError
 
 # OpenCV's defaults (datatools/extract/opencv_flow.py spells out the same values).
 TAU, LAMBDA, THETA = 0.25, 0.15, 0.3

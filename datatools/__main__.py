@@ -1,0 +1,5 @@
+"""`python -m datatools` runs the `datatools` command."""
+
+from .cli import main
+
+main()

@@ -11,7 +11,9 @@ STAMP  := $(VENV)/.install-stamp
 # Whole pipelines (download → validate → lists → extract → frame lists), resumable:
 #   make ucf101 ROOT=data/ucf101 ARGS="--cluster slurm --slurm jobs=8 --slurm partition=cpu"
 # ROOT defaults to data/<dataset> for these (demo_data is the demo's).
-DATASETS := ucf101 hmdb51 kinetics400 kinetics600 kinetics700 sthv2
+# The targets are the datasets datatools knows (datatools/datasets/ and installed plugins):
+# `python -m datatools.datasets` lists them, from the venv once it exists.
+DATASETS := $(shell $(if $(wildcard $(BIN)/python),$(BIN)/python,PYTHONPATH=. $(PYTHON)) -m datatools.datasets)
 ARGS ?=
 
 .PHONY: install demo test bench lint clean doctor native $(DATASETS)

@@ -1,4 +1,6 @@
-"""The dataset catalog: facts about each known dataset, read from the JSON files in manifests/."""
+"""The dataset catalog: facts about each known dataset (title, classes, splits, expected counts,
+download sources), read from `<name>.json` in a package's data: manifests/ (shipped as
+`datatools.catalog_data`) for the datasets of datatools, a plugin's own package for its."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+
+CATALOG_PACKAGE = "datatools.catalog_data"
 
 
 @dataclass(frozen=True)
@@ -22,22 +26,20 @@ class CatalogEntry:
     def expected_count(self, split: int, subset: str) -> int | None:
         return self.expected.get(str(split), {}).get(subset)
 
+    package: str = CATALOG_PACKAGE  # whose data holds the entry (and its label map)
+
     def label_map(self) -> list[str] | None:
         """The published label map shipped with the catalog, if this dataset has one."""
         rel = self.raw.get("label_map")
         if not rel:
             return None
-        text = _catalog_files().joinpath(rel).read_text(encoding="utf-8")
+        text = resources.files(self.package).joinpath(rel).read_text(encoding="utf-8")
         return [line.rstrip("\r\n") for line in text.splitlines() if line.strip()]
 
 
-def _catalog_files():
-    return resources.files("datatools.catalog_data")
-
-
 @lru_cache(maxsize=None)
-def load(name: str) -> CatalogEntry:
-    raw = json.loads(_catalog_files().joinpath(f"{name}.json").read_text(encoding="utf-8"))
+def load(name: str, package: str = CATALOG_PACKAGE) -> CatalogEntry:
+    raw = json.loads(resources.files(package).joinpath(f"{name}.json").read_text(encoding="utf-8"))
     return CatalogEntry(
         name=raw["name"],
         title=raw["title"],
@@ -47,4 +49,5 @@ def load(name: str) -> CatalogEntry:
         base_url=raw.get("base_url"),
         sources=raw.get("sources", []),
         raw=raw,
+        package=package,
     )

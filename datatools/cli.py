@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from . import datasets
+from . import __version__, datasets
 from .errors import (
     EXIT_BUSY,
     EXIT_DISK,
@@ -24,6 +24,18 @@ from .errors import (
 
 app = typer.Typer(help="Turn raw video action-recognition datasets into data MMAction2 trains on.",
                   no_args_is_help=True, add_completion=False)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"datatools {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version,
+                                          is_eager=True, help="Print the version and exit")):
+    """Turn raw video action-recognition datasets into data MMAction2 trains on."""
 
 
 def _report(exc: BaseException) -> int:
@@ -236,8 +248,21 @@ def _dataset_app(name: str) -> typer.Typer:
     return sub
 
 
-for _name in datasets.DATASETS:
+for _name in datasets.names():
     app.add_typer(_dataset_app(_name), name=_name)
+
+
+@app.command("datasets")
+@command
+def list_datasets(names_only: bool = typer.Option(False, "--names", help="Only the names, one per line")):
+    """The datasets this installation knows: datatools' own and those of installed plugins
+    (entry-point group `datatools.datasets`)."""
+    from .report import print_datasets
+    registry = datasets.registry()
+    if names_only:
+        typer.echo("\n".join(registry))
+        return
+    print_datasets([(name, cls().catalog.title, cls.__module__) for name, cls in registry.items()])
 
 
 cluster_app = typer.Typer(help="Run datatools on a SLURM cluster.", no_args_is_help=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import catalog
+from . import datasets
 from .extract.options import ExtractOptions
 from .extract.run import extract
 from .lists.build import build_lists
@@ -92,7 +92,7 @@ def run_demo(root: Path, videos_per_class: int = 3, workers: int | None = None) 
     console.print(f"{len(MOTIONS) * videos_per_class} videos under {root / 'videos'}")
     console.rule("2. validate (full decode, local Dask cluster)")
     checked = validate("ucf101", root, "full", ClusterOptions(workers=workers))
-    print_validate_summary(checked, catalog.load("ucf101"))
+    print_validate_summary(checked, datasets.get("ucf101").catalog)
     if checked.not_ok:
         raise SystemExit(f"demo: validate found {len(checked.not_ok)} bad video(s)")
     console.rule("3. build-lists (videos)")

@@ -48,7 +48,7 @@ def prepare(name: str, root: Path, opts: PrepareOptions) -> bool:
 
 
 def _run_steps(name: str, root: Path, opts: PrepareOptions) -> bool:
-    from . import catalog, report
+    from . import datasets, report
     from .acquire.session import DownloadOptions, download
     from .extract.options import ExtractOptions
     from .extract.run import extract
@@ -67,7 +67,7 @@ def _run_steps(name: str, root: Path, opts: PrepareOptions) -> bool:
                 return False  # later steps need the files
         elif step == "validate":
             checked = validate(name, root, opts.level, opts.cluster)
-            report.print_validate_summary(checked, catalog.load(name))
+            report.print_validate_summary(checked, datasets.get(name).catalog)
             ok &= not checked.not_ok
         elif step in ("lists", "frame-lists"):
             formats = ["videos"] if step == "lists" else ["videos", "rawframes", "flow"]

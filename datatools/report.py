@@ -207,3 +207,13 @@ def print_download_summary(result, root) -> None:
     if result.unmatched:
         console.print(f"{len(result.unmatched):,} file(s) in the archives are in no annotation: "
                       f"moved to {root}/downloads/unmatched/")
+
+
+def print_datasets(rows: list[tuple[str, str, str]]) -> None:
+    """(name, title, module) per dataset: what `datatools datasets` prints."""
+    table = Table(show_edge=False)
+    for col in ("dataset", "title", "module"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)

@@ -1,10 +1,12 @@
 """`datatools <dataset> download`: fetch a dataset's files and lay them out under the root.
 
 A run is a list of items, each a file to get (download, or take from --from-dir) and a way to
-put its content in place (unpack into videos/, rename into annotations/, sort Kinetics clips
-into class folders). Items run in a thread pool (--jobs): the work is network and disk bound,
-and the hashing and decompression release the GIL. Everything that finished is recorded in
-ROOT/downloads/records.jsonl, so a re-run skips it; a part left by an interruption resumes.
+put its content in place (unpack into videos/, rename into annotations/, sort clips into class
+folders). Which items, and how each is placed, the dataset module says (`Dataset.acquire`,
+datasets/); this module gives it the means. Items run in a thread pool (--jobs): the work is
+network and disk bound, and the hashing and decompression release the GIL. Everything that
+finished is recorded in ROOT/downloads/records.jsonl, so a re-run skips it; a part left by an
+interruption resumes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from urllib.parse import urlsplit
 
 from .. import datasets
 from ..errors import UserError
-from ..fsio import disk_errors
+from ..fsio import atomic_write, disk_errors
 from ..lock import root_lock
 from . import archives
 from .http import (
@@ -213,174 +215,72 @@ class Session:
                 if s["what"] == what and self.opts.what in (what, "all")]
 
 
+    # --- what a dataset's acquire() uses besides the above ---------------------------------
+    def unpack_file(self, archive: Path, dest: Path) -> Path:
+        """Unpack one archive found inside another (HMDB51's per-class RARs)."""
+        return archives.extract(archive, dest)
+
+    @staticmethod
+    def is_archive(path: Path) -> bool:
+        return archives.sniff(path) is not None
+
+    @staticmethod
+    def top_folder(staged: Path) -> Path:
+        return archives.single_top(staged)
+
+    @staticmethod
+    def merge_into(src: Path, dest: Path) -> None:
+        archives.move_into(src, dest)
+
+    def remote_at(self, url: str, name: str) -> Remote:
+        """A file named by a URL in a list the dataset downloads (moved to the mirror)."""
+        return Remote(self.rewrite(url), name)
+
+    @staticmethod
+    def name_from_url(url: str, where: str) -> str:
+        """The file name a URL's last path segment gives, made safe (http.safe_file_name)."""
+        return safe_file_name(urlsplit(url.strip()).path.rsplit("/", 1)[-1], where)
+
+    def note_unmatched(self, paths: list[str]) -> None:
+        with self._lock:
+            self.result.unmatched.extend(paths)
+
+    def note_missing(self, subset: str, video_ids: list[str]) -> None:
+        """Videos the annotations name that no archive brought: reported, and listed in
+        downloads/missing_<subset>.txt."""
+        self.result.missing[subset] = video_ids
+        atomic_write(self.downloads / f"missing_{subset}.txt", "\n".join(video_ids) + "\n")
+
+    def run_joined(self, parts: list[Item], joined_name: str, place: Callable[[Path, str], None]) -> None:
+        """Numbered parts that joined in catalog order form one archive: get every part,
+        join them, place the whole (once: a re-run skips what was placed)."""
+        if (self.records.get(joined_name) or {}).get("stage") == "unpacked":
+            self.result.skipped.append(joined_name)
+            return
+        self.run(parts)
+        if self.result.failures:
+            return
+        joined = self.downloads / joined_name
+        tmp = joined.with_name(joined.name + ".tmp")
+        with open(tmp, "wb") as out:
+            for part in parts:
+                with open(part.path, "rb") as f:
+                    shutil.copyfileobj(f, out, 8 << 20)
+        os.replace(tmp, joined)
+        place(joined, joined_name)
+        joined.unlink()
+        self.records.put(joined_name, stage="unpacked", parts=[p.remote.name for p in parts])
+        self.result.unpacked.append(joined_name)
+        if not self.opts.keep_archives and self.opts.from_dir is None:
+            for part in parts:
+                part.path.unlink(missing_ok=True)
+
+
 def download(name: str, root: Path, opts: DownloadOptions, ui=None) -> DownloadResult:
     root = Path(root)
     with disk_errors(root):
         root.mkdir(parents=True, exist_ok=True)
     with root_lock(root, "download"):
         session = Session(name, root, opts, ui)
-        layout = LAYOUTS[name.rstrip("0123456789") if name.startswith("kinetics") else name]
-        layout(session)
+        session.dataset.acquire(session)
         return session.result
-
-
-# --- per-dataset layouts -------------------------------------------------------------------
-
-def _ucf101(s: Session) -> None:
-    """UCF101.rar holds UCF101/<Class>/*.avi; the splits zip holds ucfTrainTestlist/*.txt."""
-    items = [s.item(s.remote(src), place=s.unpack_into(s.root / "annotations"))
-             for src in s.sources("annotations")]
-    items += [s.item(s.remote(src), place=s.unpack_into(s.root / "videos"))
-              for src in s.sources("videos")]
-    s.run(items)
-
-
-def _hmdb51(s: Session) -> None:
-    """hmdb51_org.rar holds one archive per class (<class>.rar -> <class>/*.avi);
-    test_train_splits.rar holds testTrainMulti_7030_splits/*.txt, wanted flat in annotations/."""
-    def annotations(archive: Path, name: str) -> None:
-        staged = s.unpack(archive, name)
-        dest = s.root / "annotations"
-        dest.mkdir(parents=True, exist_ok=True)
-        for path in staged.rglob("*_test_split*.txt"):
-            os.replace(path, dest / path.name)
-        shutil.rmtree(staged)
-
-    def videos(archive: Path, name: str) -> None:
-        outer = s.unpack(archive, name)
-        inner = sorted(p for p in outer.rglob("*") if p.is_file())
-        for n, path in enumerate(inner):
-            if archives.sniff(path) is None:
-                raise UserError(f"{archive}: member {path.relative_to(outer)} is not an archive; "
-                                "expected one archive per class")
-            staged = archives.extract(path, outer / f".inner-{n}")
-            top = archives.single_top(staged)
-            # <class>.rar normally wraps <class>/; name the folder after the archive if not.
-            cls = top.name if top != staged else path.name.split(".")[0]
-            archives.move_into(top, s.root / "videos" / cls)
-            shutil.rmtree(staged)
-            path.unlink()
-        shutil.rmtree(outer)
-
-    items = [s.item(s.remote(src), place=annotations) for src in s.sources("annotations")]
-    items += [s.item(s.remote(src), place=videos) for src in s.sources("videos")]
-    s.run(items)
-
-
-def _kinetics(s: Session) -> None:
-    """Annotation CSVs first (they say where each clip goes), then per subset the list of
-    tarball URLs, then every tarball, its clips sorted into videos_<subset>/<class>/."""
-    s.run([s.item(s.remote(src), keep_in=s.root / "annotations" / src["rename"])
-           for src in s.sources("annotations")])
-    if s.opts.what == "annotations" or s.result.failures:
-        return
-    ann = s.dataset.parse(s.root / "annotations")
-    index = {subset: {} for subset in s.dataset.list_subsets}
-    for video in ann.videos.values():
-        subset = video.subsets.get(1)
-        if subset in index:
-            index[subset][video.video_id] = video
-    items = []
-    for src in s.sources("videos"):
-        subset = src["subset"]
-        if src["kind"] == "url_list":
-            lst = s.item(s.remote(src))
-            s.run([lst])
-            if s.result.failures:
-                return
-            for n, line in enumerate(lst.path.read_text(encoding="utf-8").splitlines(), start=1):
-                if line.strip():
-                    url = s.rewrite(line)
-                    last = urlsplit(line.strip()).path.rsplit("/", 1)[-1]
-                    name = f"{subset}/{safe_file_name(last, f'{lst.path}:{n}')}"
-                    items.append(s.item(Remote(url, name), place=_sort_clips(s, index, [subset])))
-        else:  # the K400 replacement tarball: clips of any subset, replacing what is there
-            items.append(s.item(s.remote(src), place=_sort_clips(s, index, list(index))))
-    s.run(items)
-    _report_missing(s, index)
-
-
-def _sort_clips(s: Session, index: dict, subsets: list[str]) -> Callable[[Path, str], None]:
-    def place(archive: Path, name: str) -> None:
-        staged = s.unpack(archive, name)
-        unmatched = []
-        for path in sorted(p for p in staged.rglob("*") if p.is_file()):
-            target = None
-            for subset in subsets:
-                video = index[subset].get(path.stem)
-                if video is not None:
-                    target = (s.root / s.dataset.video_dir(subset)
-                              / (s.dataset.key(video, 2) + path.suffix))
-                    break
-            if target is None:
-                target = s.downloads / "unmatched" / path.relative_to(staged)
-                unmatched.append(str(target.relative_to(s.root)))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
-        shutil.rmtree(staged)
-        with s._lock:
-            s.result.unmatched.extend(unmatched)
-    return place
-
-
-def _report_missing(s: Session, index: dict) -> None:
-    """Clips the annotations name that no tarball brought: listed per subset in a file."""
-    for subset, videos in index.items():
-        folder = s.root / s.dataset.video_dir(subset)
-        have = {p.stem for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else set()
-        missing = sorted(vid for vid in videos if vid not in have)
-        if missing:
-            s.result.missing[subset] = missing
-            (s.downloads / f"missing_{subset}.txt").write_text("\n".join(missing) + "\n")
-
-
-def _sthv2(s: Session) -> None:
-    """Numbered parts joined in order form one archive of 20bn-something-something-v2/<id>.webm;
-    the labels zip holds labels/{labels,train,validation,test}.json, renamed with the
-    something-something-v2- prefix that MMAction2 (and our parser) expect."""
-    def labels(archive: Path, name: str) -> None:
-        staged = s.unpack(archive, name)
-        dest = s.root / "annotations"
-        dest.mkdir(parents=True, exist_ok=True)
-        for path in staged.rglob("*"):
-            if path.is_file():
-                name = path.name
-                if path.suffix == ".json" and not name.startswith("something-something-v2-"):
-                    name = "something-something-v2-" + name
-                os.replace(path, dest / name)
-        shutil.rmtree(staged)
-
-    s.run([s.item(s.remote(src), place=labels) for src in s.sources("annotations")])
-    parts = [s.item(s.remote(src)) for src in s.sources("videos")]
-    if not parts or s.result.failures:
-        return
-    joined_name = "20bn-something-something-v2.joined"
-    if (s.records.get(joined_name) or {}).get("stage") == "unpacked":
-        s.result.skipped.append(joined_name)
-        return
-    s.run(parts)
-    if s.result.failures:
-        return
-    joined = s.downloads / joined_name
-    tmp = joined.with_name(joined.name + ".tmp")
-    with open(tmp, "wb") as out:
-        for part in parts:  # catalog order = numeric order
-            with open(part.path, "rb") as f:
-                shutil.copyfileobj(f, out, 8 << 20)
-    os.replace(tmp, joined)
-    staged = s.unpack(joined, joined_name)
-    dest = s.root / "videos"
-    dest.mkdir(parents=True, exist_ok=True)
-    for path in staged.rglob("*"):
-        if path.is_file():
-            os.replace(path, dest / path.name)
-    shutil.rmtree(staged)
-    joined.unlink()
-    s.records.put(joined_name, stage="unpacked", parts=[p.remote.name for p in parts])
-    s.result.unpacked.append(joined_name)
-    if not s.opts.keep_archives and s.opts.from_dir is None:
-        for part in parts:
-            part.path.unlink(missing_ok=True)
-
-
-LAYOUTS = {"ucf101": _ucf101, "hmdb51": _hmdb51, "kinetics": _kinetics, "sthv2": _sthv2}

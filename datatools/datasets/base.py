@@ -1,7 +1,8 @@
 """What every dataset module shares: the parsed-annotation records and the layout rules.
 
 A dataset module only knows its own files: where its annotations are, how to parse them into
-`Annotations`, and how its videos and frame folders are laid out under a data root.
+`Annotations`, how its videos and frame folders are laid out under a data root, and how its
+archives unpack into that layout (`Dataset.acquire`).
 """
 
 from __future__ import annotations
@@ -62,10 +63,12 @@ class Dataset:
     per_subset_dirs: bool = False
     #: True where videos always sit flat in the videos dir (SSv2), whatever --level says
     flat: bool = False
+    #: the package whose data holds `<name>.json`, the catalog entry (a plugin names its own)
+    catalog_package: str = catalog.CATALOG_PACKAGE
 
     @property
     def catalog(self) -> catalog.CatalogEntry:
-        return catalog.load(self.name)
+        return catalog.load(self.name, self.catalog_package)
 
     @property
     def num_splits(self) -> int:
@@ -103,6 +106,18 @@ class Dataset:
         if level == 1 or self.flat or not video.class_dir:
             return video.video_id
         return f"{video.class_dir}/{video.video_id}"
+
+    # --- download ----------------------------------------------------------------------
+    def acquire(self, s) -> None:
+        """Get the catalog's sources and put their content in place, through `s`, the
+        download session (acquire/session.py). The common case: every annotations archive
+        unpacks into annotations/, every videos archive into videos/, each without the one
+        folder it wraps everything in. A dataset whose archives unpack otherwise says so here."""
+        items = [s.item(s.remote(src), place=s.unpack_into(s.root / "annotations"))
+                 for src in s.sources("annotations")]
+        items += [s.item(s.remote(src), place=s.unpack_into(s.root / "videos"))
+                  for src in s.sources("videos")]
+        s.run(items)
 
     def list_name(self, split: int, subset: str, fmt: str) -> str:
         """MMAction2's file name for a list (it writes `val` where the split file says test)."""

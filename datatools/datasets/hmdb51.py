@@ -7,10 +7,12 @@ the class folders, which are the same names). Video names contain `! [ ] ( ) & #
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from pathlib import Path
 
-from ..errors import AnnotationError, MissingAnnotationError
+from ..errors import AnnotationError, MissingAnnotationError, UserError
 from .base import AnnotatedVideo, Annotations, Dataset, read_lines
 
 SPLIT_FILE = re.compile(r"^(?P<cls>.+)_test_split(?P<split>[123])\.txt$")
@@ -63,3 +65,36 @@ class HMDB51(Dataset):
                     if subset != "unused":
                         order += 1
         return ann
+
+
+    def acquire(self, s) -> None:
+        """hmdb51_org.rar holds one archive per class (<class>.rar -> <class>/*.avi);
+        test_train_splits.rar holds testTrainMulti_7030_splits/*.txt, wanted flat in
+        annotations/."""
+        def annotations(archive: Path, name: str) -> None:
+            staged = s.unpack(archive, name)
+            dest = s.root / "annotations"
+            dest.mkdir(parents=True, exist_ok=True)
+            for path in staged.rglob("*_test_split*.txt"):
+                os.replace(path, dest / path.name)
+            shutil.rmtree(staged)
+
+        def videos(archive: Path, name: str) -> None:
+            outer = s.unpack(archive, name)
+            inner = sorted(p for p in outer.rglob("*") if p.is_file())
+            for n, path in enumerate(inner):
+                if not s.is_archive(path):
+                    raise UserError(f"{archive}: member {path.relative_to(outer)} is not an "
+                                    "archive; expected one archive per class")
+                staged = s.unpack_file(path, outer / f".inner-{n}")
+                top = s.top_folder(staged)
+                # <class>.rar normally wraps <class>/; name the folder after the archive if not.
+                cls = top.name if top != staged else path.name.split(".")[0]
+                s.merge_into(top, s.root / "videos" / cls)
+                shutil.rmtree(staged)
+                path.unlink()
+            shutil.rmtree(outer)
+
+        items = [s.item(s.remote(src), place=annotations) for src in s.sources("annotations")]
+        items += [s.item(s.remote(src), place=videos) for src in s.sources("videos")]
+        s.run(items)

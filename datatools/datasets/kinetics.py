@@ -10,6 +10,8 @@ label with spaces replaced by '_'. Class index = position in the sorted train-CS
 from __future__ import annotations
 
 import csv
+import os
+import shutil
 from pathlib import Path
 
 from ..errors import AnnotationError
@@ -68,6 +70,64 @@ class Kinetics(Dataset):
                 ann.add(video, 1, subset, order, where)
         return ann
 
+
+    def acquire(self, s) -> None:
+        """Annotation CSVs first (they say where each clip goes), then per subset the list of
+        tarball URLs, then every tarball, its clips sorted into videos_<subset>/<class>/."""
+        s.run([s.item(s.remote(src), keep_in=s.root / "annotations" / src["rename"])
+               for src in s.sources("annotations")])
+        if s.opts.what == "annotations" or s.result.failures:
+            return
+        ann = self.parse(s.root / "annotations")
+        index = {subset: {} for subset in self.list_subsets}
+        for video in ann.videos.values():
+            subset = video.subsets.get(1)
+            if subset in index:
+                index[subset][video.video_id] = video
+        items = []
+        for src in s.sources("videos"):
+            subset = src["subset"]
+            if src["kind"] == "url_list":
+                lst = s.item(s.remote(src))
+                s.run([lst])
+                if s.result.failures:
+                    return
+                for n, line in enumerate(lst.path.read_text(encoding="utf-8").splitlines(), start=1):
+                    if line.strip():
+                        name = f"{subset}/{s.name_from_url(line, f'{lst.path}:{n}')}"
+                        items.append(s.item(s.remote_at(line, name),
+                                            place=self._sort_clips(s, index, [subset])))
+            else:  # the K400 replacement tarball: clips of any subset, replacing what is there
+                items.append(s.item(s.remote(src), place=self._sort_clips(s, index, list(index))))
+        s.run(items)
+        for subset, videos in index.items():
+            folder = s.root / self.video_dir(subset)
+            have = {p.stem for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else set()
+            missing = sorted(vid for vid in videos if vid not in have)
+            if missing:
+                s.note_missing(subset, missing)
+
+    def _sort_clips(self, s, index: dict, subsets: list[str]):
+        """A tarball's clips into videos_<subset>/<class>/; clips no annotation names go to
+        downloads/unmatched/."""
+        def place(archive: Path, name: str) -> None:
+            staged = s.unpack(archive, name)
+            unmatched = []
+            for path in sorted(p for p in staged.rglob("*") if p.is_file()):
+                target = None
+                for subset in subsets:
+                    video = index[subset].get(path.stem)
+                    if video is not None:
+                        target = s.root / self.video_dir(subset) / (self.key(video, 2) + path.suffix)
+                        break
+                if target is None:
+                    target = s.downloads / "unmatched" / path.relative_to(staged)
+                    unmatched.append(str(target.relative_to(s.root)))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+            shutil.rmtree(staged)
+            s.note_unmatched(unmatched)
+        return place
 
 class CsvRow:
     __slots__ = ("label", "video_id", "line", "text")

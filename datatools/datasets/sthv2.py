@@ -7,6 +7,8 @@ in videos/<id>.webm.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 from ..errors import AnnotationError
@@ -48,6 +50,37 @@ class SthV2(Dataset):
                         (path, None, f"entry {order}"))
         return ann
 
+
+    def acquire(self, s) -> None:
+        """Numbered parts joined in order form one archive of
+        20bn-something-something-v2/<id>.webm, wanted flat in videos/; the labels zip holds
+        labels/{labels,train,validation,test}.json, renamed with the something-something-v2-
+        prefix that MMAction2 (and the parser above) expect."""
+        def labels(archive: Path, name: str) -> None:
+            staged = s.unpack(archive, name)
+            dest = s.root / "annotations"
+            dest.mkdir(parents=True, exist_ok=True)
+            for path in staged.rglob("*"):
+                if path.is_file():
+                    name = path.name
+                    if path.suffix == ".json" and not name.startswith(PREFIX):
+                        name = PREFIX + name
+                    os.replace(path, dest / name)
+            shutil.rmtree(staged)
+
+        def videos(joined: Path, name: str) -> None:
+            staged = s.unpack(joined, name)
+            dest = s.root / "videos"
+            dest.mkdir(parents=True, exist_ok=True)
+            for path in staged.rglob("*"):
+                if path.is_file():
+                    os.replace(path, dest / path.name)
+            shutil.rmtree(staged)
+
+        s.run([s.item(s.remote(src), place=labels) for src in s.sources("annotations")])
+        parts = [s.item(s.remote(src)) for src in s.sources("videos")]  # catalog order = numeric
+        if parts and not s.result.failures:
+            s.run_joined(parts, "20bn-something-something-v2.joined", videos)
 
 def _parse_item(path, order, item, subset, index) -> AnnotatedVideo:
     where = f"entry {order}: {json.dumps(item)[:80]}"

@@ -101,7 +101,8 @@ def main() -> None:
     subprocess.run([str(BIN / "datatools"), "ucf101", "build-lists", "--root", str(root)], check=True,
                    capture_output=True)
     from datatools.extract.batcher import batch_stats
-    from datatools.schedule.client import ClusterOptions, dask_client, visible_gpus
+    from datatools.schedule.client import ClusterOptions, dask_client
+    from datatools.schedule.resources import visible_gpus
     gpus = visible_gpus() if device.type == "cuda" else []
     with dask_client(ClusterOptions(workers=1 if gpus else None, gpus=gpus)) as client:
         cmd = [str(BIN / "datatools"), "extract", "--root", str(root), "--task", "flow", "--backend",

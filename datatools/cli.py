@@ -107,7 +107,8 @@ _console_process = False
 
 
 def cluster_options(workers, scheduler, cluster, slurm, cluster_config, gpus):
-    from .schedule.client import ClusterOptions, visible_gpus
+    from .schedule.client import ClusterOptions
+    from .schedule.resources import visible_gpus
     from .schedule.slurm import parse_slurm_options
     devices = []
     if gpus:
@@ -284,7 +285,7 @@ def cluster_sbatch(
     extra: Optional[list[str]] = typer.Option(None, help="More #SBATCH lines (repeatable)"),
 ):
     """Write a batch script running a datatools command as the driver job:
-    `datatools cluster sbatch --out job.sh -- ucf101 prepare --root data/ucf101 --cluster slurm`,
+    `datatools cluster sbatch --out job.sh -- DATASET prepare --root data/DATASET --cluster slurm`,
     then `sbatch job.sh`."""
     from .schedule.sbatch import batch_script
     text = batch_script(list(ctx.args), job_name, partition, account, time, cpus, mem, extra or [])
@@ -417,7 +418,7 @@ def demo(root: Path = typer.Option(Path("demo_data"), help="Where to generate th
          videos_per_class: int = typer.Option(3, min=1, help="Videos per class (4 classes)"),
          workers: Optional[int] = typer.Option(None, min=1,
                                                help="Local Dask workers (default: one per core)")):
-    """Generate a small UCF101-layout dataset with real motion and run every step on it."""
+    """Generate a small dataset (real motion, a real dataset's layout) and run every step on it."""
     from .demo import run_demo
     run_demo(root, videos_per_class, workers)
 

@@ -26,8 +26,9 @@ from datatools.extract.options import ExtractOptions
 from datatools.extract.run import extract
 from datatools.lists.build import build_lists
 from datatools.manifest import read_manifest
-from datatools.schedule.client import VIDEOS_PER_GPU, ClusterOptions, dask_client, load_config_file, map_tasks
+from datatools.schedule.client import ClusterOptions, dask_client, load_config_file, map_tasks
 from datatools.schedule.gpu_pin import device_for
+from datatools.schedule.resources import VIDEOS_PER_GPU
 from datatools.schedule.slurm import make_cluster, parse_slurm_options
 
 BIN = Path(sys.executable).parent

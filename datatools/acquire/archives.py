@@ -516,7 +516,7 @@ def move_into(src: Path, dest: Path) -> int:
 
 
 def single_top(folder: Path) -> Path:
-    """The one folder an archive wrapped everything in (UCF101/, ucfTrainTestlist/), or the
+    """The one folder an archive wrapped everything in (a dataset's top folder), or the
     folder itself when the archive had several top-level entries."""
     entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
     if len(entries) == 1 and entries[0].is_dir():

@@ -78,8 +78,8 @@ class Fetched:
 
 
 def encode_url(url: str) -> str:
-    """Percent-encode the path of a URL as written in a list file (Kinetics-600 tarball
-    names contain spaces and parentheses); already-encoded URLs come out unchanged."""
+    """Percent-encode the path of a URL as written in a list file (tarball names in
+    published lists contain spaces and parentheses); already-encoded URLs come out unchanged."""
     parts = urlsplit(url.strip())
     path = quote(unquote(parts.path), safe="/")
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))

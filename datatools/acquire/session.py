@@ -195,8 +195,8 @@ class Session:
 
     # --- placing content -----------------------------------------------------------------
     def staging(self, name: str) -> Path:
-        """A private folder per item name (names are unique; file names are not: Kinetics
-        has train/part_0.tar.gz and val/part_0.tar.gz)."""
+        """A private folder per item name (names are unique; file names are not: one
+        dataset has train/part_0.tar.gz and val/part_0.tar.gz)."""
         return self.downloads / ".staging" / name.replace("/", "__")
 
     def unpack(self, archive: Path, name: str) -> Path:
@@ -217,7 +217,7 @@ class Session:
 
     # --- what a dataset's acquire() uses besides the above ---------------------------------
     def unpack_file(self, archive: Path, dest: Path) -> Path:
-        """Unpack one archive found inside another (HMDB51's per-class RARs)."""
+        """Unpack one archive found inside another (an archive of per-class archives)."""
         return archives.extract(archive, dest)
 
     @staticmethod

@@ -1,6 +1,6 @@
 """Frame pairs of several videos in one batch, for a batch backend (`torch`).
 
-A GPU worker runs several videos at once, one per task thread (parallel.VIDEOS_PER_GPU).
+A GPU worker runs several videos at once, one per task thread (schedule.resources.VIDEOS_PER_GPU).
 Each video thread hands its pairs to the process's one `PairBatcher` and goes on decoding;
 the batcher's thread stacks waiting pairs of the same size, from whichever videos they come,
 computes them as one batch (quantized on the device, only uint8 comes back) and resolves each

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, replace
 
 from ..errors import UserError
 from ..frame_folder import NAMINGS
-from .backends import resolve
 
 TASKS = ("rgb", "flow", "both")
+DEFAULT_BACKEND = "opencv"  # what --backend auto means: needs nothing beyond the pip install
 ALGOS = ("tvl1", "farneback")
 
 
@@ -31,7 +31,7 @@ class ExtractOptions:
     denseflow_bin: str | None = None  # the executable of --backend denseflow
 
     def __post_init__(self):
-        object.__setattr__(self, "backend", resolve(self.backend))  # recorded by its real name
+        object.__setattr__(self, "backend", resolve_backend(self.backend))  # recorded by its real name
         if self.task not in TASKS:
             raise UserError(f"--task {self.task!r}: choose {', '.join(TASKS)}")
         if self.algo not in ALGOS:
@@ -97,6 +97,10 @@ class ExtractOptions:
         if not self.flow:  # flow settings do not change RGB-only output
             p.update(algo=None, backend=None, bound=None)
         return p
+
+
+def resolve_backend(name: str) -> str:
+    return DEFAULT_BACKEND if name == "auto" else name
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:

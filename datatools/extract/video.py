@@ -20,6 +20,7 @@ import numpy as np
 
 from ..frame_folder import PART_PREFIXES, read_done, trusted_parts, write_done
 from ..fsio import failed_for_space, fsync_dir
+from ..schedule.resources import CPU_THREADS
 from ..validate.probe import TRUNCATION_SLACK, ProbeResult, probe_video
 from .backends import create as create_backend
 from .backends import is_batch_backend, is_video_tool
@@ -277,7 +278,7 @@ def _tool_into(job: VideoJob, opts: ExtractOptions, folder: str) -> VideoOutcome
 
 def _extract_into(job: VideoJob, opts: ExtractOptions, folder: str) -> VideoOutcome:
     import cv2
-    cv2.setNumThreads(1)  # one worker per core already fills the machine
+    cv2.setNumThreads(CPU_THREADS)  # a forked worker's OpenCV was loaded before WORKER_ENV
     writer = JpegWriter(folder, opts.jpeg_quality)
     batched = opts.flow and is_batch_backend(opts.backend)
     backend = create_backend(opts.backend, opts.algo) if opts.flow and not batched else None

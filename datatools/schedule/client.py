@@ -17,7 +17,6 @@ fresh worker takes it, and after a second death reports it as a `WorkerCrash`.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import traceback
 import uuid
@@ -31,17 +30,14 @@ import dask
 from distributed import Client, KilledWorker, LocalCluster, as_completed
 
 from ..errors import UserError
-
-# Set in each worker process before it starts (Dask's nanny "pre-spawn" environment; for
-# forked local workers see LOCAL_START below).
-# One task at a time on one core: keep libraries from starting a thread per core as well.
-# Memory: Dask's default MALLOC_TRIM_THRESHOLD_=65536 also switches off glibc's adaptive mmap
-# threshold, so every decoded frame (> 128 KiB) is mmap'ed, page-faulted in and unmapped
-# again: on frame extraction that tripled system time. Frames are allocated from the heap
-# below 32 MiB instead; the heap is still trimmed above 64 MiB of free memory.
-WORKER_ENV = {"OMP_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1, "MKL_NUM_THREADS": 1,
-              "OPENCV_FOR_THREADS_NUM": 1, "MALLOC_MMAP_THRESHOLD_": 32 * 2**20,
-              "MALLOC_TRIM_THRESHOLD_": 64 * 2**20}
+from .resources import (
+    CPU_THREADS,
+    GPU,
+    VIDEOS_PER_GPU,
+    WORKER_ENV,
+    default_workers,
+    visible_gpus,
+)
 
 
 @dataclass
@@ -77,10 +73,6 @@ class TaskError:
     reason: str
     exc: BaseException | None = None
     traceback: str = ""
-
-
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @contextmanager
@@ -166,7 +158,7 @@ def _local_cluster(options: ClusterOptions):
     device (CUDA_VISIBLE_DEVICES)."""
     n = options.workers or default_workers()
     if not options.gpus:
-        return LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+        return LocalCluster(n_workers=n, threads_per_worker=CPU_THREADS, processes=True,
                             memory_limit=options.memory_limit, dashboard_address=None,
                             silence_logs=WORKER_LOG_LEVEL)
     from distributed import Nanny, Scheduler, SpecCluster
@@ -175,7 +167,7 @@ def _local_cluster(options: ClusterOptions):
     total = n + len(options.gpus)
     memory = parse_memory_limit(options.memory_limit, 1, total_cores=total,
                                 logger=logging.getLogger(__name__))
-    base = {"nthreads": 1, "memory_limit": memory, "silence_logs": WORKER_LOG_LEVEL}
+    base = {"nthreads": CPU_THREADS, "memory_limit": memory, "silence_logs": WORKER_LOG_LEVEL}
     workers = {f"cpu-{i}": {"cls": Nanny, "options": dict(base)} for i in range(n)}
     for device in options.gpus:
         workers[f"gpu-{device}"] = {"cls": Nanny, "options": dict(
@@ -185,27 +177,10 @@ def _local_cluster(options: ClusterOptions):
                        scheduler={"cls": Scheduler, "options": {"dashboard_address": None}})
 
 
-GPU = "GPU"  # the Dask worker resource a GPU task asks one of
-# Videos a GPU worker runs at once, each in a thread of its own: their frame pairs share the
-# device's batches (extract/batcher.py), and while the device computes, the other threads
-# decode, encode and write. One video at a time leaves the device idle during all CPU work.
-VIDEOS_PER_GPU = 4
-
-
 def gpu_workers(client: Client) -> list[str]:
     """Addresses of the workers that declare a GPU."""
     return [addr for addr, w in client.scheduler_info()["workers"].items()
             if w.get("resources", {}).get(GPU)]
-
-
-def visible_gpus() -> list[str]:
-    """GPU ids on this machine, as `nvidia-smi -L` lists them (none without a driver)."""
-    import shutil
-    import subprocess
-    if not shutil.which("nvidia-smi"):
-        return []
-    out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
-    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
 
 
 def load_config_file(path: Path) -> None:

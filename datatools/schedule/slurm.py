@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass, field, fields
 
 from ..errors import UserError
-from .client import GPU, VIDEOS_PER_GPU
+from .resources import GPU, worker_threads
 
 # Where worker jobs write their output when neither --slurm log_directory nor Dask's
 # jobqueue.slurm.log-directory says: not the current folder, where sbatch would put one
@@ -106,8 +106,7 @@ def make_cluster(settings: dict):
     cores = opts.cores or conf.get("cores") or processes
     memory = opts.memory or conf.get("memory") or f"{2 * processes}GB"
     walltime = opts.walltime or conf.get("walltime")
-    # A GPU process drives one GPU, VIDEOS_PER_GPU videos at once (see resources.py).
-    threads = VIDEOS_PER_GPU if opts.gpus_per_job else 1
+    threads = worker_threads(gpu=bool(opts.gpus_per_job))
     worker_args = ["--nthreads", str(threads)]
     lifetime = opts.lifetime
     if lifetime is None and walltime:

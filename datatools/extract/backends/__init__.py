@@ -16,6 +16,10 @@ from typing import Protocol
 import numpy as np
 
 from ...errors import UserError
+from ..options import resolve_backend
+from .external import DenseflowFlow, NativeFlow
+from .opencv_flow import OpenCVFlow
+from .torch_flow import TorchFlow
 
 
 class FlowBackend(Protocol):
@@ -28,9 +32,6 @@ class FlowBackend(Protocol):
 
 
 def available() -> dict[str, type]:
-    from .external import DenseflowFlow, NativeFlow
-    from .opencv_flow import OpenCVFlow
-    from .torch_flow import TorchFlow
     return {"opencv": OpenCVFlow, "native": NativeFlow, "denseflow": DenseflowFlow,
             "torch": TorchFlow}
 
@@ -41,16 +42,9 @@ def needs_gpu(name: str) -> bool:
     return bool(decide()) if callable(decide) else bool(getattr(cls, "gpu", False))
 
 
-DEFAULT = "opencv"  # what --backend auto means: needs nothing beyond the pip install
-
-
-def resolve(name: str) -> str:
-    return DEFAULT if name == "auto" else name
-
-
 def create(name: str, algo: str, denseflow_bin: str | None = None) -> FlowBackend:
     backends = available()
-    name = resolve(name)
+    name = resolve_backend(name)
     if name not in backends:
         raise UserError(f"--backend {name!r}: choose auto or {', '.join(backends)}")
     if name == "denseflow":
@@ -64,4 +58,4 @@ def is_video_tool(name: str) -> bool:
 
 def is_batch_backend(name: str) -> bool:
     """A backend that computes many pairs at once (video.py feeds it through batcher.py)."""
-    return hasattr(available().get(resolve(name)), "compute_batch_quantized")
+    return hasattr(available().get(resolve_backend(name)), "compute_batch_quantized")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ...errors import UserError
+from ...schedule.resources import CPU_THREADS
 from ..options import ExtractOptions
 
 TOOL = "datatools-flow"
@@ -119,10 +120,9 @@ class NativeFlow(_VideoTool):
         super().__init__(algo, binary)
 
     def server_command(self, opts: ExtractOptions) -> list[str]:
-        # One thread: one Dask worker per core already fills the machine.
         cmd = [self.binary, "--serve", "-a", ALGO_FLAGS[self.algo], "-b", str(opts.bound),
                "-s", "1" if opts.flow else "0", "--start-index", str(opts.start_index),
-               "--quality", str(opts.jpeg_quality), "--threads", "1"]
+               "--quality", str(opts.jpeg_quality), "--threads", str(CPU_THREADS)]
         cmd += [x for pair in self.size_args(opts) for x in pair]
         return cmd + (["--flow-only"] if opts.flow and not opts.rgb else [])
 

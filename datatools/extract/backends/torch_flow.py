@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import UserError
+from ...schedule.resources import CPU_THREADS
 
 # OpenCV's defaults (datatools/extract/opencv_flow.py spells out the same values).
 TAU, LAMBDA, THETA = 0.25, 0.15, 0.3
@@ -61,7 +62,7 @@ class TorchFlow:
         self.torch = torch
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cpu":
-            torch.set_num_threads(1)  # one worker per core already fills the machine
+            torch.set_num_threads(CPU_THREADS)
 
     def batch_size(self, width: int, height: int) -> int:
         """Pairs per batch: on CUDA as many as half the free memory holds (up to 256)."""

@@ -1,0 +1,224 @@
+"""The package layout keeps its promises: no import cycle (imports inside functions count),
+no dataset named outside datasets/ in the stages and the command line, and a dataset added
+from another installed package works through the command line. (Configs written by the
+previous version: test_mmaction.py.)"""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import datatools
+from datatools import datasets
+
+PACKAGE = Path(datatools.__file__).parent
+BIN = Path(sys.executable).parent
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the datatools modules it imports anywhere in its body, each with the
+    packages above it (importing a.b.c runs a/__init__ and a/b/__init__ first)."""
+    known = modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in known.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    mod = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    mod = node.module or ""
+                targets.add(mod)
+                targets |= {f"{mod}.{a.name}" for a in node.names if f"{mod}.{a.name}" in known}
+        edges = set()
+        for target in targets:
+            parts = target.split(".")
+            for n in range(2, len(parts) + 1):  # the root package imports nothing
+                if ".".join(parts[:n]) in known:
+                    edges.add(".".join(parts[:n]))
+        edges.discard(name)
+        graph[name] = {e for e in edges if not name.startswith(e + ".")}  # a module's own packages
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = import_graph()
+    assert len(graph) > 40 and "datatools.lists.build" in graph["datatools.validate.run"]
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_finder_finds_a_cycle_through_an_import_inside_a_function(tmp_path):
+    graph = import_graph()
+    graph["datatools.schedule.resources"] = graph["datatools.schedule.resources"] | {"datatools.cli"}
+    assert find_cycle(graph) is not None
+
+
+def dataset_words() -> re.Pattern:
+    """Every registered dataset name, and the family a numbered name belongs to
+    (kinetics400 -> kinetics), as words in any case."""
+    words = set()
+    for name in datasets.names():
+        words.add(name)
+        stem = name.rstrip("0123456789")
+        if len(stem) >= 4:
+            words.add(stem)
+    words.add("something-something")
+    return re.compile(r"(?<![a-z0-9])(" + "|".join(sorted(map(re.escape, words))) + ")",
+                      re.IGNORECASE)
+
+
+def string_literals(path: Path):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node.lineno, node.value
+
+
+def test_dataset_names_appear_only_in_dataset_modules():
+    pattern = dataset_words()
+    files = [PACKAGE / "cli.py"] + [p for stage in ("acquire", "extract", "lists", "validate")
+                                    for p in sorted((PACKAGE / stage).rglob("*.py"))]
+    assert len(files) > 15
+    found = [f"{p.relative_to(PACKAGE.parent)}:{line}: {pattern.search(text)[0]!r}"
+             for p in files for line, text in string_literals(p) if pattern.search(text)]
+    assert not found, "dataset names outside datatools/datasets/:\n" + "\n".join(found)
+    # the check can fail: the dataset modules are full of them
+    assert any(pattern.search(t) for _, t in string_literals(PACKAGE / "datasets" / "kinetics.py"))
+
+
+TOY = '''
+"""A toy dataset from outside datatools: one annotation file, `<class>/<file> <subset>` lines."""
+
+from pathlib import Path
+
+from datatools.datasets import AnnotatedVideo, Annotations, Dataset
+from datatools.datasets.base import read_lines
+
+
+class Toy(Dataset):
+    name = "toyset"
+    catalog_package = "toyset_plugin"
+
+    def parse(self, ann_dir: Path) -> Annotations:
+        path = self.find_annotation(ann_dir, ["toy.txt"])
+        rows = [line.split() for line in read_lines(path) if line.strip()]
+        label_map = sorted({rel.split("/")[0] for rel, _ in rows})
+        ann = Annotations(self.name, label_map, str(path), files=[str(path)])
+        for order, (rel, subset) in enumerate(rows):
+            cls, file = rel.split("/")
+            video = AnnotatedVideo(Path(file).stem, cls, label_map.index(cls), cls)
+            ann.add(video, 1, subset, order, (path, order + 1, rel))
+        return ann
+'''
+
+TOY_CATALOG = ('{"name": "toyset", "title": "Toy set", "num_classes": 2, "splits": 1, '
+               '"expected": {"1": {"train": 2, "val": 1}}, "sources": []}')
+
+
+def install_toy(tmp_path: Path) -> Path:
+    """pip-installs a package with a dataset module and its catalog entry into a folder of
+    its own (the test's venv stays as it is); returns that folder."""
+    src = tmp_path / "toy-src"
+    (src / "toyset_plugin").mkdir(parents=True)
+    (src / "toyset_plugin" / "__init__.py").write_text(textwrap.dedent(TOY))
+    (src / "toyset_plugin" / "toyset.json").write_text(TOY_CATALOG)
+    (src / "pyproject.toml").write_text(textwrap.dedent('''
+        [build-system]
+        requires = ["setuptools>=64"]
+        build-backend = "setuptools.build_meta"
+
+        [project]
+        name = "toyset-plugin"
+        version = "1.0"
+
+        [project.entry-points."datatools.datasets"]
+        toyset = "toyset_plugin"
+
+        [tool.setuptools.package-data]
+        toyset_plugin = ["*.json"]
+    '''))
+    target = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                        "--no-build-isolation", "--no-index", "--target", str(target), str(src)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return target
+
+
+def test_a_dataset_from_an_installed_package_builds_lists_through_the_cli(tmp_path):
+    site = install_toy(tmp_path)
+    env = {"PYTHONPATH": str(site), "PATH": str(BIN)}
+    root = tmp_path / "toy"
+    (root / "annotations").mkdir(parents=True)
+    (root / "annotations" / "toy.txt").write_text("Jump/a.avi train\nJump/b.avi val\nRun/c.avi train\n")
+    for rel in ("Jump/a.avi", "Jump/b.avi", "Run/c.avi"):
+        (root / "videos" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / "videos" / rel).write_bytes(b"not probed here")
+
+    listed = subprocess.run([str(BIN / "datatools"), "datasets", "--names"], env=env,
+                            capture_output=True, text=True)
+    assert listed.returncode == 0 and "toyset" in listed.stdout.split() and "ucf101" in listed.stdout
+    r = subprocess.run([str(BIN / "datatools"), "toyset", "build-lists", "--root", str(root)],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (root / "toyset_train_list_videos.txt").read_text() == "Jump/a.avi 0\nRun/c.avi 1\n"
+    assert (root / "toyset_val_list_videos.txt").read_text() == "Jump/b.avi 0\n"
+    assert (root / "manifest.parquet").is_file()
+    # without the package on the path the dataset is unknown, and the built-in ones remain
+    r = subprocess.run([str(BIN / "datatools"), "datasets", "--names"], env={"PATH": str(BIN)},
+                       capture_output=True, text=True)
+    assert "toyset" not in r.stdout.split() and "ucf101" in r.stdout.split()
+
+
+def test_a_broken_plugin_is_named_and_skipped(tmp_path):
+    site = install_toy(tmp_path)
+    (site / "toyset_plugin" / "__init__.py").write_text("raise RuntimeError('half-installed')\n")
+    r = subprocess.run([str(BIN / "datatools"), "datasets", "--names"],
+                       env={"PYTHONPATH": str(site), "PATH": str(BIN)}, capture_output=True, text=True)
+    assert r.returncode == 0 and "ucf101" in r.stdout.split()
+    assert "dataset plugin 'toyset' (toyset_plugin) cannot be loaded" in r.stderr
+    assert "half-installed" in r.stderr

@@ -39,10 +39,10 @@ def bare_loop(pairs: int) -> float:
 
     import cv2
 
-    from datatools.extract.backends.opencv_flow import TVL1
     from datatools.extract.frames import iter_frames, to_gray
+    from datatools.extract.tvl1 import TVL1
     cv2.setNumThreads(1)
-    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(**TVL1)
+    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(**TVL1.opencv_kwargs())
     frames = []
     for frame in iter_frames(str(VIDEOS / "test.mp4")):
         frames.append(to_gray(frame))

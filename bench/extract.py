@@ -242,11 +242,12 @@ def bare_flow(args) -> int:
     import cv2
     cv2.setNumThreads(1)
     sys.path.insert(0, str(HERE.parent))
-    from datatools.extract.backends.opencv_flow import FARNEBACK, TVL1
+    from datatools.extract.backends.opencv_flow import FARNEBACK
+    from datatools.extract.tvl1 import TVL1
     if tuned:  # the allocator settings our workers run with, so that only our work differs
         from datatools.schedule.client import set_worker_malloc
         set_worker_malloc()
-    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(**TVL1)
+    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(**TVL1.opencv_kwargs())
     pairs = 0
     for p in paths:
         cap = cv2.VideoCapture(p)

@@ -49,9 +49,9 @@ def gray_frames(count: int):
 def opencv_worker(args) -> int:
     import cv2
 
-    from datatools.extract.backends.opencv_flow import TVL1
+    from datatools.extract.tvl1 import TVL1
     cv2.setNumThreads(1)
-    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(**TVL1)
+    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create(**TVL1.opencv_kwargs())
     frames = gray_frames(args + 1)
     for a, b in zip(frames, frames[1:]):
         tvl1.calc(a, b, None)

@@ -235,3 +235,58 @@ def test_dockerfiles_copy_what_exists_and_use_options_the_build_has(dockerfile):
     assert "cmake -S native -B native/build" in logical and "scripts/install.sh" in logical
     for arg in re.findall(r"\$\{(\w+)\}", logical):
         assert re.search(rf"^ARG {arg}\b", text, re.M), f"{dockerfile}: ${{{arg}}} has no ARG"
+
+
+def test_every_backend_runs_tvl1_with_the_one_set_of_parameters(native_flow):
+    """extract/tvl1.py is the only source: OpenCV's object reports it, the torch backend
+    computes with it, the native extractor receives it on its command line and reports what
+    it parsed; a changed value reaches the extractor too."""
+    import json
+
+    import cv2
+
+    from datatools.extract.backends.external import NativeFlow
+    from datatools.extract.backends.opencv_flow import OpenCVFlow
+    from datatools.extract.tvl1 import TVL1, TVL1Params
+
+    want = TVL1.as_dict()
+    assert want == {"tau": 0.25, "lambda": 0.15, "theta": 0.3, "epsilon": 0.01, "scale_step": 0.8,
+                    "scales": 5, "warps": 5, "inner": 30, "outer": 10, "median": 5}
+    tvl1 = OpenCVFlow("tvl1")._tvl1
+    opencv = {"tau": tvl1.getTau(), "lambda": tvl1.getLambda(), "theta": tvl1.getTheta(),
+              "epsilon": tvl1.getEpsilon(), "scale_step": tvl1.getScaleStep(),
+              "scales": tvl1.getScalesNumber(), "warps": tvl1.getWarpingsNumber(),
+              "inner": tvl1.getInnerIterations(), "outer": tvl1.getOuterIterations(),
+              "median": tvl1.getMedianFiltering()}
+    assert opencv == pytest.approx(want) and tvl1.getGamma() == 0.0
+    cv2.setNumThreads(1)
+
+    native = NativeFlow("tvl1", str(native_flow))
+    cmd = native.server_command(ExtractOptions(task="flow", backend="native"))
+    shown = subprocess.run([cmd[0], "--tvl1", cmd[cmd.index("--tvl1") + 1], "--show-params"],
+                           capture_output=True, text=True, check=True)
+    assert json.loads(shown.stdout) == want
+
+    changed = TVL1Params(warps=2, median=3, scale_step=0.5)
+    cmd = NativeFlow("tvl1", str(native_flow), changed).server_command(ExtractOptions(task="flow"))
+    shown = subprocess.run([cmd[0], "--tvl1", cmd[cmd.index("--tvl1") + 1], "--show-params"],
+                           capture_output=True, text=True, check=True)
+    assert json.loads(shown.stdout) == changed.as_dict() != want
+    bad = subprocess.run([cmd[0], "--tvl1", "taux=1", "--show-params"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown parameter 'taux'" in bad.stderr
+
+    torch_flow = pytest.importorskip("datatools.extract.backends.torch_flow")
+    pytest.importorskip("torch")
+    assert torch_flow.TorchFlow("tvl1", "cpu").params == TVL1
+    # the parameters are what the torch code computes with: fewer warps, another flow
+    a, b = _two_gray_frames()
+    same = torch_flow.TorchFlow("tvl1", "cpu").compute(a, b)
+    fewer = torch_flow.TorchFlow("tvl1", "cpu", TVL1Params(warps=1, outer=2)).compute(a, b)
+    assert np.abs(same - fewer).max() > 0.01
+
+
+def _two_gray_frames():
+    from datatools.extract.frames import iter_frames, to_gray
+    frames = iter_frames(str(VIDEOS / "test.mp4"))
+    first, second = next(frames), next(frames)
+    return to_gray(first), to_gray(second)

@@ -45,9 +45,9 @@ def test_rubberwhale_float_flow_is_within_0_18_px_of_ground_truth(backend):
 def test_real_video_pairs_agree_with_opencv_tvl1(backend):
     import cv2
 
-    from datatools.extract.backends.opencv_flow import TVL1
+    from datatools.extract.tvl1 import TVL1
     cv2.setNumThreads(1)
-    opencv = cv2.optflow.DualTVL1OpticalFlow_create(**TVL1)
+    opencv = cv2.optflow.DualTVL1OpticalFlow_create(**TVL1.opencv_kwargs())
     errors = []
     for name in ("test.avi", "bikes.mp4", "short_32f.mp4"):
         for a, b in gray_pairs(name, 2):

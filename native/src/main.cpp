@@ -75,6 +75,8 @@ struct Options {
     bool verbose = false;
     bool list_input = false;
     bool serve = false;               // read "VIDEO<TAB>OUT" lines from stdin, one result line each
+    bool show_params = false;         // print the TV-L1 parameters in use as JSON, then exit
+    tvl1::Params tvl1;                // --tvl1 tau=..,lambda=..,... (datatools/extract/tvl1.py)
 };
 
 [[noreturn]] void usage_error(const std::string& msg) {
@@ -82,6 +84,8 @@ struct Options {
               << "usage: datatools-flow VIDEO|LIST.txt [-o OUT] [-a tvl1|farn] [-b BOUND] [-s STEP]\n"
               << "       [-nw W -nh H | -ns SHORT] [--start-index 0|1] [--quality Q] [--threads N]\n"
               << "       [--flow-only] [-f] [-v]   (denseflow's -key=value spelling works too)\n"
+              << "       [--tvl1 tau=T,lambda=L,theta=H,epsilon=E,scale_step=S,scales=N,warps=N,\n"
+              << "               inner=N,outer=N,median=K] [--show-params]\n"
               << "       datatools-flow --serve [options]   (stdin: VIDEO<TAB>OUT_DIR per line)\n";
     std::exit(2);
 }
@@ -104,6 +108,47 @@ bool ends_with(const std::string& s, const std::string& suffix) {
     return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+// "tau=0.25,lambda=0.15,..." into the parameters; every key must be known.
+void parse_tvl1(const std::string& text, tvl1::Params& p) {
+    size_t start = 0;
+    while (start <= text.size()) {
+        size_t end = text.find(',', start);
+        if (end == std::string::npos) end = text.size();
+        std::string item = text.substr(start, end - start);
+        start = end + 1;
+        if (item.empty()) continue;
+        size_t eq = item.find('=');
+        if (eq == std::string::npos) usage_error("--tvl1 expects key=value items, got '" + item + "'");
+        std::string key = item.substr(0, eq), value = item.substr(eq + 1);
+        const std::string what = "--tvl1 " + key;
+        if (key == "tau") p.tau = to_double(what, value);
+        else if (key == "lambda") p.lambda = to_double(what, value);
+        else if (key == "theta") p.theta = to_double(what, value);
+        else if (key == "epsilon") p.epsilon = to_double(what, value);
+        else if (key == "scale_step") p.scale_step = to_double(what, value);
+        else if (key == "scales") p.scales = to_int(what, value);
+        else if (key == "warps") p.warps = to_int(what, value);
+        else if (key == "inner") p.inner = to_int(what, value);
+        else if (key == "outer") p.outer = to_int(what, value);
+        else if (key == "median") p.median = to_int(what, value);
+        else usage_error("--tvl1: unknown parameter '" + key + "'");
+    }
+    if (p.tau <= 0 || p.theta <= 0 || p.lambda <= 0 || p.epsilon <= 0)
+        usage_error("--tvl1: tau, lambda, theta and epsilon must be positive");
+    if (p.scale_step <= 0 || p.scale_step >= 1) usage_error("--tvl1: scale_step must be in (0, 1)");
+    if (p.scales < 1 || p.warps < 1 || p.inner < 1 || p.outer < 1)
+        usage_error("--tvl1: scales, warps, inner and outer must be at least 1");
+    if (p.median < 1 || p.median % 2 == 0) usage_error("--tvl1: median must be an odd size");
+}
+
+void print_params(const tvl1::Params& p) {
+    std::printf("{\"tau\": %.17g, \"lambda\": %.17g, \"theta\": %.17g, \"epsilon\": %.17g, "
+                "\"scale_step\": %.17g, \"scales\": %d, \"warps\": %d, \"inner\": %d, "
+                "\"outer\": %d, \"median\": %d}\n",
+                p.tau, p.lambda, p.theta, p.epsilon, p.scale_step, p.scales, p.warps, p.inner,
+                p.outer, p.median);
+}
+
 Options parse(int argc, char** argv) {
     Options o;
     static const std::map<std::string, std::string> alias = {
@@ -111,10 +156,10 @@ Options parse(int argc, char** argv) {
         {"-b", "bound"}, {"--bound", "bound"}, {"-s", "step"}, {"--step", "step"},
         {"-nw", "nw"}, {"--newWidth", "nw"}, {"-nh", "nh"}, {"--newHeight", "nh"},
         {"-ns", "ns"}, {"--newShort", "ns"}, {"--start-index", "start"}, {"--quality", "quality"},
-        {"--threads", "threads"}};
+        {"--threads", "threads"}, {"--tvl1", "tvl1"}};
     static const std::map<std::string, std::string> flags = {
         {"-v", "verbose"}, {"--verbose", "verbose"}, {"-f", "force"}, {"--force", "force"},
-        {"--flow-only", "flow_only"}, {"--serve", "serve"}};
+        {"--flow-only", "flow_only"}, {"--serve", "serve"}, {"--show-params", "show_params"}};
     for (int i = 1; i < argc; ++i) {
         std::string arg = argv[i], value;
         bool inline_value = false;
@@ -131,6 +176,7 @@ Options parse(int argc, char** argv) {
             if (f == "force") o.force = on;
             if (f == "flow_only") o.flow_only = on;
             if (f == "serve") o.serve = on;
+            if (f == "show_params") o.show_params = on;
             continue;
         }
         if (alias.count(arg)) {
@@ -149,11 +195,16 @@ Options parse(int argc, char** argv) {
             else if (k == "start") o.start_index = to_int(arg, value);
             else if (k == "quality") o.quality = to_int(arg, value);
             else if (k == "threads") o.threads = to_int(arg, value);
+            else if (k == "tvl1") parse_tvl1(value, o.tvl1);
             continue;
         }
         if (arg == "-h" || arg == "--help") usage_error("help");
         if (arg.rfind("-", 0) == 0) usage_error("unknown option " + arg);
         o.inputs.push_back(arg);
+    }
+    if (o.show_params) {
+        print_params(o.tvl1);
+        std::exit(0);
     }
     if (o.serve ? !o.inputs.empty() : o.inputs.size() != 1)
         usage_error(o.serve ? "--serve reads its videos from stdin" : "give one video or one list file");
@@ -341,11 +392,15 @@ cv::Mat quantize(const cv::Mat& component, double bound) {
 // One flow algorithm instance per thread (OpenCV's are not thread-safe).
 class Flow {
   public:
-    Flow(const std::string& algorithm) : algorithm_(algorithm) {
+    Flow(const std::string& algorithm, const tvl1::Params& params)
+        : algorithm_(algorithm), params_(params) {
 #ifdef DATATOOLS_WITH_CUDA
         if (algorithm == "tvl1") {
             // OpenCV's CUDA test matches the CPU result with these iteration settings.
-            cuda_tvl1_ = cv::cuda::OpticalFlowDual_TVL1::create(0.25, 0.15, 0.3, 5, 5, 0.01, 300, 0.8, 0.0, false);
+            const tvl1::Params& p = params;
+            cuda_tvl1_ = cv::cuda::OpticalFlowDual_TVL1::create(p.tau, p.lambda, p.theta, p.scales, p.warps,
+                                                                p.epsilon, p.inner * p.outer, p.scale_step,
+                                                                0.0, false);
             return;
         }
         if (algorithm == "brox") {
@@ -375,7 +430,7 @@ class Flow {
         }
 #endif
         if (algorithm_ == "tvl1") {
-            flow = tvl1::flow(prev, next);  // tvl1.hpp: why not OpenCV 4.6's optflow
+            flow = tvl1::flow(prev, next, params_);  // tvl1.hpp: why not OpenCV 4.6's optflow
         } else {
             cv::calcOpticalFlowFarneback(prev, next, flow, 0.5, 3, 15, 3, 5, 1.2, 0);
         }
@@ -384,6 +439,7 @@ class Flow {
 
   private:
     std::string algorithm_;
+    tvl1::Params params_;
 #ifdef DATATOOLS_WITH_CUDA
     cv::Ptr<cv::cuda::OpticalFlowDual_TVL1> cuda_tvl1_;
     cv::Ptr<cv::cuda::BroxOpticalFlow> cuda_brox_;
@@ -660,7 +716,7 @@ void write_flow_pair(const std::string& out, int index, const cv::Mat& flow, con
 Result extract_video_sequential(const std::string& video, const std::string& out, const Options& o) {
     Decoder cap(video);
     make_dirs(out);
-    Flow algo(o.algorithm);
+    Flow algo(o.algorithm, o.tvl1);
     Result r;
     cv::Mat prev_gray;
     for (;;) {
@@ -720,7 +776,7 @@ Result extract_video(const std::string& video, const std::string& out, const Opt
     std::vector<char> done;
     std::string work_error;
     auto worker = [&] {
-        Flow algo(o.algorithm);
+        Flow algo(o.algorithm, o.tvl1);
         try {
             for (;;) {
                 int i = next++;

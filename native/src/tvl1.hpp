@@ -20,9 +20,12 @@
 
 namespace tvl1 {
 
-constexpr double kTau = 0.25, kLambda = 0.15, kTheta = 0.3;
-constexpr int kScales = 5, kWarps = 5, kInner = 30, kOuter = 10, kMedian = 5;
-constexpr double kEpsilon = 0.01, kScaleStep = 0.8;
+// The model's parameters. They are given on the command line (--tvl1), from the one source
+// every backend uses (datatools/extract/tvl1.py); these defaults are OpenCV's.
+struct Params {
+    double tau = 0.25, lambda = 0.15, theta = 0.3, epsilon = 0.01, scale_step = 0.8;
+    int scales = 5, warps = 5, inner = 30, outer = 10, median = 5;
+};
 
 // 0.5 * central differences inside, 0.5 * one-sided differences on the border.
 inline void centred_gradient(const cv::Mat& img, cv::Mat& dx, cv::Mat& dy) {
@@ -116,18 +119,18 @@ inline void divergence(const cv::Mat& v1, const cv::Mat& v2, cv::Mat& div) {
 }
 
 // One pyramid level: warps, outer and inner iterations; u1, u2 in and out.
-inline void one_scale(const cv::Mat& i0, const cv::Mat& i1, cv::Mat& u1, cv::Mat& u2) {
+inline void one_scale(const cv::Mat& i0, const cv::Mat& i1, cv::Mat& u1, cv::Mat& u2, const Params& p) {
     const int h = i0.rows, w = i0.cols;
-    const double scaled_eps = kEpsilon * kEpsilon * h * w;
+    const double scaled_eps = p.epsilon * p.epsilon * h * w;
     // Products of the parameters in double, then float, as OpenCV does.
-    const float lt = static_cast<float>(kLambda * kTheta);
-    const float taut = static_cast<float>(kTau / kTheta);
-    const float theta = static_cast<float>(kTheta);
+    const float lt = static_cast<float>(p.lambda * p.theta);
+    const float taut = static_cast<float>(p.tau / p.theta);
+    const float theta = static_cast<float>(p.theta);
     cv::Mat i1x, i1y;
     centred_gradient(i1, i1x, i1y);
     cv::Mat p11 = cv::Mat::zeros(h, w, CV_32F), p12 = p11.clone(), p21 = p11.clone(), p22 = p11.clone();
     cv::Mat i1w, i1wx, i1wy, grad(h, w, CV_32F), rho_c(h, w, CV_32F), div1, div2;
-    for (int warping = 0; warping < kWarps; ++warping) {
+    for (int warping = 0; warping < p.warps; ++warping) {
         warp(i1, i1x, i1y, u1, u2, i1w, i1wx, i1wy);
         for (int y = 0; y < h; ++y) {
             const float *gx = i1wx.ptr<float>(y), *gy = i1wy.ptr<float>(y), *iw = i1w.ptr<float>(y);
@@ -139,11 +142,13 @@ inline void one_scale(const cv::Mat& i0, const cv::Mat& i1, cv::Mat& u1, cv::Mat
             }
         }
         double error = INFINITY;
-        for (int outer = 0; outer < kOuter && error > scaled_eps; ++outer) {
-            cv::medianBlur(u1, u1, kMedian);
-            cv::medianBlur(u2, u2, kMedian);
+        for (int outer = 0; outer < p.outer && error > scaled_eps; ++outer) {
+            if (p.median > 1) {
+                cv::medianBlur(u1, u1, p.median);
+                cv::medianBlur(u2, u2, p.median);
+            }
             error = INFINITY;
-            for (int inner = 0; inner < kInner && error > scaled_eps; ++inner) {
+            for (int inner = 0; inner < p.inner && error > scaled_eps; ++inner) {
                 divergence(p11, p12, div1);
                 divergence(p21, p22, div2);
                 error = 0;
@@ -204,28 +209,28 @@ inline void one_scale(const cv::Mat& i0, const cv::Mat& i1, cv::Mat& u1, cv::Mat
 }
 
 // Flow from i0 to i1 (8-bit gray, same size) as CV_32FC2, in pixels.
-inline cv::Mat flow(const cv::Mat& gray0, const cv::Mat& gray1) {
+inline cv::Mat flow(const cv::Mat& gray0, const cv::Mat& gray1, const Params& p) {
     std::vector<cv::Mat> l0(1), l1(1);
     gray0.convertTo(l0[0], CV_32F);
     gray1.convertTo(l1[0], CV_32F);
-    for (int s = 1; s < kScales; ++s) {
+    for (int s = 1; s < p.scales; ++s) {
         cv::Mat a, b;
-        cv::resize(l0[s - 1], a, cv::Size(), kScaleStep, kScaleStep, cv::INTER_LINEAR);
+        cv::resize(l0[s - 1], a, cv::Size(), p.scale_step, p.scale_step, cv::INTER_LINEAR);
         if (a.cols < 16 || a.rows < 16) break;
-        cv::resize(l1[s - 1], b, cv::Size(), kScaleStep, kScaleStep, cv::INTER_LINEAR);
+        cv::resize(l1[s - 1], b, cv::Size(), p.scale_step, p.scale_step, cv::INTER_LINEAR);
         l0.push_back(a);
         l1.push_back(b);
     }
     const int top = static_cast<int>(l0.size()) - 1;
     cv::Mat u1 = cv::Mat::zeros(l0[top].size(), CV_32F), u2 = u1.clone();
     for (int s = top;; --s) {
-        one_scale(l0[s], l1[s], u1, u2);
+        one_scale(l0[s], l1[s], u1, u2, p);
         if (s == 0) break;
         cv::Mat a, b;
         cv::resize(u1, a, l0[s - 1].size(), 0, 0, cv::INTER_LINEAR);
         cv::resize(u2, b, l0[s - 1].size(), 0, 0, cv::INTER_LINEAR);
-        u1 = a * static_cast<float>(1.0 / kScaleStep);
-        u2 = b * static_cast<float>(1.0 / kScaleStep);
+        u1 = a * static_cast<float>(1.0 / p.scale_step);
+        u2 = b * static_cast<float>(1.0 / p.scale_step);
     }
     cv::Mat out;
     cv::merge(std::vector<cv::Mat>{u1, u2}, out);

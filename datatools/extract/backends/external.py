@@ -30,9 +30,13 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
+import datatools
+
 from ...errors import UserError
+from ...frame_folder import FLOW_X_PREFIX, FLOW_Y_PREFIX, RGB_PREFIX, count_names
 from ...schedule.resources import CPU_THREADS
 from ..options import ExtractOptions
+from ..tvl1 import TVL1, TVL1Params
 
 TOOL = "datatools-flow"
 ALGO_FLAGS = {"tvl1": "tvl1", "farneback": "farn"}
@@ -50,7 +54,8 @@ def find_native() -> str | None:
     on_path = shutil.which(TOOL)
     if on_path:
         return on_path
-    built = Path(__file__).resolve().parents[2] / "native" / "build" / TOOL
+    source_tree = Path(datatools.__file__).resolve().parent.parent  # an editable install's checkout
+    built = source_tree / "native" / "build" / TOOL
     return str(built) if os.access(built, os.X_OK) else None
 
 
@@ -112,7 +117,8 @@ class NativeFlow(_VideoTool):
     name = "native"
     _servers: dict[tuple, subprocess.Popen] = {}  # per worker process: options -> extractor
 
-    def __init__(self, algo: str, binary: str | None = None):
+    def __init__(self, algo: str, binary: str | None = None, params: TVL1Params = TVL1):
+        self.params = params
         binary = binary or find_native()
         if binary is None:
             raise UserError(f"--backend native: {TOOL} not found; build it with `make native` "
@@ -120,7 +126,8 @@ class NativeFlow(_VideoTool):
         super().__init__(algo, binary)
 
     def server_command(self, opts: ExtractOptions) -> list[str]:
-        cmd = [self.binary, "--serve", "-a", ALGO_FLAGS[self.algo], "-b", str(opts.bound),
+        cmd = [self.binary, "--serve", "-a", ALGO_FLAGS[self.algo], "--tvl1", self.params.native_arg(),
+               "-b", str(opts.bound),
                "-s", "1" if opts.flow else "0", "--start-index", str(opts.start_index),
                "--quality", str(opts.jpeg_quality), "--threads", str(CPU_THREADS)]
         cmd += [x for pair in self.size_args(opts) for x in pair]
@@ -152,10 +159,7 @@ class NativeFlow(_VideoTool):
         report = json.loads(line)
         if "error" in report:
             raise ToolError(f"native: {report['error']}")
-        names = os.listdir(folder)
-        rgb = sum(n.startswith("img_") for n in names)
-        flow_x = sum(n.startswith("flow_x_") for n in names)
-        flow_y = sum(n.startswith("flow_y_") for n in names)
+        rgb, flow_x, flow_y = count_names(os.listdir(folder))
         self.check(video, int(report["frames"]), rgb, flow_x, flow_y, opts)
         return ToolResult(rgb, min(flow_x, flow_y), (int(report["width"]), int(report["height"])))
 
@@ -199,18 +203,17 @@ class DenseflowFlow(_VideoTool):
         written = os.path.join(scratch, Path(video).stem)
         if not os.path.isdir(written):
             raise ToolError(f"{self.name} wrote nothing for {video} (expected {written})")
-        rgb = flow_x = flow_y = 0
+        moved = []
+        wanted = (RGB_PREFIX,) * opts.rgb + (FLOW_X_PREFIX, FLOW_Y_PREFIX) * opts.flow
         for entry in os.scandir(written):
-            prefix, _, number = entry.name.rpartition("_")
-            if prefix not in ("img", "flow_x", "flow_y") or not number.endswith(".jpg"):
-                continue  # the tool's own markers
-            if (prefix == "img" and not opts.rgb) or (prefix != "img" and not opts.flow):
-                continue
-            index = int(number[:-4]) + opts.start_index  # denseflow counts from 0
-            os.rename(entry.path, os.path.join(folder, f"{prefix}_{index:05d}.jpg"))
-            rgb += prefix == "img"
-            flow_x += prefix == "flow_x"
-            flow_y += prefix == "flow_y"
+            prefix = next((p for p in wanted if entry.name.startswith(p)), None)
+            number = entry.name[len(prefix):-4] if prefix else ""
+            if not (number.isdigit() and entry.name.endswith(".jpg")):
+                continue  # the tool's own markers, or a part not asked for
+            index = int(number) + opts.start_index  # denseflow counts from 0
+            moved.append(f"{prefix}{index:05d}.jpg")
+            os.rename(entry.path, os.path.join(folder, moved[-1]))
         shutil.rmtree(scratch)
+        rgb, flow_x, flow_y = count_names(moved)
         self.check(video, count_frames(video), rgb, flow_x, flow_y, opts)
         return ToolResult(rgb, min(flow_x, flow_y), None)

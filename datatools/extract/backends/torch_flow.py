@@ -1,9 +1,8 @@
 """The `torch` flow backend: OpenCV's Dual TV-L1, batched, on CUDA (or the CPU without one).
 
-The same model, parameters and discretisation as OpenCV's `DualTVL1OpticalFlow`
-(opencv_contrib optflow/src/tvl1flow.cpp, defaults tau 0.25, lambda 0.15, theta 0.3,
-5 scales with step 0.8, 5 warps, epsilon 0.01, 30 inner and 10 outer iterations, 5x5
-median filtering of the flow before each outer iteration):
+The same model, parameters (extract/tvl1.py) and discretisation as OpenCV's
+`DualTVL1OpticalFlow` (opencv_contrib optflow/src/tvl1flow.cpp; a median filter of the flow
+before each outer iteration):
   - pyramid: bilinear resize by 0.8 with OpenCV's sizes (rounded) and sample positions;
     the flow goes up with a bilinear resize to the finer size, times 1/0.8;
   - per warp: I1 and its centred gradient warped with bicubic interpolation (a = -0.75,
@@ -22,11 +21,8 @@ import numpy as np
 
 from ...errors import UserError
 from ...schedule.resources import CPU_THREADS
+from ..tvl1 import TVL1, TVL1Params
 
-# OpenCV's defaults (datatools/extract/opencv_flow.py spells out the same values).
-TAU, LAMBDA, THETA = 0.25, 0.15, 0.3
-NSCALES, WARPS, EPSILON = 5, 5, 0.01
-INNER, OUTER, SCALE_STEP, MEDIAN = 30, 10, 0.8, 5
 FLT_EPSILON = float(np.finfo(np.float32).eps)  # OpenCV's guard before dividing by |grad I1|^2
 CPU_BATCH = 32  # pairs computed together on the CPU
 SYNC_EVERY = 5  # inner iterations between the host's looks at which pairs still iterate
@@ -54,11 +50,12 @@ class TorchFlow:
         torch = _torch()
         return torch.cuda.is_available()
 
-    def __init__(self, algo: str, device: str | None = None):
+    def __init__(self, algo: str, device: str | None = None, params: TVL1Params = TVL1):
         if algo != "tvl1":
             raise UserError("--backend torch computes TV-L1 only (--algo tvl1)")
         torch = _torch()
         self.algo = algo
+        self.params = params
         self.torch = torch
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cpu":
@@ -95,7 +92,7 @@ class TorchFlow:
             for idx in by_size.values():
                 i0 = torch.from_numpy(np.stack([pairs[i][0] for i in idx])).to(self.device, torch.float32)
                 i1 = torch.from_numpy(np.stack([pairs[i][1] for i in idx])).to(self.device, torch.float32)
-                u1, u2 = tvl1(i0, i1)
+                u1, u2 = tvl1(i0, i1, self.params)
                 flow = finish(u1, u2).cpu().numpy()
                 for k, i in enumerate(idx):
                     out[i] = flow[k]
@@ -118,26 +115,26 @@ def quantize(v, bound: float):
 
 # --- the algorithm on (B, H, W) float32 tensors ---------------------------------------------
 
-def tvl1(i0, i1):
+def tvl1(i0, i1, p: TVL1Params = TVL1):
     """Dual TV-L1 flow from i0 to i1 (B, H, W, values 0..255); returns (u1, u2)."""
     import torch
     levels0, levels1 = [i0], [i1]
-    for _ in range(1, NSCALES):
+    for _ in range(1, p.scales):
         h, w = levels0[-1].shape[-2:]
-        nh, nw = _cv_round(h * SCALE_STEP), _cv_round(w * SCALE_STEP)
+        nh, nw = _cv_round(h * p.scale_step), _cv_round(w * p.scale_step)
         if nh < 16 or nw < 16:
             break
-        levels0.append(_resize_by(levels0[-1], nh, nw, SCALE_STEP))
-        levels1.append(_resize_by(levels1[-1], nh, nw, SCALE_STEP))
+        levels0.append(_resize_by(levels0[-1], nh, nw, p.scale_step))
+        levels1.append(_resize_by(levels1[-1], nh, nw, p.scale_step))
     u1 = torch.zeros_like(levels0[-1])
     u2 = torch.zeros_like(levels0[-1])
     for s in range(len(levels0) - 1, -1, -1):
-        u1, u2 = _one_scale(levels0[s], levels1[s], u1, u2)
+        u1, u2 = _one_scale(levels0[s], levels1[s], u1, u2, p)
         if s == 0:
             break
         h, w = levels0[s - 1].shape[-2:]
-        u1 = _resize_to(u1, h, w) * (1.0 / SCALE_STEP)
-        u2 = _resize_to(u2, h, w) * (1.0 / SCALE_STEP)
+        u1 = _resize_to(u1, h, w) * (1.0 / p.scale_step)
+        u2 = _resize_to(u2, h, w) * (1.0 / p.scale_step)
     return u1, u2
 
 
@@ -204,18 +201,19 @@ def _divergence(v1, v2):
     return div
 
 
-def _median5(u):
-    """cv::medianBlur(u, 5) on float: 5x5 median, replicated borders."""
+def _median(u, k: int):
+    """cv::medianBlur(u, k) on float: k x k median, replicated borders."""
     import torch
-    padded = torch.nn.functional.pad(u[:, None], (2, 2, 2, 2), mode="replicate")
-    patches = padded.unfold(2, 5, 1).unfold(3, 5, 1)  # (B, 1, H, W, 5, 5)
-    return patches.reshape(*patches.shape[:4], 25).median(dim=-1).values[:, 0]
+    r = k // 2
+    padded = torch.nn.functional.pad(u[:, None], (r, r, r, r), mode="replicate")
+    patches = padded.unfold(2, k, 1).unfold(3, k, 1)  # (B, 1, H, W, k, k)
+    return patches.reshape(*patches.shape[:4], k * k).median(dim=-1).values[:, 0]
 
 
-def _one_scale(i0, i1, u1, u2):
+def _one_scale(i0, i1, u1, u2, p: TVL1Params):
     import torch
     b, h, w = i0.shape
-    scaled_eps = EPSILON * EPSILON * h * w
+    scaled_eps = p.epsilon * p.epsilon * h * w
     i1x, i1y = _centered_gradient(i1)
     p11 = torch.zeros_like(i0)
     p12 = torch.zeros_like(i0)
@@ -223,9 +221,9 @@ def _one_scale(i0, i1, u1, u2):
     p22 = torch.zeros_like(i0)
     ys, xs = torch.meshgrid(torch.arange(h, device=i0.device, dtype=i0.dtype),
                             torch.arange(w, device=i0.device, dtype=i0.dtype), indexing="ij")
-    lt = LAMBDA * THETA
-    taut = TAU / THETA
-    for _ in range(WARPS):
+    lt = p.lambda_ * p.theta
+    taut = p.tau / p.theta
+    for _ in range(p.warps):
         x, y = xs + u1, ys + u2
         i1w = _sample(i1, x, y, "bicubic", "zeros")
         i1wx = _sample(i1x, x, y, "bicubic", "zeros")
@@ -234,16 +232,16 @@ def _one_scale(i0, i1, u1, u2):
         rho_c = i1w - i1wx * u1 - i1wy * u2 - i0
         # Each pair runs its own loops: `active` marks the pairs still iterating.
         outer_active = torch.ones(b, dtype=torch.bool, device=i0.device)
-        for _ in range(OUTER):
+        for _ in range(p.outer):
             if not bool(outer_active.any()):
                 break
-            if MEDIAN > 1:
+            if p.median > 1:
                 m = outer_active[:, None, None]
-                u1 = torch.where(m, _median5(u1), u1)
-                u2 = torch.where(m, _median5(u2), u2)
+                u1 = torch.where(m, _median(u1, p.median), u1)
+                u2 = torch.where(m, _median(u2, p.median), u2)
             active = outer_active.clone()
             error = torch.full((b,), float("inf"), dtype=torch.float64, device=i0.device)
-            for it in range(INNER):
+            for it in range(p.inner):
                 # Asking whether any pair still iterates waits for the device: every 5th
                 # iteration only. Finished pairs stay frozen (the masks below), so the extra
                 # iterations change nothing but keep the device's queue full.
@@ -256,8 +254,8 @@ def _one_scale(i0, i1, u1, u2):
                 d1 = torch.where(rho < -thr, lt * i1wx, torch.where(rho > thr, -lt * i1wx, fi * i1wx))
                 d2 = torch.where(rho < -thr, lt * i1wy, torch.where(rho > thr, -lt * i1wy, fi * i1wy))
                 v1, v2 = u1 + d1, u2 + d2
-                new_u1 = v1 + THETA * _divergence(p11, p12)
-                new_u2 = v2 + THETA * _divergence(p21, p22)
+                new_u1 = v1 + p.theta * _divergence(p11, p12)
+                new_u2 = v2 + p.theta * _divergence(p21, p22)
                 step = ((new_u1 - u1) ** 2 + (new_u2 - u2) ** 2).double().sum(dim=(1, 2))
                 error = torch.where(active, step, error)
                 u1 = torch.where(m, new_u1, u1)

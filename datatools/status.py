@@ -1,0 +1,31 @@
+"""The manifest's status words: one meaning each, written here once (README: The manifest).
+
+`status`: what a video is now.
+  unchecked        on disk, not probed since it last changed (listed: MMAction2's tool lists
+                   every file it finds)
+  ok               probed, and it decodes
+  empty, unreadable, not_video, no_video_stream, corrupt
+                   a probe's verdict against it (a 0-byte file is `empty` without a probe)
+  missing          named by the annotations, not on disk
+  extra            on disk, in no split (its probe verdict, if any, is in `probe_status`)
+
+`extract_status`: what a video's frame folder is.
+  done             complete, its completion record trusted
+  incomplete       fewer files than its record counts (not listed)
+  stale            made with other parameters than the last extraction asked for (not listed)
+  failed           the last extraction of it failed (`extract_error` says why)
+"""
+
+from __future__ import annotations
+
+UNCHECKED, OK, MISSING, EXTRA = "unchecked", "ok", "missing", "extra"
+EMPTY, UNREADABLE, NOT_VIDEO, NO_VIDEO_STREAM, CORRUPT = (
+    "empty", "unreadable", "not_video", "no_video_stream", "corrupt")
+BAD = (EMPTY, UNREADABLE, NOT_VIDEO, NO_VIDEO_STREAM, CORRUPT)
+# In the order the summaries list them.
+VIDEO_STATUSES = (OK, UNCHECKED, MISSING, *BAD, EXTRA)
+LISTED = (OK, UNCHECKED)  # the video statuses a videos list holds
+
+DONE, INCOMPLETE, STALE, FAILED = "done", "incomplete", "stale", "failed"
+EXTRACT_STATUSES = (DONE, INCOMPLETE, STALE, FAILED)
+UNLISTED_EXTRACTIONS = (INCOMPLETE, STALE)  # frame folders no rawframes/flow list holds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import os
 import signal
@@ -89,24 +90,29 @@ def _positive(value):
     return value
 
 
-# Where the work runs; the same options on every parallel step (see schedule/).
-WORKERS = typer.Option(None, min=1, help="Local Dask workers (default: one per core)")
-SCHEDULER = typer.Option(None, help="Use a running Dask cluster: tcp://host:8786")
-CLUSTER = typer.Option("local", "--cluster", help="local, or slurm (workers as SLURM jobs)")
-SLURM = typer.Option(None, "--slurm", help="SLURM setting key=value (repeatable): partition, "
-                     "account, cores, processes, memory, walltime, jobs, max_jobs, gpus_per_job, "
-                     "extra (an #SBATCH line), lifetime, stagger")
-CLUSTER_CONFIG = typer.Option(None, help="Dask config YAML with the cluster settings "
-                              "(jobqueue.slurm.*), written once per lab")
-GPUS = typer.Option(None, help="Local GPU workers: device ids (0,1) or 'all'")
-
-
 # Set by main(): this process was started as the `datatools` command, not called from another
 # program (the tests' CliRunner, a notebook) that may have run native thread pools already.
 _console_process = False
 
+WORKERS = typer.Option(None, min=1, help="Local Dask workers (default: one per core)")
+# Where the work runs: declared here once, added to every command that schedules work by
+# @schedules_work, and handed to it as one ClusterOptions (schedule/client.py).
+CLUSTER_PARAMS = [
+    ("workers", Optional[int], WORKERS),
+    ("scheduler", Optional[str], typer.Option(None, help="Use a running Dask cluster: tcp://host:8786")),
+    ("cluster_kind", str, typer.Option("local", "--cluster", help="local, or slurm (workers as SLURM jobs)")),
+    ("slurm", Optional[list[str]], typer.Option(
+        None, "--slurm", help="SLURM setting key=value (repeatable): partition, account, cores, "
+        "processes, memory, walltime, jobs, max_jobs, gpus_per_job, extra (an #SBATCH line), "
+        "lifetime, stagger")),
+    ("cluster_config", Optional[Path], typer.Option(
+        None, help="Dask config YAML with the cluster settings (jobqueue.slurm.*), written once per lab")),
+    ("gpus", Optional[str], typer.Option(None, help="Local GPU workers: device ids (0,1) or 'all'")),
+]
 
-def cluster_options(workers, scheduler, cluster, slurm, cluster_config, gpus):
+
+def cluster_options(workers=None, scheduler=None, cluster_kind="local", slurm=None,
+                    cluster_config=None, gpus=None):
     from .schedule.client import ClusterOptions
     from .schedule.resources import visible_gpus
     from .schedule.slurm import parse_slurm_options
@@ -115,11 +121,28 @@ def cluster_options(workers, scheduler, cluster, slurm, cluster_config, gpus):
         devices = visible_gpus() if gpus == "all" else [d.strip() for d in gpus.split(",") if d.strip()]
         if not devices:
             raise UserError("--gpus all: no GPU on this machine (`nvidia-smi -L` lists none)")
-    # fork (schedule/client.py, LOCAL_START): these commands run no native thread pool before their
-    # cluster starts, but only the console command's own process is known to be fresh
-    return ClusterOptions(workers=workers, scheduler=scheduler, kind=cluster,
+    # fork (schedule/client.py, LOCAL_START): these commands run no native thread pool before
+    # their cluster starts, but only the console command's own process is known to be fresh
+    return ClusterOptions(workers=workers, scheduler=scheduler, kind=cluster_kind,
                           slurm=parse_slurm_options(slurm or []), config_file=cluster_config,
                           gpus=devices, fork=_console_process)
+
+
+def schedules_work(fn):
+    """A command that schedules work: gets the CLUSTER_PARAMS options, and receives them as
+    one ClusterOptions in its `cluster` parameter."""
+    sig = inspect.signature(fn)
+    kept = [p for p in sig.parameters.values() if p.name != "cluster"]
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+             for name, kind, option in CLUSTER_PARAMS]
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        where = {name: kwargs.pop(name) for name, _, _ in CLUSTER_PARAMS}
+        return fn(*args, cluster=cluster_options(**where), **kwargs)
+
+    run.__signature__ = sig.replace(parameters=kept + added)
+    return run
 
 
 def _dataset_app(name: str) -> typer.Typer:
@@ -177,6 +200,7 @@ def _dataset_app(name: str) -> typer.Typer:
 
     @sub.command("prepare")
     @command
+    @schedules_work
     def prepare_cmd(
         root: Path = typer.Option(..., help="Data root, e.g. data/" + name),
         steps: str = typer.Option("download,validate,lists,extract,frame-lists",
@@ -190,12 +214,7 @@ def _dataset_app(name: str) -> typer.Typer:
         backend: str = typer.Option("auto", help="extract: flow backend"),
         new_short: Optional[int] = typer.Option(None, min=2, help="extract: short side N"),
         naming: str = typer.Option("mmaction", help="extract: mmaction or denseflow names"),
-        workers: Optional[int] = WORKERS,
-        scheduler: Optional[str] = SCHEDULER,
-        cluster: str = CLUSTER,
-        slurm: Optional[list[str]] = SLURM,
-        cluster_config: Optional[Path] = CLUSTER_CONFIG,
-        gpus: Optional[str] = GPUS,
+        cluster=None,
     ):
         """Run the whole pipeline (download → validate → lists → extract → frame lists);
         re-run the same command to resume after an interruption."""
@@ -208,25 +227,21 @@ def _dataset_app(name: str) -> typer.Typer:
             level=level,
             extract=ExtractOptions(task=task, algo=algo, backend=backend,
                                    new_short=new_short, naming=naming),
-            cluster=cluster_options(workers, scheduler, cluster, slurm, cluster_config, gpus))
+            cluster=cluster)
         ok = prepare(name, root, opts)
         if not ok:
             raise typer.Exit(1)
 
     @sub.command("validate")
     @command
+    @schedules_work
     def validate_cmd(
         root: Path = typer.Option(..., help="Data root, e.g. data/" + name),
         level: str = typer.Option("quick", help="quick: container + a few frames; full: every frame"),
         quarantine: bool = typer.Option(False, "--quarantine", help="Move bad files to ROOT/quarantine/"),
         restore: bool = typer.Option(False, "--restore", help="Put quarantined files back, then stop"),
         strict: bool = typer.Option(False, help="Exit 1 if any video is not ok"),
-        workers: Optional[int] = WORKERS,
-        scheduler: Optional[str] = SCHEDULER,
-        cluster: str = CLUSTER,
-        slurm: Optional[list[str]] = SLURM,
-        cluster_config: Optional[Path] = CLUSTER_CONFIG,
-        gpus: Optional[str] = GPUS,
+        cluster=None,
     ):
         """Probe every video in parallel; record status and metadata in the manifest."""
         from .report import console, print_validate_summary
@@ -239,7 +254,7 @@ def _dataset_app(name: str) -> typer.Typer:
                 typer.echo(f"error: {p}", err=True)
             raise typer.Exit(1 if problems else 0)
         result = validate(name, root, level,
-                          cluster_options(workers, scheduler, cluster, slurm, cluster_config, gpus),
+                          cluster,
                           quarantine)
         print_validate_summary(result, datasets.get(name).catalog)
         if strict and result.not_ok:
@@ -363,6 +378,7 @@ def fetch(
 
 @app.command()
 @command
+@schedules_work
 def extract(
     root: Path = typer.Option(..., help="Data root with a manifest (run build-lists first)"),
     task: str = typer.Option("both", help="rgb, flow or both"),
@@ -380,12 +396,7 @@ def extract(
     split: int = typer.Option(1, min=1, help="Which split's membership selects videos"),
     subset: Optional[str] = typer.Option(None, help="train, val or test (default: all)"),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N selected videos"),
-    workers: Optional[int] = WORKERS,
-    scheduler: Optional[str] = SCHEDULER,
-    cluster: str = CLUSTER,
-    slurm: Optional[list[str]] = SLURM,
-    cluster_config: Optional[Path] = CLUSTER_CONFIG,
-    gpus: Optional[str] = GPUS,
+    cluster=None,
     force: bool = typer.Option(False, help="Redo videos extracted with other parameters"),
 ):
     """Extract RGB frames and optical flow for the videos in the manifest."""
@@ -397,7 +408,7 @@ def extract(
                           new_short=new_short, new_size=parse_size(new_size), bound=bound,
                           naming=naming, jpeg_quality=jpeg_quality, denseflow_bin=denseflow_bin)
     result = run_extract(root, opts, Selection(split, subset, limit),
-                         cluster_options(workers, scheduler, cluster, slurm, cluster_config, gpus),
+                         cluster,
                          force)
     print_extract_summary(result, root)
     if result.failures:
@@ -416,8 +427,7 @@ def doctor():
 @command
 def demo(root: Path = typer.Option(Path("demo_data"), help="Where to generate the demo dataset"),
          videos_per_class: int = typer.Option(3, min=1, help="Videos per class (4 classes)"),
-         workers: Optional[int] = typer.Option(None, min=1,
-                                               help="Local Dask workers (default: one per core)")):
+         workers: Optional[int] = WORKERS):
     """Generate a small dataset (real motion, a real dataset's layout) and run every step on it."""
     from .demo import run_demo
     run_demo(root, videos_per_class, workers)

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .acquire.session import DownloadOptions
 from .errors import UserError
+from .extract.options import ExtractOptions
 from .lock import root_lock
 from .report import console
 from .schedule.client import ClusterOptions
@@ -22,9 +24,9 @@ STEPS = ("download", "validate", "lists", "extract", "frame-lists")
 @dataclass
 class PrepareOptions:
     steps: list[str] = field(default_factory=lambda: list(STEPS))
-    download: object = None  # acquire.DownloadOptions
+    download: DownloadOptions = field(default_factory=DownloadOptions)
     level: str = "quick"
-    extract: object = None  # extract.ExtractOptions
+    extract: ExtractOptions = field(default_factory=ExtractOptions)
     cluster: ClusterOptions = field(default_factory=ClusterOptions)
 
 
@@ -49,8 +51,7 @@ def prepare(name: str, root: Path, opts: PrepareOptions) -> bool:
 
 def _run_steps(name: str, root: Path, opts: PrepareOptions) -> bool:
     from . import datasets, report
-    from .acquire.session import DownloadOptions, download
-    from .extract.options import ExtractOptions
+    from .acquire.session import download
     from .extract.run import extract
     from .lists.build import build_lists
     from .validate.run import validate
@@ -59,7 +60,7 @@ def _run_steps(name: str, root: Path, opts: PrepareOptions) -> bool:
     for n, step in enumerate(opts.steps, start=1):
         console.rule(f"{n}/{len(opts.steps)} {step}")
         if step == "download":
-            result = download(name, root, opts.download or DownloadOptions())
+            result = download(name, root, opts.download)
             report.print_download_summary(result, root)
             for failure in result.failures:
                 console.print(f"[red]error: {failure}[/red]")
@@ -75,7 +76,7 @@ def _run_steps(name: str, root: Path, opts: PrepareOptions) -> bool:
             report.print_build_summary(built, root)
             ok &= not built.problems
         elif step == "extract":
-            extracted = extract(root, opts.extract or ExtractOptions(), cluster=opts.cluster)
+            extracted = extract(root, opts.extract, cluster=opts.cluster)
             report.print_extract_summary(extracted, root)
             ok &= not extracted.failures
     return ok

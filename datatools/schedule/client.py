@@ -38,6 +38,7 @@ from .resources import (
     default_workers,
     visible_gpus,
 )
+from .slurm import SlurmOptions, slurm_cluster
 
 
 @dataclass
@@ -46,7 +47,7 @@ class ClusterOptions:
     scheduler: str | None = None  # address of a running cluster
     memory_limit: str = "auto"  # per local worker; the nanny restarts a worker above it
     kind: str = "local"  # "local" or "slurm"
-    slurm: dict = field(default_factory=dict)  # SlurmOptions fields (--slurm key=value)
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)  # --slurm key=value
     config_file: Path | None = None  # a Dask config YAML (jobqueue.slurm.*, datatools.*)
     gpus: list[str] = field(default_factory=list)  # local GPU workers: one per device id
     # Start local CPU workers by forking this process (LOCAL_START): only for a process that
@@ -92,7 +93,6 @@ def dask_client(options: ClusterOptions | None = None) -> Iterator[Client]:
         set_worker_malloc()
     with dask.config.set(config):
         if options.kind == "slurm":
-            from .slurm import slurm_cluster
             cluster = slurm_cluster(options.slurm)
         elif options.kind == "local":
             cluster = _local_cluster(options)

@@ -49,8 +49,8 @@ class SlurmOptions:
     log_directory: str | None = None  # the worker jobs' output files (default: LOGS)
 
 
-def parse_slurm_options(pairs: list[str]) -> dict:
-    """`--slurm key=value` pairs into SlurmOptions fields (checked, typed)."""
+def parse_slurm_options(pairs: list[str]) -> SlurmOptions:
+    """`--slurm key=value` pairs, checked and typed."""
     types = {f.name: f.type for f in fields(SlurmOptions)}
     out: dict = {}
     for pair in pairs:
@@ -71,7 +71,7 @@ def parse_slurm_options(pairs: list[str]) -> dict:
                 raise UserError(f"--slurm {pair!r}: {key} must be at least {least}")
         else:
             out[key] = value
-    return out
+    return SlurmOptions(**out)
 
 
 def seconds(walltime: str) -> int:
@@ -87,20 +87,18 @@ def seconds(walltime: str) -> int:
     return days * 86400 + a * 3600 + b * 60 + c
 
 
-def slurm_cluster(settings: dict):
+def slurm_cluster(opts: SlurmOptions):
     """A started SLURMCluster, adaptive between jobs and max_jobs."""
-    cluster = make_cluster(settings)
-    opts = SlurmOptions(**settings)
+    cluster = make_cluster(opts)
     cluster.adapt(minimum_jobs=opts.jobs, maximum_jobs=opts.max_jobs or opts.jobs)
     return cluster
 
 
-def make_cluster(settings: dict):
+def make_cluster(opts: SlurmOptions):
     """The SLURMCluster for these settings, before any job is submitted."""
     import dask
     from dask_jobqueue import SLURMCluster
 
-    opts = SlurmOptions(**settings)
     conf = dask.config.get("jobqueue.slurm", {})
     processes = opts.processes or max(1, opts.gpus_per_job) or conf.get("processes") or 1
     cores = opts.cores or conf.get("cores") or processes

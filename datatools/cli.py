@@ -241,6 +241,7 @@ def _dataset_app(name: str) -> typer.Typer:
         quarantine: bool = typer.Option(False, "--quarantine", help="Move bad files to ROOT/quarantine/"),
         restore: bool = typer.Option(False, "--restore", help="Put quarantined files back, then stop"),
         strict: bool = typer.Option(False, help="Exit 1 if any video is not ok"),
+        force: bool = typer.Option(False, help="Probe every video again, also unchanged ones"),
         cluster=None,
     ):
         """Probe every video in parallel; record status and metadata in the manifest."""
@@ -253,9 +254,7 @@ def _dataset_app(name: str) -> typer.Typer:
             for p in problems:
                 typer.echo(f"error: {p}", err=True)
             raise typer.Exit(1 if problems else 0)
-        result = validate(name, root, level,
-                          cluster,
-                          quarantine)
+        result = validate(name, root, level, cluster, quarantine, force)
         print_validate_summary(result, datasets.get(name).catalog)
         if strict and result.not_ok:
             typer.echo(f"error: {len(result.not_ok)} video(s) not ok (--strict)", err=True)

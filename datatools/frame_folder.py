@@ -1,6 +1,6 @@
 """What a frame folder holds: its file names (the prefixes and namings, counted in one place)
-and its completion record, `.datatools-done.json`, written last (fsio.atomic_write) and
-trusted only when the files it counts are there.
+and its completion record, `.datatools-done.json` (completion.py: written last, atomically,
+trusted only when the files it counts are there).
 
 A folder holds up to two parts, `rgb` (img_ files) and `flow` (flow_x_/flow_y_ pairs), each
 with its count and the parameters that made it. What the parts must share lives in `common`
@@ -15,12 +15,9 @@ name is there.
 
 from __future__ import annotations
 
-import json
 import os
-import time
 
-from . import __version__
-from .fsio import atomic_write
+from .completion import FileStamp, read_record, write_record
 
 DONE = ".datatools-done.json"
 RGB_PREFIX = "img_"
@@ -37,12 +34,8 @@ RECORD_VERSION = 2
 
 def read_done(frame_dir: str) -> dict | None:
     """The folder's record in the current format (older records are converted), or None."""
-    try:
-        with open(os.path.join(frame_dir, DONE), encoding="utf-8") as f:
-            record = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict):
+    record = read_record(os.path.join(frame_dir, DONE))
+    if record is None:
         return None
     if "parts" not in record:
         record = _from_version_1(record)
@@ -66,9 +59,7 @@ def _from_version_1(old: dict) -> dict:
 
 
 def write_done(folder: str, record: dict) -> None:
-    record = {**record, "version": RECORD_VERSION, "tool_version": __version__,
-              "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    atomic_write(os.path.join(folder, DONE), json.dumps(record))
+    write_record(os.path.join(folder, DONE), {**record, "version": RECORD_VERSION})
 
 
 def count_names(names) -> tuple[int, int, int]:
@@ -108,6 +99,13 @@ def trusted_parts(record: dict, names: list[str] | set[str],
         want = info.get("count", 0)
         out[part] = counts.get(part) == want and all(n in names for n in last_names(record, part, want))
     return out
+
+
+def made_from(record: dict, video: FileStamp) -> bool:
+    """Whether the record's frames were made from `video` as it is now (records that did not
+    note their video are taken to be)."""
+    size, mtime = record.get("video_size"), record.get("video_mtime_ns")
+    return (size, mtime) == (None, None) or video.size is None or FileStamp(size, mtime).matches(video)
 
 
 def manifest_fields(record: dict) -> dict:

@@ -88,6 +88,9 @@ def print_validate_summary(result, catalog) -> None:
         if result.counts.get(status):
             table.add_row(status, f"{result.counts[status]:,}")
     console.print(table)
+    if result.kept:
+        console.print(f"{result.probed:,} video(s) probed; {result.kept:,} unchanged since an earlier "
+                      "probe at this level or deeper kept its verdict (--force probes them again)")
     bad = [r for r in result.records if r.status not in ("ok", "missing", "extra", "unchecked")]
     for r in bad[:SHOW]:
         console.print(f"  {r.status}: {r.video_path}: {r.error}")

@@ -79,6 +79,26 @@ def test_ucf101_unpacks_into_its_layout_and_a_rerun_fetches_nothing(server, tmp_
     assert len(server.requests("/ucf/")) == asked
 
 
+def test_an_unpacked_archive_is_trusted_only_while_the_files_it_placed_are_there(server, tmp_path):
+    clips = served.ucf101(server.www / "ucf-again")
+    root = tmp_path / "ucf101"
+    get = ("ucf101", "download", "--root", root, "--mirror", server.url("ucf-again/"))
+    assert run(*get).returncode == 0
+    assert records(root)["UCF101.rar"]["placed"] == sorted(f"videos/{c}" for c in clips)
+    one = sorted(clips)[0]
+    aside = root / "quarantine" / "videos" / one  # where validate --quarantine puts it
+    aside.parent.mkdir(parents=True)
+    os.replace(root / "videos" / one, aside)
+    asked = len(server.requests("/ucf-again/UCF101.rar"))
+    again = run(*get)
+    assert again.returncode == 0 and "2 already done" in again.stdout, again.stdout
+    aside.unlink()  # gone for good: the archive is fetched and unpacked again
+    again = run(*get)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (root / "videos" / one).is_file() and "1 already done" in again.stdout, again.stdout
+    assert len(server.requests("/ucf-again/UCF101.rar")) > asked
+
+
 def test_hmdb51_nested_class_archives_and_flat_split_files(server, tmp_path):
     clips = served.hmdb51(server.www / "hmdb")
     root = tmp_path / "hmdb51"

@@ -117,6 +117,27 @@ def test_full_level_counts_every_decoded_frame(tmp_path, variants):
     assert recs["v_Broken_g04_c01"].status == "corrupt"
 
 
+def test_a_rerun_probes_only_changed_files_and_force_probes_them_all(tmp_path, variants):
+    root = make_root(tmp_path, variants)
+    one = ClusterOptions(workers=1)
+    first = validate("ucf101", root, "quick", one)
+    before = {vid: (r.status, r.error) for vid, r in statuses(root).items()}
+    again = validate("ucf101", root, "quick", one)
+    on_disk = first.probed + first.kept
+    assert first.kept == 1  # the 0-byte file: `empty` by the scan's word, no probe needed
+    assert again.kept >= 12 and again.kept + again.probed == on_disk
+    assert again.probed == sum(r.probe_status == "unreadable" for r in first.records)
+    assert {vid: (r.status, r.error) for vid, r in statuses(root).items()} == before
+    # a good file replaced by a cut copy is probed again, and its verdict changes
+    (root / "videos/Good/v_Good_g02_c01.mp4").write_bytes((VIDEOS / "test.mp4").read_bytes()[:60_000])
+    changed = validate("ucf101", root, "quick", one)
+    assert changed.probed == again.probed + 1
+    assert statuses(root)["v_Good_g02_c01"].status == "corrupt"
+    assert validate("ucf101", root, "full", one).kept == 1  # a quick probe is no full one
+    forced = validate("ucf101", root, "quick", one, force=True)
+    assert forced.kept == 0 and forced.probed == on_disk
+
+
 def tree_digest(root: Path) -> dict[str, str]:
     out = {}
     for p in sorted((root / "videos").rglob("*")):

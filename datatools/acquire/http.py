@@ -34,6 +34,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from .. import __version__
+from ..completion import FileStamp
 from ..errors import UserError
 from ..fsio import DiskError, append_line, atomic_write, disk_error, is_disk_error
 
@@ -183,14 +184,14 @@ def use_local(path: Path, remote: Remote, records: Records) -> Fetched:
 def _already_verified(path: Path, remote: Remote, records: Records) -> Fetched | None:
     """A file verified by an earlier run, unchanged since (same size and mtime)."""
     rec = records.get(remote.name)
-    if not rec or not path.is_file() or rec.get("sha256") is None:
+    if not rec or rec.get("sha256") is None or rec.get("mtime_ns") is None:
         return None
-    st = path.stat()
-    if st.st_size != rec["size"] or st.st_mtime_ns != rec.get("mtime_ns"):
+    now = FileStamp.at(path)
+    if not path.is_file() or not FileStamp(rec["size"], rec.get("mtime_ns")).matches(now):
         return None
     if remote.sha256 and remote.sha256.lower() != rec["sha256"]:
         return None
-    return Fetched(path, st.st_size, rec["sha256"], rec["verified"], 0, skipped=True)
+    return Fetched(path, now.size, rec["sha256"], rec["verified"], 0, skipped=True)
 
 
 class _Retryable(Exception):

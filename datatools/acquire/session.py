@@ -21,9 +21,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .. import datasets
+from ..completion import all_present
 from ..errors import UserError
 from ..fsio import atomic_write, disk_errors
 from ..lock import root_lock
+from ..validate.quarantine import FOLDER as QUARANTINE
 from . import archives
 from .http import (
     DownloadError,
@@ -102,6 +104,7 @@ class Session:
         self.result = DownloadResult(name)
         self.cancel = threading.Event()
         self._lock = threading.Lock()
+        self._placed = threading.local()  # per item (one thread each): what it put in place
         self.catalog_base = self.dataset.catalog.base_url
         self.base = opts.mirror or self.catalog_base
         if self.base is None and opts.from_dir is None:
@@ -151,9 +154,18 @@ class Session:
             if bar:
                 bar.close()
 
+    def still_placed(self, name: str) -> bool:
+        """Whether the record says `name` was unpacked and the files it placed are still
+        there (or moved to quarantine on purpose). A record of an older version, which did
+        not list them, is taken at its word."""
+        rec = self.records.get(name)
+        if not rec or rec.get("stage") != "unpacked":
+            return False
+        placed = rec.get("placed")
+        return placed is None or all_present(self.root, placed, [self.root / QUARANTINE])
+
     def run_item(self, item: Item) -> None:
-        rec = self.records.get(item.remote.name)
-        if rec and rec.get("stage") == "unpacked" and item.place is not None:
+        if item.place is not None and self.still_placed(item.remote.name):
             with self._lock:
                 self.result.skipped.append(item.remote.name)
             return
@@ -166,11 +178,11 @@ class Session:
         if item.place is None:
             return
         try:
-            item.place(fetched.path, item.remote.name)
+            placed = self.placing(item.place, fetched.path, item.remote.name)
         except archives.ArchiveError as exc:
             raise self.reject(item, exc) from None
         self.records.put(item.remote.name, size=fetched.size, sha256=fetched.sha256,
-                         verified=fetched.verified, stage="unpacked")
+                         verified=fetched.verified, stage="unpacked", placed=placed)
         with self._lock:
             self.result.unpacked.append(item.remote.name)
         if not self.opts.keep_archives and self.opts.from_dir is None and item.path.is_relative_to(
@@ -194,6 +206,27 @@ class Session:
         self.result.failures += in_threads(self.run_item, items, self.opts.jobs, self.cancel)
 
     # --- placing content -----------------------------------------------------------------
+    def placing(self, place: Callable[[Path, str], None], archive: Path, name: str) -> list[str]:
+        """Run `place`; returns the files it put in the root's layout (put, merge_into), which
+        the completion record lists (relative to the root)."""
+        self._placed.paths = []
+        try:
+            place(archive, name)
+            return sorted(self._placed.paths)
+        finally:
+            del self._placed.paths
+
+    def put(self, src: Path, dest: Path) -> None:
+        """Move one file into the root's layout, replacing what is there."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dest)
+        self._note_placed([dest])
+
+    def _note_placed(self, paths) -> None:
+        noted = getattr(self._placed, "paths", None)
+        if noted is not None:
+            noted.extend(Path(p).relative_to(self.root).as_posix() for p in paths)
+
     def staging(self, name: str) -> Path:
         """A private folder per item name (names are unique; file names are not: one
         dataset has train/part_0.tar.gz and val/part_0.tar.gz)."""
@@ -206,7 +239,7 @@ class Session:
         """Unpack, drop the one folder the archive wraps everything in, merge into dest."""
         def place(archive: Path, name: str) -> None:
             staged = self.unpack(archive, name)
-            archives.move_into(archives.single_top(staged), dest)
+            self.merge_into(archives.single_top(staged), dest)
             shutil.rmtree(staged)
         return place
 
@@ -228,9 +261,11 @@ class Session:
     def top_folder(staged: Path) -> Path:
         return archives.single_top(staged)
 
-    @staticmethod
-    def merge_into(src: Path, dest: Path) -> None:
+    def merge_into(self, src: Path, dest: Path) -> None:
+        """Move folder src's contents into dest, merging (archives.move_into)."""
+        files = [dest / p.relative_to(src) for p in src.rglob("*") if p.is_file() and not p.is_symlink()]
         archives.move_into(src, dest)
+        self._note_placed(files)
 
     def remote_at(self, url: str, name: str) -> Remote:
         """A file named by a URL in a list the dataset downloads (moved to the mirror)."""
@@ -254,7 +289,7 @@ class Session:
     def run_joined(self, parts: list[Item], joined_name: str, place: Callable[[Path, str], None]) -> None:
         """Numbered parts that joined in catalog order form one archive: get every part,
         join them, place the whole (once: a re-run skips what was placed)."""
-        if (self.records.get(joined_name) or {}).get("stage") == "unpacked":
+        if self.still_placed(joined_name):
             self.result.skipped.append(joined_name)
             return
         self.run(parts)
@@ -267,9 +302,10 @@ class Session:
                 with open(part.path, "rb") as f:
                     shutil.copyfileobj(f, out, 8 << 20)
         os.replace(tmp, joined)
-        place(joined, joined_name)
+        placed = self.placing(place, joined, joined_name)
         joined.unlink()
-        self.records.put(joined_name, stage="unpacked", parts=[p.remote.name for p in parts])
+        self.records.put(joined_name, stage="unpacked", parts=[p.remote.name for p in parts],
+                         placed=placed)
         self.result.unpacked.append(joined_name)
         if not self.opts.keep_archives and self.opts.from_dir is None:
             for part in parts:

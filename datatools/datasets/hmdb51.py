@@ -7,7 +7,6 @@ the class folders, which are the same names). Video names contain `! [ ] ( ) & #
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -76,7 +75,7 @@ class HMDB51(Dataset):
             dest = s.root / "annotations"
             dest.mkdir(parents=True, exist_ok=True)
             for path in staged.rglob("*_test_split*.txt"):
-                os.replace(path, dest / path.name)
+                s.put(path, dest / path.name)
             shutil.rmtree(staged)
 
         def videos(archive: Path, name: str) -> None:

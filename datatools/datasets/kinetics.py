@@ -120,11 +120,13 @@ class Kinetics(Dataset):
                     if video is not None:
                         target = s.root / self.video_dir(subset) / (self.key(video, 2) + path.suffix)
                         break
-                if target is None:
-                    target = s.downloads / "unmatched" / path.relative_to(staged)
-                    unmatched.append(str(target.relative_to(s.root)))
+                if target is not None:
+                    s.put(path, target)
+                    continue
+                target = s.downloads / "unmatched" / path.relative_to(staged)
+                unmatched.append(str(target.relative_to(s.root)))
                 target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, target)
+                os.replace(path, target)  # not part of the layout, so not in the record
             shutil.rmtree(staged)
             s.note_unmatched(unmatched)
         return place

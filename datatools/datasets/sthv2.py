@@ -7,7 +7,6 @@ in videos/<id>.webm.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -65,7 +64,7 @@ class SthV2(Dataset):
                     name = path.name
                     if path.suffix == ".json" and not name.startswith(PREFIX):
                         name = PREFIX + name
-                    os.replace(path, dest / name)
+                    s.put(path, dest / name)
             shutil.rmtree(staged)
 
         def videos(joined: Path, name: str) -> None:
@@ -74,7 +73,7 @@ class SthV2(Dataset):
             dest.mkdir(parents=True, exist_ok=True)
             for path in staged.rglob("*"):
                 if path.is_file():
-                    os.replace(path, dest / path.name)
+                    s.put(path, dest / path.name)
             shutil.rmtree(staged)
 
         s.run([s.item(s.remote(src), place=labels) for src in s.sources("annotations")])

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..frame_folder import PART_PREFIXES, read_done, trusted_parts, write_done
+from ..completion import FileStamp
+from ..frame_folder import PART_PREFIXES, made_from, read_done, trusted_parts, write_done
 from ..fsio import failed_for_space, fsync_dir
 from ..schedule.resources import CPU_THREADS
 from ..validate.probe import TRUNCATION_SLACK, ProbeResult, probe_video
@@ -78,8 +79,7 @@ def plan_parts(job: VideoJob, opts: ExtractOptions, existing: dict | None) -> Pl
         return Plan(wanted)
     trusted = trusted_parts(existing, _listing(job.frame_dir))
     have = {p: info for p, info in existing["parts"].items() if trusted.get(p)}
-    if (existing.get("video_size"), existing.get("video_mtime_ns")) not in (
-            (None, None), (job.size, job.mtime_ns)):
+    if not made_from(existing, FileStamp(job.size, job.mtime_ns)):
         return Plan(wanted)  # made from a file that has changed since: nothing to keep
     if existing.get("common") != opts.common_params():
         if have and not job.force:

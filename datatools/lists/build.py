@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import datasets
+from ..completion import FileStamp
 from ..datasets.base import AnnotatedVideo, Dataset
 from ..errors import UserError, root_not_found
-from ..frame_folder import manifest_fields
+from ..frame_folder import made_from, manifest_fields
 from ..fsio import disk_errors
 from ..lock import root_lock
 from ..manifest import (
@@ -235,8 +236,7 @@ def _set_frames(rec: VideoRecord, frames: FrameFolder) -> None:
         rec.flow_count = frames.flow_x
     if frames.record is None:
         return  # made by another tool (or an older datatools): listed as found
-    made_from = (frames.record.get("video_size"), frames.record.get("video_mtime_ns"))
-    if rec.size is not None and made_from != (None, None) and made_from != (rec.size, rec.mtime_ns):
+    if not made_from(frames.record, FileStamp(rec.size, rec.mtime_ns)):
         rec.extract_status = "stale"
         rec.extract_error = "made from an earlier version of the video; re-run `datatools extract`"
         return
@@ -266,12 +266,14 @@ def _stat(rec: VideoRecord, root: Path) -> None:
         rec.status, rec.probe_status, rec.error = "empty", "empty", "0 bytes"
 
 
+def stamp(rec: VideoRecord) -> FileStamp:
+    """The video file as this row saw it."""
+    return FileStamp(rec.size, rec.mtime_ns, rec.inode)
+
+
 def same_file(rec: VideoRecord, prev: VideoRecord) -> bool:
-    """Whether the file found now is the one `prev` describes: size, mtime and inode equal
-    (a field the older record lacks is not compared)."""
-    return (rec.size == prev.size
-            and (prev.mtime_ns is None or rec.mtime_ns == prev.mtime_ns)
-            and (prev.inode is None or rec.inode is None or rec.inode == prev.inode))
+    """Whether the file found now is the one `prev` describes (completion.FileStamp)."""
+    return stamp(prev).matches(stamp(rec))
 
 
 def carry_over(records: list[VideoRecord], old: list[VideoRecord]) -> None:

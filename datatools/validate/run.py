@@ -20,6 +20,8 @@ from . import quarantine
 from .probe import BAD, ProbeResult, probe_task
 
 LEVELS = ("quick", "full")
+# Verdicts on the access to a file, not its content: they can change while the file does not.
+TRANSIENT = ("unreadable", "missing")
 
 
 @dataclass
@@ -28,6 +30,8 @@ class ValidateResult:
     records: list[VideoRecord]
     counts: Counter = field(default_factory=Counter)
     quarantined: list = field(default_factory=list)
+    probed: int = 0  # videos probed by this run
+    kept: int = 0  # videos whose earlier probe still holds (same file, same or deeper level)
 
     @property
     def not_ok(self) -> list[VideoRecord]:
@@ -51,14 +55,28 @@ def apply_probe(rec: VideoRecord, res: ProbeResult | WorkerCrash) -> None:
     rec.decodable = res.decodable
 
 
+def probed_enough(rec: VideoRecord, level: str) -> bool:
+    """Whether the row's probe stands for its file at `level`: the scan keeps a probe only
+    while the file's stamp (size, mtime, inode) matches (completion.py), and a `full` probe
+    stands for a `quick` one, not the other way round. A 0-byte file is `empty` by the scan's
+    word, at any level."""
+    if rec.size == 0 and rec.probe_status == "empty":
+        return True
+    return (rec.probe_status is not None and rec.probe_status not in TRANSIENT
+            and rec.probe_level in LEVELS and LEVELS.index(rec.probe_level) >= LEVELS.index(level))
+
+
 def validate(dataset: str, root: Path, level: str = "quick", cluster: ClusterOptions | None = None,
-             move_bad: bool = False) -> ValidateResult:
+             move_bad: bool = False, force: bool = False) -> ValidateResult:
+    """Probe the videos whose files changed or were never probed at this level (all of them
+    with `force`); record the verdicts in the manifest."""
     if level not in LEVELS:
         raise UserError(f"--level {level!r}: choose quick or full")
     with root_lock(root, "validate"):
         scanned = scan_root(dataset, root)
         root = scanned.root
-        targets = [r for r in scanned.records if r.exists and r.video_path]
+        on_disk = [r for r in scanned.records if r.exists and r.video_path]
+        targets = [r for r in on_disk if force or not probed_enough(r, level)]
         failures = TaskFailures(root, "validate")
         try:
             with dask_client(cluster) as client, progress_bar(len(targets), "probing videos") as advance:
@@ -77,13 +95,14 @@ def validate(dataset: str, root: Path, level: str = "quick", cluster: ClusterOpt
             with contextlib.suppress(DiskError):
                 scanned.save("validate", {"level": level, "quarantine": False, "interrupted": True})
             raise
-        result = ValidateResult(dataset, scanned.records)
+        result = ValidateResult(dataset, scanned.records, probed=len(targets),
+                                kept=len(on_disk) - len(targets))
         if move_bad:
             bad = [r for r in scanned.records if r.exists and r.video_path
                    and (r.status in BAD or (r.status == "extra" and r.error))]
             result.quarantined = quarantine.move_aside(root, bad)
         result.counts = Counter(r.status for r in scanned.records)
-        scanned.save("validate", {"level": level, "quarantine": move_bad})
+        scanned.save("validate", {"level": level, "quarantine": move_bad, "force": force})
         return result
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__
+from . import __version__, status
 from .errors import UserError
 from .fsio import atomic_write_many
 
@@ -46,9 +46,7 @@ class VideoRecord:
     order_2: int = -1
     order_3: int = -1
     # probe
-    # What the video is now (probe.STATUSES): `unchecked` (on disk, never probed), `ok`
-    # (probed, decodes), a probe's bad verdict (`corrupt`, `empty`, ...), `missing` (named by
-    # the annotations, not on disk) or `extra` (on disk, in no split).
+    # What the video is now: a word of status.VIDEO_STATUSES (status.py says what each means).
     status: str = "missing"
     exists: bool = False
     size: int | None = None  # size, mtime_ns and inode: the file as last seen (and probed)
@@ -211,10 +209,10 @@ def set_aside(root: Path) -> Path:
 # --- export to MMAction2 text lists -----------------------------------------------------
 
 LIST_FORMATS = ("videos", "rawframes", "flow")
-LISTED_STATUSES = ("ok", "unchecked")  # the video statuses a videos list holds
+LISTED_STATUSES = status.LISTED  # the video statuses a videos list holds
 # Frame folders never listed: fewer files than their record counts, or made from an earlier
 # version of the video.
-UNLISTED_EXTRACTIONS = ("incomplete", "stale")
+UNLISTED_EXTRACTIONS = status.UNLISTED_EXTRACTIONS  # frame folders no list holds
 
 
 def split_members(records: list[VideoRecord], split: int, subset: str) -> list[VideoRecord]:

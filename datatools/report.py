@@ -80,11 +80,11 @@ def progress_bar(total: int, description: str) -> Iterator:
 
 
 def print_validate_summary(result, catalog) -> None:
-    from .validate.probe import STATUSES
+    from .status import VIDEO_STATUSES
     table = Table(title=f"{result.dataset}: videos by status", show_edge=False)
     table.add_column("status")
     table.add_column("videos", justify="right")
-    for status in STATUSES:
+    for status in VIDEO_STATUSES:
         if result.counts.get(status):
             table.add_row(status, f"{result.counts[status]:,}")
     console.print(table)

@@ -11,8 +11,12 @@
 
 `extract_status`: what a video's frame folder is.
   done             complete, its completion record trusted
+  skipped          complete, made by an earlier run with the same parameters; the last
+                   extract left it as it was (a scan then says `done`)
+  refused          holds parts made with another frame size or naming, which one folder
+                   cannot mix; left as it was (`extract_error` names what --force deletes)
   incomplete       fewer files than its record counts (not listed)
-  stale            made with other parameters than the last extraction asked for (not listed)
+  stale            made from an earlier version of the video (not listed)
   failed           the last extraction of it failed (`extract_error` says why)
 """
 
@@ -26,6 +30,7 @@ BAD = (EMPTY, UNREADABLE, NOT_VIDEO, NO_VIDEO_STREAM, CORRUPT)
 VIDEO_STATUSES = (OK, UNCHECKED, MISSING, *BAD, EXTRA)
 LISTED = (OK, UNCHECKED)  # the video statuses a videos list holds
 
-DONE, INCOMPLETE, STALE, FAILED = "done", "incomplete", "stale", "failed"
-EXTRACT_STATUSES = (DONE, INCOMPLETE, STALE, FAILED)
+DONE, SKIPPED, REFUSED = "done", "skipped", "refused"
+INCOMPLETE, STALE, FAILED = "incomplete", "stale", "failed"
+EXTRACT_STATUSES = (DONE, SKIPPED, REFUSED, INCOMPLETE, STALE, FAILED)
 UNLISTED_EXTRACTIONS = (INCOMPLETE, STALE)  # frame folders no rawframes/flow list holds

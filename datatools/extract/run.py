@@ -18,6 +18,7 @@ from ..lock import root_lock
 from ..manifest import LISTED_STATUSES, VideoRecord
 from ..report import progress_bar
 from ..schedule.client import ClusterOptions, TaskError, WorkerCrash, dask_client, map_tasks
+from ..status import DONE, FAILED, REFUSED, SKIPPED, UNCHECKED
 from ..validate.run import apply_probe
 from . import backends
 from .options import ExtractOptions
@@ -50,7 +51,7 @@ class ExtractResult:
 
     @property
     def failures(self) -> list[tuple[VideoRecord, VideoOutcome]]:
-        return [(r, o) for r, o in self.outcomes if o.status in ("failed", "refused")]
+        return [(r, o) for r, o in self.outcomes if o.status in (FAILED, REFUSED)]
 
 
 def select(records: list[VideoRecord], sel: Selection) -> list[VideoRecord]:
@@ -91,7 +92,7 @@ def _extract(root: Path, opts: ExtractOptions, sel: Selection, cluster: ClusterO
         frame_dir = root / ds.frames_dir(subset) / rec.key
         frame_dir.parent.mkdir(parents=True, exist_ok=True)
         todo.append((rec, VideoJob(rec.video_id, str(root / rec.video_path), str(frame_dir), force,
-                                   probe=rec.status == "unchecked", frames=rec.frame_count,
+                                   probe=rec.status == UNCHECKED, frames=rec.frame_count,
                                    size=rec.size, mtime_ns=rec.mtime_ns)))
     by_id = {job.video_id: rec for rec, job in todo}
     # Largest files first, so that the run does not end with one worker busy on a long video
@@ -108,7 +109,7 @@ def _extract(root: Path, opts: ExtractOptions, sel: Selection, cluster: ClusterO
                     advance()
                     continue
                 if isinstance(outcome, WorkerCrash):
-                    outcome = VideoOutcome(job.video_id, "failed", error=f"worker: {outcome.reason}")
+                    outcome = VideoOutcome(job.video_id, FAILED, error=f"worker: {outcome.reason}")
                 rec = by_id[job.video_id]
                 _record(rec, job, outcome, root)
                 result.outcomes.append((rec, outcome))
@@ -142,7 +143,7 @@ def _record(rec: VideoRecord, job: VideoJob, out: VideoOutcome, root: Path) -> N
     if out.probe is not None:  # the worker probed it first: what it found goes in too
         apply_probe(rec, out.probe)
     rec.extract_status, rec.extract_error = out.status, out.error
-    if out.status not in ("done", "skipped"):
+    if out.status not in (DONE, SKIPPED):
         return
     rec.frame_dir = str(Path(job.frame_dir).relative_to(root).as_posix())
     rec.rgb_count, rec.flow_count = out.rgb_count, out.flow_count

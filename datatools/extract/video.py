@@ -22,6 +22,7 @@ from ..completion import FileStamp
 from ..frame_folder import PART_PREFIXES, made_from, read_done, trusted_parts, write_done
 from ..fsio import failed_for_space, fsync_dir
 from ..schedule.resources import CPU_THREADS
+from ..status import DONE, FAILED, OK, REFUSED, SKIPPED
 from ..validate.probe import TRUNCATION_SLACK, ProbeResult, probe_video
 from .backends import create as create_backend
 from .backends import is_batch_backend, is_video_tool
@@ -126,18 +127,18 @@ def extract_video(job: VideoJob, opts: ExtractOptions) -> VideoOutcome:
     probe = None
     if job.probe:
         probe = probe_video(job.video_path, "quick")
-        if probe.status != "ok":
-            return VideoOutcome(job.video_id, "failed", error=f"{probe.status}: {probe.error}",
+        if probe.status != OK:
+            return VideoOutcome(job.video_id, FAILED, error=f"{probe.status}: {probe.error}",
                                 probe=probe, seconds=time.perf_counter() - t0)
     expected = probe.frame_count if probe is not None else job.frames
     _recover(job.frame_dir)
     existing = read_done(job.frame_dir)
     plan = plan_parts(job, opts, existing)
     if plan.refusal:
-        return VideoOutcome(job.video_id, "refused", error=plan.refusal, probe=probe)
+        return VideoOutcome(job.video_id, REFUSED, error=plan.refusal, probe=probe)
     if not plan.todo and not plan.dropped:
         parts = existing["parts"]
-        return VideoOutcome(job.video_id, "skipped", parts.get("rgb", {}).get("count", 0),
+        return VideoOutcome(job.video_id, SKIPPED, parts.get("rgb", {}).get("count", 0),
                             parts.get("flow", {}).get("count", 0), existing.get("width"),
                             existing.get("height"), record=existing, probe=probe)
     parent, name = os.path.split(job.frame_dir)
@@ -147,10 +148,10 @@ def extract_video(job: VideoJob, opts: ExtractOptions) -> VideoOutcome:
     if plan.todo:
         outcome = _write_parts(job, opts.only(plan.todo), tmp, expected, t0)
         outcome.probe = probe
-        if outcome.status == "failed":
+        if outcome.status == FAILED:
             return outcome
     else:  # only a part whose files went missing to leave out: the folder is rebuilt without it
-        outcome = VideoOutcome(job.video_id, "done", width=existing.get("width"),
+        outcome = VideoOutcome(job.video_id, DONE, width=existing.get("width"),
                                height=existing.get("height"), probe=probe)
     try:
         _link_parts(job.frame_dir, tmp, plan.keep)
@@ -196,14 +197,14 @@ def _write_parts(job: VideoJob, work: ExtractOptions, tmp: str, expected: int | 
     except (DecodeError, ToolError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         what = "decoding failed: " if isinstance(exc, DecodeError) else ""
-        return VideoOutcome(job.video_id, "failed", error=f"{what}{exc}",
+        return VideoOutcome(job.video_id, FAILED, error=f"{what}{exc}",
                             seconds=time.perf_counter() - t0)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if outcome.rgb_count == 0 and (work.rgb or outcome.flow_count == 0):
         shutil.rmtree(tmp, ignore_errors=True)
-        outcome.status, outcome.error = "failed", "no frame could be decoded"
+        outcome.status, outcome.error = FAILED, "no frame could be decoded"
     return outcome
 
 
@@ -273,7 +274,7 @@ def _tool_into(job: VideoJob, opts: ExtractOptions, folder: str) -> VideoOutcome
         image = cv2.imread(os.path.join(folder, first), cv2.IMREAD_UNCHANGED)
         size = image.shape[1::-1] if image is not None else (None, None)
     width, height = size
-    return VideoOutcome(job.video_id, "done", rgb, flow, width, height)
+    return VideoOutcome(job.video_id, DONE, rgb, flow, width, height)
 
 
 def _extract_into(job: VideoJob, opts: ExtractOptions, folder: str) -> VideoOutcome:
@@ -285,7 +286,7 @@ def _extract_into(job: VideoJob, opts: ExtractOptions, folder: str) -> VideoOutc
     batcher = batcher_for(opts.backend, opts.algo, opts.bound) if batched else None
     start = opts.start_index
     rgb_tmpl, flow_tmpl = opts.rgb_template, opts.flow_template
-    out = VideoOutcome(job.video_id, "done")
+    out = VideoOutcome(job.video_id, DONE)
     size = None
     prev_gray = None
     in_flight: deque = deque()  # futures of this video's pairs in the batcher, in order

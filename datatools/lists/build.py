@@ -34,6 +34,7 @@ from ..manifest import (
     split_members,
     write_manifest,
 )
+from ..status import DONE, EMPTY, EXTRA, FAILED, INCOMPLETE, MISSING, OK, STALE, UNCHECKED
 from ..validate import quarantine
 from .scan import DiskIndex, FrameFolder, scan_frames, scan_videos
 
@@ -158,17 +159,17 @@ def build_lists(dataset: str, root: Path, formats: list[str] | None = None, leve
         result = BuildResult(dataset, records, label_source=scanned.label_source,
                              rebuilt_from=scanned.rebuilt_from)
         for r in records:
-            if r.status == "missing":
+            if r.status == MISSING:
                 result.missing.append(r)
-            elif r.status == "extra":
+            elif r.status == EXTRA:
                 result.extra.append(r)
-            elif r.status == "unchecked":
+            elif r.status == UNCHECKED:
                 result.unchecked.append(r)
-            elif r.status != "ok":
+            elif r.status != OK:
                 result.bad.append(r)
         if any(f != "videos" for f in formats):
             for r in records:
-                if r.frame_dir and not r.rgb_count and r.status != "extra":
+                if r.frame_dir and not r.rgb_count and r.status != EXTRA:
                     result.no_frames.append(r)
         result.flow_mismatch = [r for r in records if r.extract_error == FLOW_MISMATCH]
         result.incomplete = [r for r in records if r.extract_status in UNLISTED_EXTRACTIONS]
@@ -197,7 +198,7 @@ def join_disk(ds: Dataset, videos, root: Path, level: int) -> list[VideoRecord]:
         rec = _record(ds, video, level)
         path = index_for(video_index, ds.video_dir(subset), scan_videos).claim(rec.key, video.video_id)
         if path is not None:
-            rec.video_path, rec.exists, rec.status = path, True, "unchecked"
+            rec.video_path, rec.exists, rec.status = path, True, UNCHECKED
             _stat(rec, root)
         frames = index_for(frame_index, ds.frames_dir(subset), scan_frames).claim(rec.key, video.video_id)
         if frames is not None:
@@ -208,7 +209,7 @@ def join_disk(ds: Dataset, videos, root: Path, level: int) -> list[VideoRecord]:
         for key, path in index_for(video_index, folder, scan_videos).unclaimed():
             stem = key.rsplit("/", 1)[-1]
             rec = VideoRecord(dataset=ds.name, video_id=stem, key=key, video_path=path,
-                              status="extra", exists=True)
+                              status=EXTRA, exists=True)
             _stat(rec, root)
             records.append(rec)
     return records
@@ -237,7 +238,7 @@ def _set_frames(rec: VideoRecord, frames: FrameFolder) -> None:
     if frames.record is None:
         return  # made by another tool (or an older datatools): listed as found
     if not made_from(frames.record, FileStamp(rec.size, rec.mtime_ns)):
-        rec.extract_status = "stale"
+        rec.extract_status = STALE
         rec.extract_error = "made from an earlier version of the video; re-run `datatools extract`"
         return
     if frames.trusted:  # what the record counts; a stray file of a part it lacks is not listed
@@ -246,10 +247,10 @@ def _set_frames(rec: VideoRecord, frames: FrameFolder) -> None:
         rec.flow_count = parts.get("flow", {}).get("count", 0)
         for name, value in manifest_fields(frames.record).items():
             setattr(rec, name, value)
-        rec.extract_status, rec.extract_error = "done", None
+        rec.extract_status, rec.extract_error = DONE, None
     else:
         counts = {p: i.get("count") for p, i in frames.record["parts"].items()}
-        rec.extract_status = "incomplete"
+        rec.extract_status = INCOMPLETE
         rec.extract_error = (f"holds {frames.rgb} img and {min(frames.flow_x, frames.flow_y)} "
                              f"flow file(s), its completion record counts "
                              f"{counts.get('rgb', 0)} and {counts.get('flow', 0)}; "
@@ -262,8 +263,8 @@ def _stat(rec: VideoRecord, root: Path) -> None:
     except OSError:
         return
     rec.size, rec.mtime_ns, rec.inode = st.st_size, st.st_mtime_ns, st.st_ino or None
-    if st.st_size == 0 and rec.status != "extra":  # never listed, whatever a probe said once
-        rec.status, rec.probe_status, rec.error = "empty", "empty", "0 bytes"
+    if st.st_size == 0 and rec.status != EXTRA:  # never listed, whatever a probe said once
+        rec.status, rec.probe_status, rec.error = EMPTY, EMPTY, "0 bytes"
 
 
 def stamp(rec: VideoRecord) -> FileStamp:
@@ -289,7 +290,7 @@ def carry_over(records: list[VideoRecord], old: list[VideoRecord]) -> None:
             if prev.probe_status is not None and rec.size and same_file(rec, prev):
                 for name in PROBE_FIELDS:
                     setattr(rec, name, getattr(prev, name))
-                if rec.status != "extra":
+                if rec.status != EXTRA:
                     rec.status = prev.probe_status
         elif prev.probe_status is not None or prev.size is not None:
             # Nothing on disk now (a wrong --level, a file moved away): keep what is known
@@ -302,7 +303,7 @@ def carry_over(records: list[VideoRecord], old: list[VideoRecord]) -> None:
         if rec.frame_dir and prev.frame_dir == rec.frame_dir and rec.extract_error is None:
             for name in EXTRACT_FIELDS:
                 setattr(rec, name, getattr(prev, name))
-        elif not rec.frame_dir and prev.extract_status == "failed":
+        elif not rec.frame_dir and prev.extract_status == FAILED:
             rec.extract_status, rec.extract_error = prev.extract_status, prev.extract_error
 
 

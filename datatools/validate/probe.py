@@ -13,10 +13,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-# Statuses, in the order the summary lists them.
-STATUSES = ("ok", "unchecked", "missing", "empty", "unreadable", "not_video", "no_video_stream",
-            "corrupt", "extra")
-BAD = ("empty", "unreadable", "not_video", "no_video_stream", "corrupt")
+from ..status import BAD, VIDEO_STATUSES  # noqa: F401  (the vocabulary, defined once)
 
 # Frames a container may declare beyond what is decodable before the file counts as truncated
 # (some muxers count an extra or dropped frame).

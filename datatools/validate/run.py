@@ -16,12 +16,13 @@ from ..lock import root_lock
 from ..manifest import VideoRecord
 from ..report import progress_bar
 from ..schedule.client import ClusterOptions, TaskError, WorkerCrash, dask_client, map_tasks
+from ..status import BAD, EMPTY, EXTRA, MISSING, OK, UNREADABLE
 from . import quarantine
-from .probe import BAD, ProbeResult, probe_task
+from .probe import ProbeResult, probe_task
 
 LEVELS = ("quick", "full")
 # Verdicts on the access to a file, not its content: they can change while the file does not.
-TRANSIENT = ("unreadable", "missing")
+TRANSIENT = (UNREADABLE, MISSING)
 
 
 @dataclass
@@ -35,7 +36,7 @@ class ValidateResult:
 
     @property
     def not_ok(self) -> list[VideoRecord]:
-        return [r for r in self.records if r.status != "ok"]
+        return [r for r in self.records if r.status != OK]
 
 
 def apply_probe(rec: VideoRecord, res: ProbeResult | WorkerCrash) -> None:
@@ -49,9 +50,9 @@ def apply_probe(rec: VideoRecord, res: ProbeResult | WorkerCrash) -> None:
             continue  # status: below; a probe that learned no size keeps the scan's
         setattr(rec, f.name, value)
     rec.probe_status = res.status
-    if rec.status != "extra":  # a file in no split stays `extra`; its probe is still recorded
+    if rec.status != EXTRA:  # a file in no split stays `extra`; its probe is still recorded
         rec.status = res.status
-    rec.exists = res.status != "missing"
+    rec.exists = res.status != MISSING
     rec.decodable = res.decodable
 
 
@@ -60,7 +61,7 @@ def probed_enough(rec: VideoRecord, level: str) -> bool:
     while the file's stamp (size, mtime, inode) matches (completion.py), and a `full` probe
     stands for a `quick` one, not the other way round. A 0-byte file is `empty` by the scan's
     word, at any level."""
-    if rec.size == 0 and rec.probe_status == "empty":
+    if rec.size == 0 and rec.probe_status == EMPTY:
         return True
     return (rec.probe_status is not None and rec.probe_status not in TRANSIENT
             and rec.probe_level in LEVELS and LEVELS.index(rec.probe_level) >= LEVELS.index(level))

@@ -222,3 +222,16 @@ def test_a_broken_plugin_is_named_and_skipped(tmp_path):
     assert r.returncode == 0 and "ucf101" in r.stdout.split()
     assert "dataset plugin 'toyset' (toyset_plugin) cannot be loaded" in r.stderr
     assert "half-installed" in r.stderr
+
+
+def test_names_that_files_written_before_the_move_import_still_work():
+    """Configs import `datatools.mmaction` (test_mmaction.py builds two such configs); SLURM
+    worker jobs submitted before the move preload `datatools.gpu_pin` by name."""
+    script = ("import datatools.gpu_pin as old, datatools.schedule.gpu_pin as new; "
+              "assert old.dask_setup is new.dask_setup; "
+              "print(old.device_for('datatools-worker-1', '4,5'))")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "5", r.stderr
+    assert (PACKAGE / "mmaction" / "__init__.py").is_file()
+    r = subprocess.run([sys.executable, "-m", "datatools", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == f"datatools {datatools.__version__}"

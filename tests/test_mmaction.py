@@ -241,7 +241,7 @@ def test_configs_written_by_the_previous_version_still_build_their_datasets(conf
         init_default_scope('mmaction')
         for name in ('train_dataloader', 'val_dataloader'):
             ds = DATASETS.build(cfg[name].dataset)
-            print(name, type(ds).__name__, len(ds), ds[0]['label'])
+            print(name, type(ds).__name__, len(ds), ds.get_data_info(0)['label'])
     """)
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -251,3 +251,4 @@ def test_configs_written_by_the_previous_version_still_build_their_datasets(conf
     val = next(ln for ln in lines if ln.startswith("val_dataloader")).split()
     assert train[1] == val[1] == kind
     assert int(train[2]) == 8 and int(val[2]) == 4  # the demo root: 12 videos, split 1
+    assert 0 <= int(train[3]) < 4 and 0 <= int(val[3]) < 4  # labels of the 4 demo classes

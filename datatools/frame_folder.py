@@ -103,7 +103,7 @@ def trusted_parts(record: dict, names: list[str] | set[str],
 
 def made_from(record: dict, video: FileStamp) -> bool:
     """Whether the record's frames were made from `video` as it is now (records that did not
-    note their video are taken to be)."""
+    note their video, and videos whose size is unknown, are taken to be)."""
     size, mtime = record.get("video_size"), record.get("video_mtime_ns")
     return (size, mtime) == (None, None) or video.size is None or FileStamp(size, mtime).matches(video)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .. import datasets
-from ..completion import all_present
+from ..completion import FileStamp, all_present
 from ..errors import UserError
 from ..fsio import atomic_write, disk_errors
 from ..lock import root_lock
@@ -181,8 +181,10 @@ class Session:
             placed = self.placing(item.place, fetched.path, item.remote.name)
         except archives.ArchiveError as exc:
             raise self.reject(item, exc) from None
+        kept = FileStamp.at(item.path)  # --keep-archives, --from-dir: verified, reusable
         self.records.put(item.remote.name, size=fetched.size, sha256=fetched.sha256,
-                         verified=fetched.verified, stage="unpacked", placed=placed)
+                         verified=fetched.verified, stage="unpacked", placed=placed,
+                         mtime_ns=kept.mtime_ns if kept else None)
         with self._lock:
             self.result.unpacked.append(item.remote.name)
         if not self.opts.keep_archives and self.opts.from_dir is None and item.path.is_relative_to(
@@ -224,8 +226,10 @@ class Session:
 
     def _note_placed(self, paths) -> None:
         noted = getattr(self._placed, "paths", None)
-        if noted is not None:
-            noted.extend(Path(p).relative_to(self.root).as_posix() for p in paths)
+        if noted is None:  # a record without these files would be trusted forever
+            raise RuntimeError("Session.put/merge_into called outside Session.placing, or from "
+                               "another thread than the one placing")
+        noted.extend(Path(p).relative_to(self.root).as_posix() for p in paths)
 
     def staging(self, name: str) -> Path:
         """A private folder per item name (names are unique; file names are not: one

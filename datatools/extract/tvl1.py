@@ -4,7 +4,9 @@ DualTVL1, `torch` computes with them, `native` receives them on its command line
 The values are OpenCV's DualTVL1 defaults, spelled out so that a change in OpenCV cannot move
 them: tau 0.25, lambda 0.15, theta 0.3, 5 scales with step 0.8, 5 warps, epsilon 0.01, 30 inner
 and 10 outer iterations, a 5x5 median of the flow before each outer iteration. OpenCV's gamma
-(an illumination term) is 0 and no backend of ours implements another value.
+(an illumination term) is 0 and no backend of ours implements another value. A CUDA build of
+the native extractor hands them to OpenCV's CUDA DualTVL1, which has no median setting and
+counts inner times outer iterations as one number.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ from .probe import ProbeResult, probe_task
 LEVELS = ("quick", "full")
 # Verdicts on the access to a file, not its content: they can change while the file does not.
 TRANSIENT = (UNREADABLE, MISSING)
+# The error of a file whose decoder took its worker down twice; the next run tries again (the
+# worker may have died of something else: the OOM killer, a lost node).
+CRASHED = "decoder crashed"
 
 
 @dataclass
@@ -43,7 +46,7 @@ def apply_probe(rec: VideoRecord, res: ProbeResult | WorkerCrash) -> None:
     """Record a probe's verdict on the file it probed (a decoder that crashed its worker
     twice is the file's fault: such files abort decoders)."""
     if isinstance(res, WorkerCrash):
-        res = ProbeResult("corrupt", size=rec.size, error=f"decoder crashed ({res.reason}, twice)")
+        res = ProbeResult("corrupt", size=rec.size, error=f"{CRASHED} ({res.reason}, twice)")
     for f in fields(ProbeResult):
         value = getattr(res, f.name)
         if f.name == "status" or (f.name == "size" and value is None):
@@ -64,6 +67,7 @@ def probed_enough(rec: VideoRecord, level: str) -> bool:
     if rec.size == 0 and rec.probe_status == EMPTY:
         return True
     return (rec.probe_status is not None and rec.probe_status not in TRANSIENT
+            and not (rec.error or "").startswith(CRASHED)
             and rec.probe_level in LEVELS and LEVELS.index(rec.probe_level) >= LEVELS.index(level))
 
 

@@ -32,5 +32,4 @@ LISTED = (OK, UNCHECKED)  # the video statuses a videos list holds
 
 DONE, SKIPPED, REFUSED = "done", "skipped", "refused"
 INCOMPLETE, STALE, FAILED = "incomplete", "stale", "failed"
-EXTRACT_STATUSES = (DONE, SKIPPED, REFUSED, INCOMPLETE, STALE, FAILED)
 UNLISTED_EXTRACTIONS = (INCOMPLETE, STALE)  # frame folders no rawframes/flow list holds

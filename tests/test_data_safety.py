@@ -29,7 +29,7 @@ from datatools.lists.build import build_lists
 from datatools.lock import root_lock
 from datatools.manifest import read_manifest
 from datatools.schedule.client import ClusterOptions
-from datatools.validate.probe import BAD
+from datatools.status import BAD
 from datatools.validate.run import validate
 
 BIN = Path(sys.executable).parent

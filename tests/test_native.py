@@ -275,8 +275,8 @@ def test_every_backend_runs_tvl1_with_the_one_set_of_parameters(native_flow):
     bad = subprocess.run([cmd[0], "--tvl1", "taux=1", "--show-params"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown parameter 'taux'" in bad.stderr
 
-    torch_flow = pytest.importorskip("datatools.extract.backends.torch_flow")
-    pytest.importorskip("torch")
+    pytest.importorskip("torch")  # the gpu/mmaction extra; `make test` installs it
+    from datatools.extract.backends import torch_flow
     assert torch_flow.TorchFlow("tvl1", "cpu").params == TVL1
     # the parameters are what the torch code computes with: fewer warps, another flow
     a, b = _two_gray_frames()

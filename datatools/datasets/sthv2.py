@@ -55,31 +55,25 @@ class SthV2(Dataset):
         20bn-something-something-v2/<id>.webm, wanted flat in videos/; the labels zip holds
         labels/{labels,train,validation,test}.json, renamed with the something-something-v2-
         prefix that MMAction2 (and the parser above) expect."""
-        def labels(archive: Path, name: str) -> None:
-            staged = s.unpack(archive, name)
-            dest = s.root / "annotations"
-            dest.mkdir(parents=True, exist_ok=True)
-            for path in staged.rglob("*"):
-                if path.is_file():
-                    name = path.name
-                    if path.suffix == ".json" and not name.startswith(PREFIX):
-                        name = PREFIX + name
-                    s.put(path, dest / name)
-            shutil.rmtree(staged)
+        def flat_into(folder: str, rename=lambda name: name):
+            """Every file of the archive, at any depth, into ROOT/folder under its (renamed) name."""
+            def place(archive: Path, name: str) -> None:
+                staged = s.unpack(archive, name)
+                for path in staged.rglob("*"):
+                    if path.is_file():
+                        s.put(path, s.root / folder / rename(path.name))
+                shutil.rmtree(staged)
+            return place
 
-        def videos(joined: Path, name: str) -> None:
-            staged = s.unpack(joined, name)
-            dest = s.root / "videos"
-            dest.mkdir(parents=True, exist_ok=True)
-            for path in staged.rglob("*"):
-                if path.is_file():
-                    s.put(path, dest / path.name)
-            shutil.rmtree(staged)
+        def prefixed(name: str) -> str:
+            return PREFIX + name if name.endswith(".json") and not name.startswith(PREFIX) else name
 
+        labels, videos = flat_into("annotations", prefixed), flat_into("videos")
         s.run([s.item(s.remote(src), place=labels) for src in s.sources("annotations")])
         parts = [s.item(s.remote(src)) for src in s.sources("videos")]  # catalog order = numeric
         if parts and not s.result.failures:
             s.run_joined(parts, "20bn-something-something-v2.joined", videos)
+
 
 def _parse_item(path, order, item, subset, index) -> AnnotatedVideo:
     where = f"entry {order}: {json.dumps(item)[:80]}"

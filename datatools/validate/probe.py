@@ -13,8 +13,6 @@ import os
 import stat
 from dataclasses import dataclass
 
-from ..status import BAD, VIDEO_STATUSES  # noqa: F401  (the vocabulary, defined once)
-
 # Frames a container may declare beyond what is decodable before the file counts as truncated
 # (some muxers count an extra or dropped frame).
 TRUNCATION_SLACK = 2

@@ -1,30 +1,65 @@
-"""The `datatools` command line: wires commands to library functions, no logic of its own."""
+"""The `datatools` command line: wires commands to library functions, no logic of its own.
+
+Every command ends the same way (`command`): success, or one line saying what to change and an
+exit code of one meaning (errors.EXIT_*); a bug is one line naming the log with its traceback.
+Long commands keep a log per run (runlog.py) and name it in their last line.
+"""
 
 from __future__ import annotations
 
 import functools
-import inspect
-import math
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from . import __version__, datasets
+from .cli_options import (
+    DOWNLOAD,
+    EXTRACT,
+    LISTS,
+    VALIDATE,
+    OptionGroup,
+    deprecated_level,
+    existing_file,
+    positive,
+    root_option,
+    root_path,
+    sha256_hex,
+    with_options,
+)
 from .errors import (
     EXIT_BUSY,
     EXIT_DISK,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
+    EXIT_PROBLEMS,
+    EXIT_TERMINATED,
     EXIT_USAGE,
     UserError,
+    one_line,
 )
 
+ENVIRONMENT = (
+    "Environment variables: DATATOOLS_MIRROR (download: a base URL replacing the catalog's), "
+    "DATATOOLS_FLOW (the native extractor's executable), DATATOOLS_LOCK=off (run without the "
+    "root's lock, where the filesystem cannot lock), DATATOOLS_PROGRESS_SECONDS (seconds between "
+    "progress lines when output is not a terminal; default 30), XDG_STATE_HOME (logs of commands "
+    "without a usable root go to $XDG_STATE_HOME/datatools/logs), DASK_CONFIG (Dask's config "
+    "folder: jobqueue.slurm.* cluster settings).\n\n"
+    "Exit codes: 0 done; 1 done, with problems in the data (failed videos or downloads; missing "
+    "or bad videos with --strict); 2 bad options or input; 3 internal error (a bug: please "
+    "report it with the log); 4 disk full, over quota or read-only; 75 another command holds "
+    "the root's lock; 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): re-run the same "
+    "command to resume.")
+
 app = typer.Typer(help="Turn raw video action-recognition datasets into data MMAction2 trains on.",
-                  no_args_is_help=True, add_completion=False)
+                  epilog=ENVIRONMENT, no_args_is_help=True, add_completion=False)
 
 
 def _print_version(value: bool) -> None:
@@ -39,8 +74,12 @@ def _options(version: bool = typer.Option(False, "--version", callback=_print_ve
     """Turn raw video action-recognition datasets into data MMAction2 trains on."""
 
 
-def _report(exc: BaseException) -> int:
-    """One line for an error that ends a command, and its exit code (errors.EXIT_*)."""
+# The signal that stopped this process, if one did (SIGTERM's exit code differs from Ctrl-C's).
+_stopped_by: int | None = None
+
+
+def _error_code(exc: BaseException) -> tuple[str, int]:
+    """The line and exit code (errors.EXIT_*) of an error a user can act on."""
     from .failures import InternalError
     from .fsio import DiskError, disk_error, is_disk_error
     from .lock import RootBusy
@@ -48,67 +87,83 @@ def _report(exc: BaseException) -> int:
         exc = disk_error(exc, Path(getattr(exc, "filename", None) or "."))
     elif isinstance(exc, OSError):  # the system refused something: say what, on which file
         exc = UserError(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
-    typer.echo(f"error: {exc}", err=True)
+    line = one_line(str(exc))
     if isinstance(exc, RootBusy):
-        return EXIT_BUSY
+        return line, EXIT_BUSY
     if isinstance(exc, DiskError):
-        return EXIT_DISK
+        return line, EXIT_DISK
     if isinstance(exc, InternalError):
-        return EXIT_INTERNAL
-    return EXIT_USAGE
+        return line, EXIT_INTERNAL
+    return line, EXIT_USAGE
 
 
-def command(fn):
-    """Every command's errors end the same way: one line and an exit code (errors.EXIT_*);
-    Ctrl-C and SIGTERM say how to resume."""
+def _bug(exc: BaseException, name: str, root: Path | None) -> str:
+    """An exception no rule expected: the traceback to the log, one line to the user."""
+    from .runlog import exception_text, log_for
+    log = log_for(root, name)
+    log.error(f"internal error in datatools {name}", exception_text(exc))
+    return (f"internal error in datatools {name} ({type(exc).__name__}: {one_line(str(exc))}); "
+            f"this is a bug, please report it with the log {log.path}")
+
+
+def _interrupted() -> tuple[str, int]:
+    from .report import running
+    code = EXIT_TERMINATED if _stopped_by == signal.SIGTERM else EXIT_INTERRUPTED
+    word = "terminated" if code == EXIT_TERMINATED else "interrupted"
+    if running is not None:
+        return (f"{word}: {running.done:,} of {running.total:,} {running.what} done in "
+                f"{running.step}; run the same command again to resume"), code
+    return f"{word}: what finished is kept; run the same command again to resume", code
+
+
+def _command_name(fn) -> str:
+    """The log's name: the command's (`build-lists`, `mmaction-train`)."""
+    return fn.__name__.removesuffix("_cmd").replace("_", "-")
+
+
+def command(fn=None, *, log: bool = True):
+    """Every command's errors end the same way: one line and an exit code (errors.EXIT_*).
+    With `log`, the command keeps a log per run (under its --root when it has one) and its
+    last line names it; Ctrl-C and SIGTERM say how far it got and how to resume."""
+    if fn is None:
+        return functools.partial(command, log=log)
+
     @functools.wraps(fn)
     def run(*args, **kwargs):
+        from contextlib import nullcontext
+
         from .failures import InternalError
-        try:
-            return fn(*args, **kwargs)
-        except (UserError, InternalError, OSError) as exc:
-            raise typer.Exit(_report(exc)) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted: what finished is kept; re-run the same command to resume",
-                       err=True)
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+        from .runlog import run_log
+        name = _command_name(fn)
+        root = kwargs.get("root")
+        logging = run_log(name, root, ["datatools", *sys.argv[1:]]) if log else nullcontext()
+        code = 0
+        with logging as run:
+            try:
+                fn(*args, **kwargs)
+            except typer.Exit as exc:
+                code = exc.exit_code
+            except (UserError, InternalError, OSError) as exc:
+                line, code = _error_code(exc)
+                typer.echo(f"error: {line}", err=True)
+            except KeyboardInterrupt:
+                line, code = _interrupted()
+                typer.echo(line, err=True)
+            except Exception as exc:  # a bug: one line, the traceback in the log
+                typer.echo(f"error: {_bug(exc, name, root)}", err=True)
+                code = EXIT_INTERNAL
+            if run is not None and run.exists:
+                typer.echo(f"log: {run.path}", err=code != 0)
+        if code:
+            raise typer.Exit(code)
     return run
-
-
-def _finite(value):
-    """Every float option: a number, not NaN or an infinity."""
-    if value is not None and not math.isfinite(value):
-        raise typer.BadParameter(f"{value} is not a finite number")
-    return value
-
-
-def _positive(value):
-    """A float option that must be above zero (seconds, pixels, a learning rate)."""
-    _finite(value)
-    if value is not None and value <= 0:
-        raise typer.BadParameter(f"{value} must be above 0")
-    return value
 
 
 # Set by main(): this process was started as the `datatools` command, not called from another
 # program (the tests' CliRunner, a notebook) that may have run native thread pools already.
 _console_process = False
 
-WORKERS = typer.Option(None, min=1, help="Local Dask workers (default: one per core)")
-# Where the work runs: declared here once, added to every command that schedules work by
-# @schedules_work, and handed to it as one ClusterOptions (schedule/client.py).
-CLUSTER_PARAMS = [
-    ("workers", Optional[int], WORKERS),
-    ("scheduler", Optional[str], typer.Option(None, help="Use a running Dask cluster: tcp://host:8786")),
-    ("cluster_kind", str, typer.Option("local", "--cluster", help="local, or slurm (workers as SLURM jobs)")),
-    ("slurm", Optional[list[str]], typer.Option(
-        None, "--slurm", help="SLURM setting key=value (repeatable): partition, account, cores, "
-        "processes, memory, walltime, jobs, max_jobs, gpus_per_job, extra (an #SBATCH line), "
-        "lifetime, stagger")),
-    ("cluster_config", Optional[Path], typer.Option(
-        None, help="Dask config YAML with the cluster settings (jobqueue.slurm.*), written once per lab")),
-    ("gpus", Optional[str], typer.Option(None, help="Local GPU workers: device ids (0,1) or 'all'")),
-]
+WORKERS = typer.Option(None, min=1, metavar="N", help="Local Dask workers (default: one per core)")
 
 
 def cluster_options(workers=None, scheduler=None, cluster_kind="local", slurm=None,
@@ -120,7 +175,8 @@ def cluster_options(workers=None, scheduler=None, cluster_kind="local", slurm=No
     if gpus:
         devices = visible_gpus() if gpus == "all" else [d.strip() for d in gpus.split(",") if d.strip()]
         if not devices:
-            raise UserError("--gpus all: no GPU on this machine (`nvidia-smi -L` lists none)")
+            raise UserError(f"--gpus {gpus}: no GPU on this machine (`nvidia-smi -L` lists none); "
+                            "leave --gpus out, or run where there is one")
     # fork (schedule/client.py, LOCAL_START): these commands run no native thread pool before
     # their cluster starts, but only the console command's own process is known to be fresh
     return ClusterOptions(workers=workers, scheduler=scheduler, kind=cluster_kind,
@@ -128,21 +184,27 @@ def cluster_options(workers=None, scheduler=None, cluster_kind="local", slurm=No
                           gpus=devices, fork=_console_process)
 
 
-def schedules_work(fn):
-    """A command that schedules work: gets the CLUSTER_PARAMS options, and receives them as
-    one ClusterOptions in its `cluster` parameter."""
-    sig = inspect.signature(fn)
-    kept = [p for p in sig.parameters.values() if p.name != "cluster"]
-    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
-             for name, kind, option in CLUSTER_PARAMS]
+# Where the work runs: added to every command that schedules work, handed to it as one
+# ClusterOptions (schedule/client.py) in its `cluster` parameter.
+CLUSTER = OptionGroup("cluster", [
+    ("workers", Optional[int], WORKERS),
+    ("scheduler", Optional[str], typer.Option(None, metavar="tcp://HOST:PORT",
+                                              help="Use a running Dask cluster (its scheduler's address)")),
+    ("cluster_kind", str, typer.Option("local", "--cluster", metavar="local|slurm",
+                                       help="local, or slurm (workers as SLURM jobs)")),
+    ("slurm", Optional[list[str]], typer.Option(
+        None, "--slurm", metavar="KEY=VALUE", help="SLURM setting (repeatable): partition, account, "
+        "cores, processes, memory, walltime, jobs, max_jobs, gpus_per_job, extra (an #SBATCH "
+        "line), lifetime, stagger")),
+    ("cluster_config", Optional[Path], typer.Option(
+        None, callback=existing_file, metavar="FILE",
+        help="Dask config YAML with the cluster settings (jobqueue.slurm.*), written once per lab")),
+    ("gpus", Optional[str], typer.Option(None, metavar="IDS|all",
+                                         help="Local GPU workers: device ids (0,1) or 'all'")),
+], cluster_options)
 
-    @functools.wraps(fn)
-    def run(*args, **kwargs):
-        where = {name: kwargs.pop(name) for name, _, _ in CLUSTER_PARAMS}
-        return fn(*args, cluster=cluster_options(**where), **kwargs)
-
-    run.__signature__ = sig.replace(parameters=kept + added)
-    return run
+STRICT = typer.Option(False, help="Exit 1 when a video or frame folder the annotations name is "
+                      "missing or bad (default: counted in the summary, exit 0)")
 
 
 def _dataset_app(name: str) -> typer.Typer:
@@ -150,115 +212,97 @@ def _dataset_app(name: str) -> typer.Typer:
 
     @sub.command("build-lists")
     @command
+    @with_options(LISTS)
     def build_lists_cmd(
-        root: Path = typer.Option(..., help="Data root, e.g. data/" + name),
-        format: str = typer.Option("videos", "--format", help="videos,rawframes,flow (comma-separated)"),
-        level: int = typer.Option(2, min=1, max=2, help="2: class folders (Class/name); 1: flat folders"),
-        shuffle: bool = typer.Option(False, help="Shuffle lines as MMAction2 does"),
-        seed: Optional[int] = typer.Option(None, help="Seed for --shuffle (MMAction2-compatible)"),
-        strict: bool = typer.Option(False, help="Exit non-zero if any video or frame folder is missing"),
+        root: Path = root_option(name),
+        format: str = typer.Option("videos", "--format", metavar="videos,rawframes,flow",
+                                   help="Which lists (comma-separated)"),
+        strict: bool = STRICT,
+        listing=None,
     ):
         """Join annotations with the disk, update manifest.parquet and write MMAction2 lists."""
         from .lists.build import build_lists, parse_formats
         from .report import print_build_summary
-        result = build_lists(name, root, parse_formats(format), level, shuffle, seed)
+        if listing.probe_level is not None:
+            raise UserError(f"--level {listing.probe_level}: build-lists' --level is the folder "
+                            "depth of list entries, 1 or 2")
+        result = build_lists(name, root, parse_formats(format), listing.level, listing.shuffle,
+                             listing.seed)
         print_build_summary(result, root)
         if strict and result.problems:
             typer.echo(f"error: {result.problems} problem(s) found (--strict)", err=True)
-            raise typer.Exit(1)
+            raise typer.Exit(EXIT_PROBLEMS)
 
     @sub.command("download")
     @command
-    def download_cmd(
-        root: Path = typer.Option(..., help="Data root, e.g. data/" + name),
-        what: str = typer.Option("all", help="annotations, videos or all"),
-        mirror: Optional[str] = typer.Option(None, envvar="DATATOOLS_MIRROR",
-                                             help="Base URL replacing the catalog's (a mirror or cache)"),
-        from_dir: Optional[Path] = typer.Option(None, help="Use archives fetched by hand from DIR"),
-        jobs: int = typer.Option(4, min=1, help="Files fetched in parallel"),
-        keep_archives: bool = typer.Option(False, help="Keep archives after unpacking them"),
-        checksums: Optional[Path] = typer.Option(None, help="sha256sum-style file of expected hashes"),
-        timeout: float = typer.Option(30.0, callback=_positive,
-                                      help="Seconds without data before a try fails"),
-        retries: int = typer.Option(5, min=0, help="Further tries on connection errors, timeouts, 5xx"),
-    ):
+    @with_options(DOWNLOAD)
+    def download_cmd(root: Path = root_option(name), download=None):
         """Download (or take from --from-dir), verify and unpack into the root's layout."""
-        from .acquire.http import HttpOptions
-        from .acquire.session import DownloadOptions, download, read_checksums
+        from .acquire.session import download as run_download
         from .report import DownloadProgress, print_download_summary
-        opts = DownloadOptions(what=what, mirror=mirror, from_dir=from_dir, jobs=jobs,
-                               keep_archives=keep_archives,
-                               checksums=read_checksums(checksums) if checksums else {},
-                               http=HttpOptions(timeout=timeout, retries=retries))
         with DownloadProgress() as ui:
-            result = download(name, root, opts, ui)
+            result = run_download(name, root, download, ui)
         print_download_summary(result, root)
         for failure in result.failures:  # one line each, never wrapped
-            typer.echo(f"error: {failure}", err=True)
+            typer.echo(f"error: {one_line(failure)}", err=True)
         if result.failures:
-            raise typer.Exit(1)
+            raise typer.Exit(EXIT_PROBLEMS)
 
     @sub.command("prepare")
     @command
-    @schedules_work
+    @with_options(DOWNLOAD, VALIDATE, LISTS, EXTRACT, CLUSTER)
     def prepare_cmd(
-        root: Path = typer.Option(..., help="Data root, e.g. data/" + name),
+        root: Path = root_option(name),
         steps: str = typer.Option("download,validate,lists,extract,frame-lists",
-                                  help="Which steps, comma-separated (always run in this order)"),
-        mirror: Optional[str] = typer.Option(None, envvar="DATATOOLS_MIRROR", help="download: base URL"),
-        from_dir: Optional[Path] = typer.Option(None, help="download: archives fetched by hand"),
-        jobs: int = typer.Option(4, min=1, help="download: files in parallel"),
-        level: str = typer.Option("quick", help="validate: quick or full"),
-        task: str = typer.Option("both", help="extract: rgb, flow or both"),
-        algo: str = typer.Option("tvl1", help="extract: tvl1 or farneback"),
-        backend: str = typer.Option("auto", help="extract: flow backend"),
-        new_short: Optional[int] = typer.Option(None, min=2, help="extract: short side N"),
-        naming: str = typer.Option("mmaction", help="extract: mmaction or denseflow names"),
-        cluster=None,
+                                  metavar="STEP,STEP", help="Which steps, comma-separated "
+                                  "(always run in this order)"),
+        strict: bool = STRICT,
+        force: bool = typer.Option(False, help="validate: probe every video again; extract: "
+                                   "redo videos extracted with other parameters"),
+        download=None, validating=None, listing=None, extracting=None, cluster=None,
     ):
         """Run the whole pipeline (download → validate → lists → extract → frame lists);
         re-run the same command to resume after an interruption."""
-        from .acquire.session import DownloadOptions
-        from .extract.options import ExtractOptions
         from .prepare import PrepareOptions, parse_steps, prepare
-        opts = PrepareOptions(
-            steps=parse_steps(steps),
-            download=DownloadOptions(mirror=mirror, from_dir=from_dir, jobs=jobs),
-            level=level,
-            extract=ExtractOptions(task=task, algo=algo, backend=backend,
-                                   new_short=new_short, naming=naming),
-            cluster=cluster)
-        ok = prepare(name, root, opts)
-        if not ok:
-            raise typer.Exit(1)
+        if listing.probe_level is not None:  # the probe depth's old name in prepare
+            validating = deprecated_level(listing.probe_level, validating)
+        opts = PrepareOptions(steps=parse_steps(steps), download=download, validating=validating,
+                              listing=listing, extract=extracting[0], selection=extracting[1],
+                              cluster=cluster, strict=strict, force=force)
+        if not prepare(name, root, opts):
+            raise typer.Exit(EXIT_PROBLEMS)
 
     @sub.command("validate")
     @command
-    @schedules_work
+    @with_options(VALIDATE, CLUSTER)
     def validate_cmd(
-        root: Path = typer.Option(..., help="Data root, e.g. data/" + name),
-        level: str = typer.Option("quick", help="quick: container + a few frames; full: every frame"),
-        quarantine: bool = typer.Option(False, "--quarantine", help="Move bad files to ROOT/quarantine/"),
+        root: Path = root_option(name),
         restore: bool = typer.Option(False, "--restore", help="Put quarantined files back, then stop"),
         strict: bool = typer.Option(False, help="Exit 1 if any video is not ok"),
         force: bool = typer.Option(False, help="Probe every video again, also unchanged ones"),
-        cluster=None,
+        level: Optional[str] = typer.Option(None, hidden=True, help="Deprecated: --check"),
+        validating=None, cluster=None,
     ):
         """Probe every video in parallel; record status and metadata in the manifest."""
-        from .report import console, print_validate_summary
+        from .report import plain, print_validate_summary
+        from .validate.run import NothingToRestore, validate
         from .validate.run import restore as restore_files
-        from .validate.run import validate
+        validating = deprecated_level(level, validating)
         if restore:
-            restored, problems = restore_files(name, root)
-            console.print(f"{len(restored)} file(s) restored from quarantine")
+            try:
+                restored, problems = restore_files(name, root)
+            except NothingToRestore as exc:
+                plain(str(exc))
+                return
+            plain(f"{len(restored)} file(s) restored from quarantine")
             for p in problems:
                 typer.echo(f"error: {p}", err=True)
-            raise typer.Exit(1 if problems else 0)
-        result = validate(name, root, level, cluster, quarantine, force)
+            raise typer.Exit(EXIT_PROBLEMS if problems else 0)
+        result = validate(name, root, validating.check, cluster, validating.quarantine, force)
         print_validate_summary(result, datasets.get(name).catalog)
         if strict and result.not_ok:
             typer.echo(f"error: {len(result.not_ok)} video(s) not ok (--strict)", err=True)
-            raise typer.Exit(1)
+            raise typer.Exit(EXIT_PROBLEMS)
 
     return sub
 
@@ -268,7 +312,7 @@ for _name in datasets.names():
 
 
 @app.command("datasets")
-@command
+@command(log=False)
 def list_datasets(names_only: bool = typer.Option(False, "--names", help="Only the names, one per line")):
     """The datasets this installation knows: datatools' own and those of installed plugins
     (entry-point group `datatools.datasets`)."""
@@ -286,26 +330,58 @@ app.add_typer(cluster_app, name="cluster")
 
 @cluster_app.command("sbatch", context_settings={"allow_extra_args": True,
                                                  "ignore_unknown_options": True})
-@command
+@command(log=False)
 def cluster_sbatch(
     ctx: typer.Context,
-    out: Path = typer.Option(..., help="Batch script to write"),
-    job_name: str = typer.Option("datatools", help="SLURM job name of the driver"),
-    partition: Optional[str] = typer.Option(None, help="Partition of the driver job"),
-    account: Optional[str] = typer.Option(None, help="Account to charge"),
-    time: str = typer.Option("24:00:00", help="Walltime of the driver job"),
-    cpus: int = typer.Option(1, min=1, help="CPUs of the driver job"),
-    mem: str = typer.Option("4G", help="Memory of the driver job"),
-    extra: Optional[list[str]] = typer.Option(None, help="More #SBATCH lines (repeatable)"),
+    out: Path = typer.Option(..., metavar="FILE", help="Batch script to write"),
+    job_name: str = typer.Option("datatools", metavar="NAME", help="SLURM job name of the driver"),
+    partition: Optional[str] = typer.Option(None, metavar="NAME", help="Partition of the driver job"),
+    account: Optional[str] = typer.Option(None, metavar="NAME", help="Account to charge"),
+    time: str = typer.Option("24:00:00", metavar="HH:MM:SS", help="Walltime of the driver job"),
+    cpus: int = typer.Option(1, min=1, metavar="N", help="CPUs of the driver job"),
+    mem: str = typer.Option("4G", metavar="SIZE", help="Memory of the driver job"),
+    extra: Optional[list[str]] = typer.Option(None, metavar="LINE", help="More #SBATCH lines (repeatable)"),
 ):
     """Write a batch script running a datatools command as the driver job:
     `datatools cluster sbatch --out job.sh -- DATASET prepare --root data/DATASET --cluster slurm`,
     then `sbatch job.sh`."""
+    from .fsio import atomic_write
     from .schedule.sbatch import batch_script
-    text = batch_script(list(ctx.args), job_name, partition, account, time, cpus, mem, extra or [])
-    out.write_text(text)
+    args = list(ctx.args)
+    check_datatools_command(args)
+    atomic_write(out, batch_script(args, job_name, partition, account, time, cpus, mem, extra or []))
     out.chmod(0o755)
-    typer.echo(f"wrote {out}; submit with: sbatch {out}")
+    typer.echo(f"wrote {out}; submit with: sbatch {shlex.quote(str(out))}")
+
+
+def check_datatools_command(args: list[str]) -> None:
+    """What `cluster sbatch` will run must be a datatools command whose options parse."""
+    if not args:
+        raise UserError("cluster sbatch: no command to run; write it after `--`, e.g. "
+                        "`-- DATASET prepare --root data/DATASET`")
+    if args[0] == "datatools":
+        raise UserError("cluster sbatch: write the command without `datatools` "
+                        f"(`-- {shlex.join(args[1:])}`)")
+    cmd = typer.main.get_command(app)
+    ctx = typer.Context(cmd, info_name="datatools")
+    rest = list(args)
+    command = "datatools " + shlex.join(args)
+    while isinstance(cmd, TyperGroup):
+        if not rest or rest[0].startswith("-"):
+            raise UserError(f"cluster sbatch: `{command}` names no command after "
+                            f"`{ctx.command_path}`; see `{ctx.command_path} --help`")
+        name, rest = rest[0], rest[1:]
+        sub = cmd.get_command(ctx, name)
+        if sub is None:
+            raise UserError(f"cluster sbatch: `{command}`: `{ctx.command_path}` has no command "
+                            f"{name!r}; see `{ctx.command_path} --help`")
+        cmd, ctx = sub, typer.Context(sub, info_name=name, parent=ctx)
+    try:
+        with cmd.make_context(ctx.info_name, rest, parent=ctx.parent):
+            pass  # parsing the options checks them (types, ranges, required ones)
+    except typer.TyperException as exc:
+        raise UserError(f"cluster sbatch: `{command}` would not run: "
+                        f"{exc.format_message()}") from None
 
 
 mmaction_app = typer.Typer(help="Train with MMAction2 from a manifest.", no_args_is_help=True)
@@ -313,36 +389,39 @@ app.add_typer(mmaction_app, name="mmaction")
 
 
 @mmaction_app.command("config")
-@command
+@command(log=False)
 def mmaction_config(
-    root: Path = typer.Option(..., help="Data root with a manifest"),
-    out: Path = typer.Option(..., help="Config file to write (.py)"),
-    model: str = typer.Option("tsn", help="tsn, tsm, i3d or slowonly (MMAction2's zoo)"),
-    modality: str = typer.Option("rgb", help="rgb or flow (flow: tsn)"),
-    input: str = typer.Option("videos", "--input", help="RGB from videos or rawframes"),
-    split: int = typer.Option(1, min=1, max=3, help="Which split's train/val subsets to use"),
-    depth: int = typer.Option(50, min=18, max=101, help="ResNet depth: 18, 34, 50 or 101"),
+    root: Path = typer.Option(..., callback=root_path, metavar="DIR", help="Data root with a manifest"),
+    out: Path = typer.Option(..., metavar="FILE", help="Config file to write (.py)"),
+    model: str = typer.Option("tsn", metavar="tsn|tsm|i3d|slowonly", help="MMAction2's zoo model"),
+    modality: str = typer.Option("rgb", metavar="rgb|flow", help="rgb or flow (flow: tsn)"),
+    input: str = typer.Option("videos", "--input", metavar="videos|rawframes",
+                              help="RGB from videos or rawframes"),
+    split: int = typer.Option(1, min=1, max=3, metavar="N", help="Which split's train/val subsets to use"),
+    depth: int = typer.Option(50, min=18, max=101, metavar="18|34|50|101", help="ResNet depth"),
     pretrained: bool = typer.Option(True, help="ImageNet-initialised backbone (needs the download)"),
-    crop: int = typer.Option(224, min=1, help="Input size (square crop)"),
-    clips: Optional[int] = typer.Option(None, min=1, help="Clips (segments) per video; default: the model's"),
-    epochs: int = typer.Option(50, min=1, help="Training epochs"),
-    batch_size: int = typer.Option(8, min=1, help="Videos per batch"),
-    workers: int = typer.Option(2, min=0, help="Dataloader worker processes"),
-    lr: float = typer.Option(0.01, callback=_positive, help="SGD learning rate"),
+    crop: int = typer.Option(224, min=1, metavar="PIXELS", help="Input size (square crop)"),
+    clips: Optional[int] = typer.Option(None, min=1, metavar="N",
+                                        help="Clips (segments) per video; default: the model's"),
+    epochs: int = typer.Option(50, min=1, metavar="N", help="Training epochs"),
+    batch_size: int = typer.Option(8, min=1, metavar="N", help="Videos per batch"),
+    workers: int = typer.Option(2, min=0, metavar="N", help="Dataloader worker processes"),
+    lr: float = typer.Option(0.01, callback=positive, metavar="RATE", help="SGD learning rate"),
 ):
     """Write an MMAction2 config whose datasets read the manifest (no hand-edited paths)."""
     from .mmaction.config import ConfigOptions, write_config
     path = write_config(root, ConfigOptions(model, modality, input, split, depth, pretrained, crop,
                                             clips, epochs, batch_size, workers, lr), out)
-    typer.echo(f"wrote {path}; train with: datatools mmaction train {path} "
+    typer.echo(f"wrote {path}; train with: datatools mmaction train {shlex.quote(str(path))} "
                "(or MMAction2's tools/train.py)")
 
 
 @mmaction_app.command("train")
 @command
 def mmaction_train(
-    config: Path = typer.Argument(..., help="A config from `datatools mmaction config`"),
-    work_dir: Path = typer.Option(Path("work_dirs/datatools"), help="Logs and checkpoints"),
+    config: Path = typer.Argument(..., callback=existing_file, metavar="CONFIG.py",
+                                  help="A config from `datatools mmaction config`"),
+    work_dir: Path = typer.Option(Path("work_dirs/datatools"), metavar="DIR", help="Logs and checkpoints"),
 ):
     """Train a config with MMEngine's Runner, then test it on the val subset (top-1)."""
     from .mmaction.train import train_and_test
@@ -353,69 +432,57 @@ def mmaction_train(
 @app.command()
 @command
 def fetch(
-    urls: list[str] = typer.Argument(..., help="One or more http(s) URLs"),
-    to: Path = typer.Option(Path("."), help="Folder the files go to"),
-    jobs: int = typer.Option(4, min=1, help="Files fetched in parallel"),
-    sha256: Optional[str] = typer.Option(None, help="Expected sha256 (with a single URL)"),
-    timeout: float = typer.Option(30.0, callback=_positive, help="Seconds without data before a try fails"),
-    retries: int = typer.Option(5, min=0, help="Further tries on connection errors, timeouts, 5xx"),
+    urls: list[str] = typer.Argument(..., metavar="URL...", help="One or more http(s) URLs"),
+    to: Path = typer.Option(Path("."), metavar="DIR", help="Folder the files go to"),
+    jobs: int = typer.Option(4, min=1, metavar="N", help="Files fetched in parallel"),
+    sha256: Optional[str] = typer.Option(None, callback=sha256_hex, metavar="HEX",
+                                         help="Expected sha256, 64 hex digits (with a single URL)"),
+    timeout: float = typer.Option(30.0, callback=positive, metavar="SECONDS",
+                                  help="Seconds without data before a try fails (above 0)"),
+    retries: int = typer.Option(5, min=0, metavar="N", help="Further tries after a failed one "
+                                "(connection errors, timeouts, 408, 429, 5xx); reset whenever "
+                                "bytes arrive"),
 ):
     """Download files with resume, retries and sha256 (what `download` uses, for any URL)."""
-    from .acquire.http import HttpOptions, fetch_urls
+    from .acquire.http import HttpOptions, check_url, fetch_urls
     from .report import DownloadProgress
+    for url in urls:
+        check_url(url)
     if sha256 and len(urls) > 1:
         raise UserError("--sha256 checks a single file; pass one URL")
+    if to.exists() and not to.is_dir():
+        raise UserError(f"--to {to}: is a file, not a folder")
     with DownloadProgress() as ui:
         fetched, failures = fetch_urls(urls, to, jobs, HttpOptions(timeout, retries), sha256, ui)
     for f in sorted(fetched, key=lambda f: f.path.name):  # sha256sum's format, never wrapped
         typer.echo(f"{f.sha256}  {f.path}")
     for failure in failures:
-        typer.echo(f"error: {failure}", err=True)
+        typer.echo(f"error: {one_line(failure)}", err=True)
     if failures:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_PROBLEMS)
 
 
 @app.command()
 @command
-@schedules_work
+@with_options(EXTRACT, CLUSTER)
 def extract(
-    root: Path = typer.Option(..., help="Data root with a manifest (run build-lists first)"),
-    task: str = typer.Option("both", help="rgb, flow or both"),
-    algo: str = typer.Option("tvl1", help="tvl1 or farneback"),
-    backend: str = typer.Option("auto", help="Flow backend: auto (opencv), opencv, torch (TV-L1 "
-                                "batched on CUDA, or CPU), native "
-                                "(our C++ datatools-flow) or denseflow (--denseflow-bin)"),
-    denseflow_bin: Optional[str] = typer.Option(None, help="A denseflow-compatible executable"),
-    new_short: Optional[int] = typer.Option(None, min=2, help="Scale the short side to N (never upscales)"),
-    new_size: Optional[str] = typer.Option(None, help="Exact output size WIDTHxHEIGHT"),
-    bound: float = typer.Option(20.0, callback=_positive,
-                                help="Flow clip bound in pixels (quantization range)"),
-    naming: str = typer.Option("mmaction", help="mmaction: 1-based names; denseflow: 0-based"),
-    jpeg_quality: int = typer.Option(95, min=1, max=100, help="JPEG quality of RGB and flow images"),
-    split: int = typer.Option(1, min=1, help="Which split's membership selects videos"),
-    subset: Optional[str] = typer.Option(None, help="train, val or test (default: all)"),
-    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N selected videos"),
-    cluster=None,
+    root: Path = typer.Option(..., callback=root_path, metavar="DIR",
+                              help="Data root with a manifest (run build-lists first)"),
     force: bool = typer.Option(False, help="Redo videos extracted with other parameters"),
+    extracting=None, cluster=None,
 ):
     """Extract RGB frames and optical flow for the videos in the manifest."""
-    from .extract.options import ExtractOptions, parse_size
-    from .extract.run import Selection
     from .extract.run import extract as run_extract
     from .report import print_extract_summary
-    opts = ExtractOptions(task=task, algo=algo, backend=backend,
-                          new_short=new_short, new_size=parse_size(new_size), bound=bound,
-                          naming=naming, jpeg_quality=jpeg_quality, denseflow_bin=denseflow_bin)
-    result = run_extract(root, opts, Selection(split, subset, limit),
-                         cluster,
-                         force)
+    opts, selection = extracting
+    result = run_extract(root, opts, selection, cluster, force)
     print_extract_summary(result, root)
     if result.failures:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_PROBLEMS)
 
 
 @app.command()
-@command
+@command(log=False)
 def doctor():
     """Report what is installed, what is missing, and how to fix it."""
     from .doctor import run_doctor
@@ -424,8 +491,9 @@ def doctor():
 
 @app.command()
 @command
-def demo(root: Path = typer.Option(Path("demo_data"), help="Where to generate the demo dataset"),
-         videos_per_class: int = typer.Option(3, min=1, help="Videos per class (4 classes)"),
+def demo(root: Path = typer.Option(Path("demo_data"), callback=root_path, metavar="DIR",
+                                   help="Where to generate the demo dataset"),
+         videos_per_class: int = typer.Option(3, min=1, metavar="N", help="Videos per class (4 classes)"),
          workers: Optional[int] = WORKERS):
     """Generate a small dataset (real motion, a real dataset's layout) and run every step on it."""
     from .demo import run_demo
@@ -433,8 +501,40 @@ def demo(root: Path = typer.Option(Path("demo_data"), help="Where to generate th
 
 
 def _terminate(signum, frame):
+    global _stopped_by
+    _stopped_by = signum
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
     raise KeyboardInterrupt
+
+
+def _tidy_help(cmd):
+    """Help as Unix tools write it: a flag shows no type (Typer writes `<bool>`), an argument
+    shows its metavar once (Typer writes `{URL...}...` in the usage and the type again)."""
+    for param in cmd.params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+        elif isinstance(param, TyperArgument) and param.metavar:
+            shown = param.metavar
+            param.get_usage_pieces = lambda ctx, shown=shown: [shown]
+            param.display_type_rich = lambda ctx: None
+    help_option = cmd.get_help_option
+
+    def plain_help_option(ctx):
+        option = help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+    cmd.get_help_option = plain_help_option
+    for sub in getattr(cmd, "commands", {}).values():
+        _tidy_help(sub)
+    return cmd
+
+
+def _usage_line(exc) -> str:
+    """Click's usage error (several lines and a box) as one line naming the command."""
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "datatools"
+    return f"error: {where}: {one_line(exc.format_message())} (see `{where} --help`)"
 
 
 def main() -> None:
@@ -442,7 +542,7 @@ def main() -> None:
     flushed, the process leaves through os._exit: the interpreter's teardown (finalizing
     numpy, pyarrow, Dask and their threads) took 0.15 s of every command and serves nothing a
     finished command needs; its files are closed and its clusters shut down by then (context
-    managers). An exception other than an exit still goes the normal way, with its traceback."""
+    managers). Errors in the options are one line and exit 2, as every command's own errors."""
     global _console_process
     _console_process = True
     from .lock import set_command
@@ -451,15 +551,20 @@ def main() -> None:
     # is saved, and the line says how to resume.
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        app()
+        code = _tidy_help(typer.main.get_command(app)).main(sys.argv[1:], prog_name="datatools",
+                                                            standalone_mode=False)
+    except typer.TyperException as exc:  # Click's usage errors
+        if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:
+            typer.echo(exc.ctx.get_help())  # `datatools ucf101`: the help it asks for
+        else:
+            typer.echo(_usage_line(exc), err=True)
+        code = EXIT_USAGE
+    except typer.Abort:
+        code = EXIT_TERMINATED if _stopped_by == signal.SIGTERM else EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # while the options were parsed
+        code = EXIT_TERMINATED if _stopped_by == signal.SIGTERM else EXIT_INTERRUPTED
+    if not isinstance(code, int):
         code = 0
-    except SystemExit as exc:
-        code = exc.code
-    if code is None:
-        code = 0
-    elif not isinstance(code, int):
-        print(code, file=sys.stderr)
-        code = 1
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -8,7 +8,14 @@ EXIT_USAGE = 2  # bad options or input the user must fix (one line says what)
 EXIT_INTERNAL = 3  # a bug in datatools or a library: the line names the log with the traceback
 EXIT_DISK = 4  # the filesystem is full, over quota or read-only: the step stopped
 EXIT_BUSY = 75  # another command holds the root's lock (EX_TEMPFAIL: try again later)
-EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: what finished is kept, re-run to resume
+EXIT_INTERRUPTED = 130  # Ctrl-C: what finished is kept, re-run to resume
+EXIT_TERMINATED = 143  # SIGTERM (a batch system's stop, walltime): the same, as 128 + 15
+
+
+def one_line(text: str) -> str:
+    """A message as one line, whatever a library put in it (tarfile's reasons span lines):
+    one line per error is what a batch log's grep and a user's eye expect."""
+    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
 class UserError(Exception):

@@ -2,22 +2,19 @@
 
 Only what the decoder or the file says about a video may mark it bad (probe statuses, extract
 failures). Any other exception in a task (TypeError, AttributeError, ImportError, ...) is a bug
-in datatools or a library API that changed: it is written with its traceback to a log file,
-and after a few identical ones the step stops with one line, quarantines nothing, and the
+in datatools or a library API that changed: it is written with its traceback to the run's log
+(runlog.py), and after a few identical ones the step stops with one line, quarantines nothing, and the
 manifest keeps what was known. A full disk in a worker stops the step at once (fsio).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
 from .fsio import disk_error, is_disk_error
+from .runlog import RunLog, log_for
 
-LOG_DIR = ".datatools/logs"
 SAME_ERRORS = 3  # identical internal errors before a step stops
 
 
@@ -31,7 +28,7 @@ class TaskFailures:
     def __init__(self, root: Path, step: str):
         self.root = Path(root)
         self.step = step
-        self.log: Path | None = None
+        self.log: RunLog | None = None
         self.kinds: Counter = Counter()
         self.items: list[str] = []
 
@@ -56,24 +53,9 @@ class TaskFailures:
         return InternalError(
             f"internal error in datatools {self.step} ({reason}) on {len(self.items)} video(s), "
             f"first {self.items[0]}; {how}, no video was marked bad or quarantined, the manifest "
-            f"keeps what was known. This is a bug, not your data: the traceback is in {self.log}")
+            f"keeps what was known. This is a bug, not your data: the traceback is in {self.log.path}")
 
     def _write(self, what: str, err) -> None:
-        text = f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {what}\n{err.traceback or err.reason}\n"
         if self.log is None:
-            self.log = self._open_log()
-        with open(self.log, "a", encoding="utf-8") as f:
-            f.write(text)
-
-    def _open_log(self) -> Path:
-        name = f"{self.step}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
-        for folder in (self.root / LOG_DIR, Path(tempfile.gettempdir()) / "datatools-logs"):
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                path = folder / name
-                path.touch()
-                return path
-            except OSError:
-                continue
-        raise InternalError(f"internal error in datatools {self.step}, and no log file could "
-                            "be written")
+            self.log = log_for(self.root, self.step)
+        self.log.error(what, err.traceback or err.reason)

@@ -12,11 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .acquire.session import DownloadOptions
-from .errors import UserError
+from .errors import UserError, one_line
 from .extract.options import ExtractOptions
+from .extract.run import Selection
+from .lists.build import ListOptions
 from .lock import root_lock
-from .report import console
+from .report import heading, plain
 from .schedule.client import ClusterOptions
+from .validate.run import ValidateOptions
 
 STEPS = ("download", "validate", "lists", "extract", "frame-lists")
 
@@ -25,9 +28,13 @@ STEPS = ("download", "validate", "lists", "extract", "frame-lists")
 class PrepareOptions:
     steps: list[str] = field(default_factory=lambda: list(STEPS))
     download: DownloadOptions = field(default_factory=DownloadOptions)
-    level: str = "quick"
+    validating: ValidateOptions = field(default_factory=ValidateOptions)
+    listing: ListOptions = field(default_factory=ListOptions)
     extract: ExtractOptions = field(default_factory=ExtractOptions)
+    selection: Selection = field(default_factory=Selection)
     cluster: ClusterOptions = field(default_factory=ClusterOptions)
+    strict: bool = False  # missing or bad videos make the run fail, as with each step's --strict
+    force: bool = False  # validate probes all again; extract redoes other parameters' folders
 
 
 def parse_steps(text: str) -> list[str]:
@@ -40,13 +47,27 @@ def parse_steps(text: str) -> list[str]:
 
 
 def prepare(name: str, root: Path, opts: PrepareOptions) -> bool:
-    """Run the steps; returns False if a step reported problems (the later steps still ran
-    on what was good, as each step does on its own)."""
+    """Run the steps; returns False if a step failed on some items (a download, a video's
+    extraction), or with `strict` if videos are missing or bad. Missing videos alone are a
+    count in the summary: Kinetics always has some."""
     root = Path(root)
+    _check_selection(name, opts.selection)
     if "download" in opts.steps:
         root.mkdir(parents=True, exist_ok=True)
     with root_lock(root, "prepare"):
         return _run_steps(name, root, opts)
+
+
+def _check_selection(name: str, sel: Selection) -> None:
+    """What extract will select is checked before the first step, not hours later."""
+    from . import datasets
+    ds = datasets.get(name)
+    if sel.split > ds.num_splits:
+        raise UserError(f"--split {sel.split}: {name} has {ds.num_splits} split(s), numbered "
+                        f"1..{ds.num_splits}")
+    known = ds.list_subsets
+    if sel.subset is not None and sel.subset not in known:
+        raise UserError(f"--subset {sel.subset}: {name} has the subsets {', '.join(known)}")
 
 
 def _run_steps(name: str, root: Path, opts: PrepareOptions) -> bool:
@@ -56,27 +77,42 @@ def _run_steps(name: str, root: Path, opts: PrepareOptions) -> bool:
     from .lists.build import build_lists
     from .validate.run import validate
 
-    ok = True
+    failed: list[str] = []  # what failed, per step, for the last line
+    problems: list[str] = []  # missing or bad videos: counted; a failure only with --strict
     for n, step in enumerate(opts.steps, start=1):
-        console.rule(f"{n}/{len(opts.steps)} {step}")
+        heading(f"{n}/{len(opts.steps)} {step}")
         if step == "download":
             result = download(name, root, opts.download)
             report.print_download_summary(result, root)
             for failure in result.failures:
-                console.print(f"[red]error: {failure}[/red]")
+                plain(f"error: {one_line(failure)}")
             if result.failures:
+                later = ",".join(s for s in opts.steps if s != "download")
+                plain(f"error: the download step failed on {len(result.failures)} file(s); if the "
+                      f"data is already under {root}, skip it with --steps {later}")
                 return False  # later steps need the files
         elif step == "validate":
-            checked = validate(name, root, opts.level, opts.cluster)
+            checked = validate(name, root, opts.validating.check, opts.cluster,
+                               opts.validating.quarantine, opts.force)
             report.print_validate_summary(checked, datasets.get(name).catalog)
-            ok &= not checked.not_ok
+            if checked.not_ok:
+                problems.append(f"{len(checked.not_ok):,} video(s) not ok (validate)")
         elif step in ("lists", "frame-lists"):
             formats = ["videos"] if step == "lists" else ["videos", "rawframes", "flow"]
-            built = build_lists(name, root, formats)
+            built = build_lists(name, root, formats, opts.listing.level, opts.listing.shuffle,
+                                opts.listing.seed)
             report.print_build_summary(built, root)
-            ok &= not built.problems
+            if built.problems:
+                problems.append(f"{built.problems:,} problem(s) in the lists ({step})")
         elif step == "extract":
-            extracted = extract(root, opts.extract, cluster=opts.cluster)
+            extracted = extract(root, opts.extract, opts.selection, opts.cluster, opts.force)
             report.print_extract_summary(extracted, root)
-            ok &= not extracted.failures
-    return ok
+            if extracted.failures:
+                failed.append(f"{len(extracted.failures):,} video(s) failed to extract")
+    heading("done")
+    said = failed + problems
+    plain(f"prepare {name}: {len(opts.steps)} step(s) run"
+          + (f"; {'; '.join(said)}" if said else "; no problems")
+          + ("" if failed or not problems or opts.strict else " (counted, not failures; "
+             "--strict makes them fail the run)"))
+    return not failed and not (opts.strict and problems)

@@ -1,10 +1,19 @@
-"""End-of-step summaries printed for the user: short tables and the first few offenders."""
+"""What the user sees: progress while a step runs, summary tables and the first few offenders
+after it.
+
+On a terminal, progress is a redrawn bar. Anywhere else (a pipe, a file, a batch job's log) no
+line is ever wrapped or redrawn: progress is a plain line every PROGRESS_SECONDS
+(`extract: 1,200/13,320 videos, 95 frames/s, eta 2:10:00`), so that the log stays greppable.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.progress import (
@@ -21,13 +30,86 @@ from rich.table import Table
 
 SHOW = 5  # offenders named per problem before "... and N more"
 
-console = Console(stderr=False, highlight=False)
+PROGRESS_ENV = "DATATOOLS_PROGRESS_SECONDS"  # seconds between plain progress lines
+
+
+def _console() -> Console:
+    if sys.stdout.isatty():
+        return Console(highlight=False)
+    # Not a terminal: Rich would wrap at 80 columns and split paths; lines stay whole instead.
+    return Console(highlight=False, soft_wrap=True, width=4096)
+
+
+console = _console()
+
+
+def heading(text: str) -> None:
+    """A step's title: a rule across a terminal, a plain line elsewhere."""
+    if console.is_terminal:
+        console.rule(text)
+    else:
+        console.print(f"== {text} ==", markup=False)
+
+
+def plain(text: str) -> None:
+    """A line printed as it is (no markup: paths may hold brackets)."""
+    console.print(text, markup=False)
+
+
+def progress_seconds() -> float:
+    try:
+        return max(0.0, float(os.environ.get(PROGRESS_ENV, "30")))
+    except ValueError:
+        return 30.0
+
+
+@dataclass
+class StepProgress:
+    """How far the running step is: what the interruption line and the plain lines say."""
+
+    step: str
+    total: int
+    what: str = "videos"
+    done: int = 0
+    amount: int = 0  # of `unit`, for the rate (frames written; bytes)
+    unit: str | None = None
+    started: float = 0.0
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        text = f"{self.step}: {self.done:,}/{self.total:,} {self.what}"
+        if self.unit:
+            text += f", {self.amount / elapsed:,.0f} {self.unit}/s"
+        else:
+            text += f", {self.done / elapsed:,.1f} {self.what}/s"
+        if 0 < self.done < self.total:
+            text += f", eta {_clock((self.total - self.done) * elapsed / self.done)}"
+        return text
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+# The step running now, for the line printed when it is interrupted (cli.command).
+running: StepProgress | None = None
 
 
 def name_some(records, what: str, attr: str = "key") -> str:
     names = [getattr(r, attr) for r in records[:SHOW]]
     more = f", … and {len(records) - SHOW} more" if len(records) > SHOW else ""
     return f"{len(records)} {what}: {', '.join(names)}{more}"
+
+
+def report_failure(what: str, status: str, error: str | None, detail: str | None = None) -> None:
+    """One failed item as it happens: one line on the console, the whole story in the log."""
+    from .errors import one_line
+    from .runlog import current
+    plain(f"{status}: {what}: {one_line(error or '')}")
+    log = current()
+    if log is not None:
+        log.error(f"{status}: {what}", detail or error or "")
 
 
 def print_build_summary(result, root) -> None:
@@ -61,6 +143,9 @@ def print_build_summary(result, root) -> None:
     if result.extra:
         console.print(name_some(result.extra, "files on disk in no split (status=extra, not listed)",
                                 "video_path"))
+    if result.no_extraction:
+        plain(f"no frames extracted yet under {root}: the rawframes and flow lists are empty; "
+              f"run `datatools extract --root {root}`, then build-lists again")
     if result.no_frames:
         console.print("[yellow]" + name_some(result.no_frames, "frame folders with no img_ "
                       "files (not listed; run `datatools extract`)", "frame_dir") + "[/yellow]")
@@ -70,13 +155,40 @@ def print_build_summary(result, root) -> None:
 
 
 @contextmanager
-def progress_bar(total: int, description: str) -> Iterator:
-    """A progress bar on the console; yields a function that advances it by one."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda: progress.advance(task)
+def progress_bar(total: int, step: str, what: str = "videos",
+                 unit: str | None = None) -> Iterator[Callable[..., None]]:
+    """Progress of a step over `total` items; yields `advance(amount=0)`, called once per
+    finished item (`amount` of `unit`, e.g. frames, for the rate). A bar on a terminal,
+    periodic plain lines elsewhere; `running` says how far it got."""
+    global running
+    state = StepProgress(step, total, what, unit=unit, started=time.monotonic())
+    running = state
+    if console.is_terminal:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task(step, total=total)
+
+            def advance(amount: int = 0) -> None:
+                state.done += 1
+                state.amount += amount
+                progress.advance(task)
+            yield advance
+        return
+    every = progress_seconds()
+    last = [time.monotonic()]
+    plain(state.line())
+
+    def advance_plain(amount: int = 0) -> None:
+        state.done += 1
+        state.amount += amount
+        now = time.monotonic()
+        if now - last[0] >= every:
+            last[0] = now
+            plain(state.line())
+    yield advance_plain
+    if state.done:
+        plain(state.line())
 
 
 def print_validate_summary(result, catalog) -> None:
@@ -93,7 +205,7 @@ def print_validate_summary(result, catalog) -> None:
                       "probe at this level or deeper kept its verdict (--force probes them again)")
     bad = [r for r in result.records if r.status not in ("ok", "missing", "extra", "unchecked")]
     for r in bad[:SHOW]:
-        console.print(f"  {r.status}: {r.video_path}: {r.error}")
+        plain(f"  {r.status}: {r.video_path}: {r.error}")
     if len(bad) > SHOW:
         console.print(f"  … and {len(bad) - SHOW} more (see the manifest's status and error columns)")
     missing = [r for r in result.records if r.status == "missing"]
@@ -142,32 +254,35 @@ def print_extract_summary(result, root) -> None:
                   f"{len(result.not_ok):,}")
     console.print(table)
     console.print(f"written now: {frames:,} RGB frames, {pairs:,} flow pairs")
-    for rec, out in result.failures[:SHOW]:
-        console.print(f"[red]{out.status}: {rec.video_path}: {out.error}[/red]")
-    if len(result.failures) > SHOW:
-        console.print(f"… and {len(result.failures) - SHOW} more (extract_error in the manifest)")
+    if result.failures:  # each was said on its own line as it happened
+        plain(f"{len(result.failures):,} video(s) failed or refused, each named above with "
+              "why (extract_error in the manifest; tracebacks in the log)")
     if result.not_ok:
         console.print(name_some(result.not_ok, "selected videos skipped because their status is "
                                 "not ok (see validate)"))
 
 
 class DownloadProgress:
-    """Byte progress bars, one per file in flight, safe to drive from several threads."""
+    """Byte progress, one bar per file in flight (plain lines off a terminal), safe to drive
+    from several threads."""
 
     def __init__(self):
         columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                    TransferSpeedColumn(), TimeRemainingColumn())
-        self.progress = Progress(*columns, console=console, transient=False)
+        self.progress = Progress(*columns, console=console, transient=False) \
+            if console.is_terminal else None
 
     def __enter__(self):
-        self.progress.start()
+        if self.progress is not None:
+            self.progress.start()
         return self
 
     def __exit__(self, *exc):
-        self.progress.stop()
+        if self.progress is not None:
+            self.progress.stop()
 
-    def file(self, name: str) -> FileBar:
-        return FileBar(self.progress, name)
+    def file(self, name: str) -> FileBar | FileLines:
+        return FileBar(self.progress, name) if self.progress is not None else FileLines(name)
 
 
 class FileBar:
@@ -195,7 +310,46 @@ class FileBar:
         self.progress.remove_task(self.task)
 
 
+class FileLines:
+    """One file's progress as a plain line every PROGRESS_SECONDS (off a terminal)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.total: int | None = None
+        self.done = self.started_at = 0
+        self.t0 = self.last = time.monotonic()
+        self.every = progress_seconds()
+
+    def start(self, total: int | None, done: int) -> None:
+        self.total, self.done, self.started_at = total, done, done
+        self.t0 = time.monotonic()
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            plain(self.line(now))
+
+    def line(self, now: float) -> str:
+        rate = (self.done - self.started_at) / max(now - self.t0, 1e-9)
+        text = f"download: {self.name} {self.done / 2**20:,.1f}"
+        if self.total:
+            text += f" of {self.total / 2**20:,.1f}"
+        text += f" MiB, {rate / 2**20:,.1f} MiB/s"
+        if self.total and rate > 0 and self.done < self.total:
+            text += f", eta {_clock((self.total - self.done) / rate)}"
+        return text
+
+    def close(self) -> None:
+        if self.done > self.started_at:
+            plain(self.line(time.monotonic()))
+
+
 def print_download_summary(result, root) -> None:
+    if result.present:
+        plain(f"{' and '.join(result.present)} already in {root} (not downloaded by datatools): "
+              "used as they are, not downloaded")
     fetched = sum(f.transferred for f in result.fetched)
     console.print(f"{result.dataset}: {len(result.fetched)} file(s) fetched "
                   f"({fetched / 2**20:,.1f} MiB over the network), {len(result.unpacked)} "

@@ -335,7 +335,7 @@ def test_impossible_numbers_are_refused_before_any_work(tmp_path, args):
 def test_every_numeric_option_of_every_command_rejects_impossible_values():
     """The rule for options to come: each float option goes through the finite check, each
     integer option declares its range (a seed may be any integer)."""
-    from datatools.cli import _finite, _positive
+    from datatools.cli_options import finite, positive
     unbounded = {"seed"}
     seen = 0
 
@@ -349,7 +349,7 @@ def test_every_numeric_option_of_every_command_rejects_impossible_values():
             if kind is float:
                 seen += 1
                 assert p.callback is not None and p.callback.__name__ in (
-                    _finite.__name__, _positive.__name__), where
+                    finite.__name__, positive.__name__), where
             elif kind is int and p.name not in unbounded:
                 seen += 1
                 assert p.min is not None, f"{where} declares no range"

@@ -236,7 +236,7 @@ def test_checksum_mismatch_fails_clearly_and_the_file_is_not_used(server, tmp_pa
     ("nothing-here/", [], "HTTP 404 Not Found"),
     ("flaky/", ["--retries", "1"], "HTTP 503"),
     ("stall/", ["--timeout", "1", "--retries", "0"], "timed out waiting for the server"),
-    (None, ["--retries", "1"], "connection refused (gave up after 2 tries"),
+    (None, ["--retries", "1"], "connection refused (gave up after 2 failed tries"),
 ])
 def test_server_errors_give_clear_errors_and_a_nonzero_exit(server, tmp_path, where, options, message):
     mirror = server.url(where) if where else f"http://127.0.0.1:{free_port()}/"

@@ -8,9 +8,11 @@ a part is never spliced from two different files. sha256 (and md5 where the cata
 one) is computed while the bytes stream past; a resumed part is hashed from disk first.
 
 Only a verified file is renamed to its final name and recorded in `records.jsonl` beside it;
-a file that fails verification is deleted and the error says so. Connection errors, timeouts
-and 5xx answers are retried with exponential backoff; 4xx answers are not (a 404 will not go
-away by asking again).
+a file that fails verification is deleted and the error says so. Connection errors, timeouts,
+5xx, 408 and 429 answers are retried with exponential backoff and jitter (a server's
+Retry-After is honoured); other 4xx answers are not (a 404 will not go away by asking again).
+The retry budget counts failures in a row: a try that brought bytes starts it again, so a
+100 GB file over a connection that drops every few minutes still completes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import http.client
 import json
 import os
 import queue
+import random
 import re
 import socket
 import threading
@@ -64,8 +67,32 @@ class Remote:
 @dataclass
 class HttpOptions:
     timeout: float = 30.0  # seconds without a byte (connect or read) before a try fails
-    retries: int = 5  # further tries after the first, on connection errors, timeouts and 5xx
-    backoff: float = 1.0  # seconds before the first retry; doubles each time
+    retries: int = 5  # further tries after failed ones in a row (reset when bytes arrive)
+    backoff: float = 1.0  # seconds before the first retry; doubles each time (with jitter)
+    max_wait: float = 600.0  # the longest pause, a server's Retry-After included
+
+    def __post_init__(self):
+        if not (self.timeout > 0 and self.timeout != float("inf")):
+            raise UserError(f"--timeout {self.timeout}: must be a number of seconds above 0")
+        if self.retries < 0:
+            raise UserError(f"--retries {self.retries}: must be 0 or more")
+
+
+SCHEMES = ("http", "https")
+RETRY_STATUS = (408, 429)  # and every 5xx: the server asks to come back later
+
+
+def check_url(url: str, where: str | None = None) -> None:
+    """Only http(s) URLs with a host are fetched; anything else is refused at once, before a
+    retry loop could spend minutes on it."""
+    parts = urlsplit(url.strip())
+    source = f"{where}: " if where else ""
+    if parts.scheme.lower() not in SCHEMES:
+        raise DownloadError(f"{source}{url}: only http:// and https:// URLs can be downloaded"
+                            + (f", not {parts.scheme}://" if parts.scheme else
+                               " (write the whole URL, e.g. https://host/path/file)"))
+    if not parts.hostname:
+        raise DownloadError(f"{source}{url}: the URL names no host")
 
 
 @dataclass
@@ -146,10 +173,21 @@ def fetch(remote: Remote, final: Path, records: Records, opts: HttpOptions | Non
     done = _already_verified(final, remote, records)
     if done:
         return done
+    if final.is_file() and records.get(remote.name) is None:
+        # Put there by hand (or by another tool): used if it verifies, fetched again if not.
+        try:
+            return use_local(final, remote, records)
+        except VerificationError:
+            pass
+    check_url(remote.url)
     final.parent.mkdir(parents=True, exist_ok=True)
     part = final.with_name(final.name + ".part")
     received = [0]  # bytes over the network, summed over tries
-    for attempt in range(opts.retries + 1):
+    failed = 0  # tries in a row that failed without bringing a byte
+    tries = 0
+    while True:
+        before = received[0]
+        tries += 1
         try:
             total, digests = _transfer(remote, part, opts, progress, start, cancel, received)
             break
@@ -159,10 +197,12 @@ def fetch(remote: Remote, final: Path, records: Records, opts: HttpOptions | Non
             have = part.stat().st_size if part.exists() else 0
             raise disk_error(exc, part, remote.size - have if remote.size else None) from None
         except _Retryable as exc:
-            if attempt == opts.retries:
-                raise DownloadError(f"{remote.url}: {exc} (gave up after {attempt + 1} tries; "
-                                    "check the server or --mirror, then re-run to resume)") from None
-            time.sleep(opts.backoff * 2 ** attempt)
+            failed = 1 if received[0] > before else failed + 1
+            if failed > opts.retries:
+                raise DownloadError(f"{remote.url}: {exc} (gave up after {failed} failed tries in "
+                                    f"a row, {tries} in all; check the server or --mirror, then "
+                                    "re-run to resume)") from None
+            _wait(cancel, _pause(opts, failed, exc.retry_after))
     fetched = _verify(part, final, remote, total, digests, received[0])
     records.put(remote.name, url=remote.url, size=fetched.size, sha256=fetched.sha256,
                 verified=fetched.verified, mtime_ns=final.stat().st_mtime_ns, stage="downloaded")
@@ -195,7 +235,42 @@ def _already_verified(path: Path, remote: Remote, records: Records) -> Fetched |
 
 
 class _Retryable(Exception):
-    """A failure worth another try: connection refused or reset, timeout, 5xx, short body."""
+    """A failure worth another try: connection refused or reset, timeout, 5xx, 408, 429, a
+    short body. `retry_after`: the seconds the server asked for, if it did."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _pause(opts: HttpOptions, failed: int, retry_after: float | None) -> float:
+    """Seconds before the next try: the server's Retry-After if it gave one, else exponential
+    backoff with full jitter (so that many clients dropped together do not return together)."""
+    if retry_after is not None:
+        return min(retry_after, opts.max_wait)
+    ceiling = min(opts.backoff * 2 ** (failed - 1), opts.max_wait)
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def _wait(cancel: threading.Event | None, seconds: float) -> None:
+    if cancel is None:
+        time.sleep(seconds)
+    elif cancel.wait(seconds):
+        raise KeyboardInterrupt  # another item failed or the user stopped the run
+
+
+def _retry_after(value: str | None) -> float | None:
+    """A Retry-After header: seconds, or an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time()) if when else None
 
 
 def _transfer(remote, part, opts, progress, start, cancel,
@@ -221,8 +296,9 @@ def _transfer(remote, part, opts, progress, start, cancel,
         if exc.code == 416:
             _discard(part, meta_path)
             raise _Retryable("the server rejected the resume range; starting again") from None
-        if exc.code >= 500:
-            raise _Retryable(f"HTTP {exc.code} {exc.reason}") from None
+        if exc.code >= 500 or exc.code in RETRY_STATUS:
+            raise _Retryable(f"HTTP {exc.code} {exc.reason}",
+                             _retry_after(exc.headers.get("Retry-After"))) from None
         raise DownloadError(f"{remote.url}: HTTP {exc.code} {exc.reason}"
                             + (" (no such file on this server; check --mirror)" if exc.code == 404
                                else "")) from None
@@ -460,6 +536,7 @@ def fetch_urls(urls: list[str], folder: Path, jobs: int = 4, opts: HttpOptions |
     fetched: list[Fetched] = []
 
     def one(url: str) -> None:
+        check_url(url)
         path = urlsplit(url).path
         name = safe_file_name(path.rsplit("/", 1)[-1], url) if path.rsplit("/", 1)[-1] else "index.html"
         bar = ui.file(name) if ui else None

@@ -16,7 +16,7 @@ import re
 import shutil
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,6 +28,7 @@ from ..lock import root_lock
 from ..validate.quarantine import FOLDER as QUARANTINE
 from . import archives
 from .http import (
+    RECORDS,
     DownloadError,
     Fetched,
     HttpOptions,
@@ -64,6 +65,7 @@ class DownloadResult:
     missing: dict[str, list[str]] = field(default_factory=dict)  # subset -> clips in no tarball
     unmatched: list[str] = field(default_factory=list)  # files in archives named by no annotation
     failures: list[str] = field(default_factory=list)
+    present: list[str] = field(default_factory=list)  # already there, not downloaded (kinds)
 
 
 @dataclass
@@ -239,11 +241,21 @@ class Session:
     def unpack(self, archive: Path, name: str) -> Path:
         return archives.extract(archive, self.staging(name))
 
-    def unpack_into(self, dest: Path) -> Callable[[Path, str], None]:
-        """Unpack, drop the one folder the archive wraps everything in, merge into dest."""
+    def unpack_into(self, dest: Path, layout: Callable[[Path], str | None] | None = None
+                    ) -> Callable[[Path, str], None]:
+        """Unpack, drop the one folder the archive wraps everything in, merge into dest.
+        `layout(folder)` says what is wrong with the content, if anything: an archive that is
+        not what the dataset publishes is refused before anything reaches dest."""
         def place(archive: Path, name: str) -> None:
             staged = self.unpack(archive, name)
-            self.merge_into(archives.single_top(staged), dest)
+            top = archives.single_top(staged)
+            problem = layout(top) if layout is not None else None
+            if problem:
+                shutil.rmtree(staged)
+                raise archives.ArchiveError(
+                    f"{name}: refused, it does not hold {self.dataset.name}'s videos as published "
+                    f"({problem}); nothing was put in {dest}")
+            self.merge_into(top, dest)
             shutil.rmtree(staged)
         return place
 
@@ -321,6 +333,25 @@ def download(name: str, root: Path, opts: DownloadOptions, ui=None) -> DownloadR
     with disk_errors(root):
         root.mkdir(parents=True, exist_ok=True)
     with root_lock(root, "download"):
-        session = Session(name, root, opts, ui)
+        todo, present = _not_yet_there(name, root, opts)
+        if todo is None:  # nothing to get: no network at all
+            return DownloadResult(name, present=present)
+        session = Session(name, root, todo, ui)
+        session.result.present = present
         session.dataset.acquire(session)
         return session.result
+
+
+def _not_yet_there(name: str, root: Path, opts: DownloadOptions) -> tuple[DownloadOptions | None, list[str]]:
+    """In a root this tool has never downloaded into (no records), annotations and videos
+    that are already there (unpacked by hand, copied from elsewhere, MMAction2's layout) are
+    used as they are: only what is missing is fetched, and nothing when nothing is. Where
+    there are records, they say what is done, and a half-unpacked archive is finished."""
+    if (root / "downloads" / RECORDS).exists():
+        return opts, []
+    wanted = {"annotations", "videos"} if opts.what == "all" else {opts.what}
+    present = sorted(datasets.get(name).present(root) & wanted)
+    left = wanted - set(present)
+    if not left:
+        return None, present
+    return replace(opts, what=left.pop() if len(left) == 1 else "all"), present

@@ -7,6 +7,7 @@ archives unpack into that layout (`Dataset.acquire`).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,6 +109,39 @@ class Dataset:
         return f"{video.class_dir}/{video.video_id}"
 
     # --- download ----------------------------------------------------------------------
+    def present(self, root: Path) -> set[str]:
+        """What of the dataset is already on disk ("annotations", "videos"), whoever put it
+        there: annotation files that parse, and at least one video in a videos folder."""
+        from ..errors import UserError
+        found = set()
+        try:
+            self.parse(root / "annotations")
+            found.add("annotations")
+        except (UserError, OSError):
+            pass
+        folders = {self.video_dir(s) for s in self.list_subsets} | {self.video_dir(None)}
+        for folder in folders:
+            base = root / folder
+            if base.is_dir() and any(p.suffix.lower() in VIDEO_EXTENSIONS
+                                     for p in _first_files(base, 1000)):
+                found.add("videos")
+                break
+        return found
+
+    def videos_layout(self, folder: Path) -> str | None:
+        """What is wrong with an unpacked videos archive (its wrapping folder dropped), or
+        None: the videos sit in class folders (`<Class>/<name>.avi`), or flat for a flat
+        dataset."""
+        depth = 1 if self.flat else 2
+        videos = [p.relative_to(folder) for p in _first_files(folder, 100_000)
+                  if p.suffix.lower() in VIDEO_EXTENSIONS]
+        if any(len(p.parts) == depth for p in videos):
+            return None
+        expected = "<name>.<ext> videos" if self.flat else "<Class>/<name>.<ext> videos"
+        found = (f"{len(videos)} video(s), e.g. {videos[0].as_posix()}" if videos else
+                 "no video file")
+        return f"expected {expected}, found {found}"
+
     def acquire(self, s) -> None:
         """Get the catalog's sources and put their content in place, through `s`, the
         download session (acquire/session.py). The common case: every annotations archive
@@ -115,7 +149,7 @@ class Dataset:
         folder it wraps everything in. A dataset whose archives unpack otherwise says so here."""
         items = [s.item(s.remote(src), place=s.unpack_into(s.root / "annotations"))
                  for src in s.sources("annotations")]
-        items += [s.item(s.remote(src), place=s.unpack_into(s.root / "videos"))
+        items += [s.item(s.remote(src), place=s.unpack_into(s.root / "videos", self.videos_layout))
                   for src in s.sources("videos")]
         s.run(items)
 
@@ -124,6 +158,17 @@ class Dataset:
         if self.num_splits > 1:
             return f"{self.name}_{subset}_split_{split}_{fmt}.txt"
         return f"{self.name}_{subset}_list_{fmt}.txt"
+
+
+def _first_files(folder: Path, most: int):
+    """Up to `most` files below `folder`, without walking a whole large tree."""
+    n = 0
+    for dirpath, _, files in os.walk(folder):
+        for f in files:
+            yield Path(dirpath) / f
+            n += 1
+            if n >= most:
+                return
 
 
 def read_lines(path: Path) -> list[str]:

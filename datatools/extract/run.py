@@ -16,7 +16,7 @@ from ..fsio import DiskError, gib
 from ..lists.build import scan_root
 from ..lock import root_lock
 from ..manifest import LISTED_STATUSES, VideoRecord
-from ..report import progress_bar
+from ..report import progress_bar, report_failure
 from ..schedule.client import ClusterOptions, TaskError, WorkerCrash, dask_client, map_tasks
 from ..status import DONE, FAILED, REFUSED, SKIPPED, UNCHECKED
 from ..validate.run import apply_probe
@@ -64,6 +64,18 @@ def select(records: list[VideoRecord], sel: Selection) -> list[VideoRecord]:
     return chosen[: sel.limit] if sel.limit is not None else chosen
 
 
+def check_selection(sel: Selection, ds, records: list[VideoRecord]) -> None:
+    """--split and --subset name what this dataset has (subset names are case-sensitive)."""
+    if sel.split > ds.num_splits:
+        raise UserError(f"--split {sel.split}: {ds.name} has {ds.num_splits} split(s), "
+                        f"numbered 1..{ds.num_splits}")
+    if sel.subset is not None:
+        known = sorted({r.subset(sel.split) for r in records} - {None, "unused"})
+        if sel.subset not in known:
+            raise UserError(f"--subset {sel.subset}: {ds.name} split {sel.split} has the subsets "
+                            f"{', '.join(known) or '(none: run build-lists first)'}")
+
+
 def extract(root: Path, opts: ExtractOptions, sel: Selection | None = None,
             cluster: ClusterOptions | None = None, force: bool = False) -> ExtractResult:
     root = Path(root)
@@ -76,8 +88,7 @@ def _extract(root: Path, opts: ExtractOptions, sel: Selection, cluster: ClusterO
     scanned = scan_root(None, root)
     ds = scanned.dataset
     dataset = ds.name
-    if sel.split > ds.num_splits:
-        raise UserError(f"--split {sel.split}: {dataset} has {ds.num_splits} split(s)")
+    check_selection(sel, ds, scanned.records)
     if opts.flow or backends.is_video_tool(opts.backend):
         backends.create(opts.backend, opts.algo, opts.denseflow_bin)  # a missing tool stops here
     chosen = select(scanned.records, sel)
@@ -101,7 +112,8 @@ def _extract(root: Path, opts: ExtractOptions, sel: Selection, cluster: ClusterO
     run = functools.partial(extract_video, opts=opts)
     failures = TaskFailures(root, "extract")
     try:
-        with dask_client(cluster) as client, progress_bar(len(todo), "extracting") as advance:
+        with dask_client(cluster) as client, \
+                progress_bar(len(todo), "extract", unit="frames") as advance:
             gpu = opts.flow and backends.needs_gpu(opts.backend)
             for job, outcome in map_tasks(client, run, [job for _, job in todo], gpu=gpu):
                 if isinstance(outcome, TaskError):
@@ -113,7 +125,9 @@ def _extract(root: Path, opts: ExtractOptions, sel: Selection, cluster: ClusterO
                 rec = by_id[job.video_id]
                 _record(rec, job, outcome, root)
                 result.outcomes.append((rec, outcome))
-                advance()
+                if outcome.status in (FAILED, REFUSED):
+                    report_failure(rec.video_path, outcome.status, outcome.error, outcome.detail)
+                advance(outcome.written_rgb or outcome.written_flow)
         failures.check()
     except DiskError as exc:
         left = len(todo) - len(result.outcomes)

@@ -21,6 +21,7 @@ import numpy as np
 from ..completion import FileStamp
 from ..frame_folder import PART_PREFIXES, made_from, read_done, trusted_parts, write_done
 from ..fsio import failed_for_space, fsync_dir
+from ..runlog import exception_text
 from ..schedule.resources import CPU_THREADS
 from ..status import DONE, FAILED, OK, REFUSED, SKIPPED
 from ..validate.probe import TRUNCATION_SLACK, ProbeResult, probe_video
@@ -59,6 +60,7 @@ class VideoOutcome:
     written_flow: int = 0
     record: dict | None = None  # the folder's completion record (done, skipped)
     probe: ProbeResult | None = None  # when the worker probed the video first
+    detail: str | None = None  # a failure's traceback or the tool's output, for the run's log
 
 
 @dataclass
@@ -198,7 +200,7 @@ def _write_parts(job: VideoJob, work: ExtractOptions, tmp: str, expected: int | 
         shutil.rmtree(tmp, ignore_errors=True)
         what = "decoding failed: " if isinstance(exc, DecodeError) else ""
         return VideoOutcome(job.video_id, FAILED, error=f"{what}{exc}",
-                            seconds=time.perf_counter() - t0)
+                            seconds=time.perf_counter() - t0, detail=exception_text(exc))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -213,7 +215,7 @@ def _check_complete(out: VideoOutcome, work: ExtractOptions, expected: int | Non
     decoded = out.rgb_count if work.rgb else out.flow_count + 1 if out.flow_count else 0
     if expected and decoded + TRUNCATION_SLACK < expected:
         raise DecodeError(f"decoding stopped after {decoded} of the {expected} frames the file "
-                          "holds (cut short or damaged); check it with `validate --level full`")
+                          "holds (cut short or damaged); check it with `validate --check full`")
 
 
 def _link_parts(final: str, tmp: str, keep: dict[str, dict]) -> None:

@@ -76,9 +76,23 @@ class BuildResult:
     rebuilt_from: Path | None = None  # an unreadable manifest, kept aside there
 
     @property
+    def no_extraction(self) -> bool:
+        """Frame lists were asked for, and no video of the root has a frame folder yet."""
+        asked = any(lf.fmt in ("rawframes", "flow") for lf in self.lists)
+        return asked and not any(r.frame_dir for r in self.records)
+
+    @property
     def problems(self) -> int:
         return (len(self.missing) + len(self.no_frames) + len(self.flow_mismatch)
                 + len(self.incomplete))
+
+
+@dataclass
+class ListOptions:
+    level: int = 2  # 2: Class/name; 1: flat
+    shuffle: bool = False
+    seed: int | None = None
+    probe_level: str | None = None  # prepare's old `--level quick|full` (deprecated)
 
 
 def parse_formats(text: str) -> list[str]:

@@ -17,6 +17,10 @@ fresh worker takes it, and after a second death reports it as a `WorkerCrash`.
 from __future__ import annotations
 
 import logging
+import os
+import re
+import signal
+import socket
 import sys
 import traceback
 import uuid
@@ -27,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import dask
-from distributed import Client, KilledWorker, LocalCluster, as_completed
+from distributed import Client, KilledWorker, LocalCluster, WorkerPlugin, as_completed
 
+from .. import runlog
 from ..errors import UserError
 from .resources import (
     CPU_THREADS,
@@ -57,6 +62,22 @@ class ClusterOptions:
     def __post_init__(self):
         if self.workers is not None and self.workers < 1:
             raise UserError(f"--workers {self.workers}: must be at least 1")
+        if self.scheduler is not None:
+            check_scheduler_address(self.scheduler)
+        if self.kind not in ("local", "slurm"):
+            raise UserError(f"--cluster {self.kind}: choose local or slurm")
+
+
+# What Dask's comm layer accepts for a scheduler: a protocol it has, a host, a port.
+SCHEDULER_ADDRESS = re.compile(r"^((tcp|tls|ws|wss|ucx)://)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+CONNECT_SECONDS = 10  # a scheduler that has not answered by then is not there
+
+
+def check_scheduler_address(address: str) -> None:
+    m = SCHEDULER_ADDRESS.match(address)
+    if not m or not 0 < int(m[4]) < 65536:
+        raise UserError(f"--scheduler {address}: not a Dask scheduler address; write it as "
+                        "tcp://HOST:PORT (what `dask scheduler` prints, port 8786 by default)")
 
 
 @dataclass
@@ -84,7 +105,14 @@ def dask_client(options: ClusterOptions | None = None) -> Iterator[Client]:
     if options.config_file is not None:
         load_config_file(options.config_file)
     if options.scheduler:
-        with Client(options.scheduler, timeout="20s") as client:
+        _reachable(options.scheduler)
+        try:
+            client = Client(options.scheduler, timeout=f"{CONNECT_SECONDS}s")
+        except (OSError, TimeoutError) as exc:
+            raise UserError(f"--scheduler {options.scheduler}: no Dask scheduler answered within "
+                            f"{CONNECT_SECONDS} s ({type(exc).__name__}); start one there "
+                            "(`dask scheduler`) or check the address") from None
+        with client:
             yield client
         return
     config = dict(WORKER_CONFIG)
@@ -94,15 +122,66 @@ def dask_client(options: ClusterOptions | None = None) -> Iterator[Client]:
     with dask.config.set(config):
         if options.kind == "slurm":
             cluster = slurm_cluster(options.slurm)
-        elif options.kind == "local":
-            cluster = _local_cluster(options)
         else:
-            raise UserError(f"--cluster must be local or slurm, not {options.kind!r}")
+            with _workers_ignore_ctrl_c():
+                cluster = _local_cluster(options)
         try:
             with Client(cluster) as client:
+                if options.kind == "local":
+                    client.register_plugin(_QuietWorker(runlog.current()), name="datatools-quiet")
                 yield client
         finally:
             cluster.close()
+
+
+def _reachable(address: str) -> None:
+    """A TCP scheduler address that nothing listens on is said at once (Dask's client would
+    retry until its timeout)."""
+    m = SCHEDULER_ADDRESS.match(address)
+    if not m or (m[2] or "tcp") != "tcp":
+        return
+    host = m[3].strip("[]")
+    try:
+        socket.create_connection((host, int(m[4])), timeout=CONNECT_SECONDS).close()
+    except OSError as exc:
+        raise UserError(f"--scheduler {address}: cannot connect ({exc.strerror or exc}); start a "
+                        "Dask scheduler there (`dask scheduler`) or check the address") from None
+
+
+@contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """Ctrl-C reaches every process of the terminal's group: local workers started inside
+    this block ignore it (they inherit SIG_IGN), and the driver alone stops the run."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals are not ours to set
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _QuietWorker(WorkerPlugin):
+    """In each local worker process (restarted ones too): the driver handles Ctrl-C and
+    SIGTERM, and what the worker or its decoders print (FFmpeg's and OpenCV's warnings,
+    Dask's "Compute Failed") goes to the run's log instead of the terminal."""
+
+    def __init__(self, log: runlog.RunLog | None):
+        self.log_path = str(log.start()) if log is not None else None
+
+    def setup(self, worker) -> None:
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker had the driver's
+        except ValueError:
+            pass
+        if self.log_path is not None:
+            fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.close(fd)
 
 
 # Worker settings for clusters this module starts: a task whose worker dies is reported at

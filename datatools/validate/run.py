@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, root_not_found
 from ..failures import TaskFailures
 from ..fsio import DiskError
 from ..lists.build import scan_root
@@ -26,6 +26,21 @@ TRANSIENT = (UNREADABLE, MISSING)
 # The error of a file whose decoder took its worker down twice; the next run tries again (the
 # worker may have died of something else: the OOM killer, a lost node).
 CRASHED = "decoder crashed"
+
+
+class NothingToRestore(UserError):
+    """`validate --restore` where nothing was quarantined: said, and nothing is written."""
+
+
+@dataclass
+class ValidateOptions:
+    check: str = "quick"  # how deep a probe looks: one of LEVELS
+    quarantine: bool = False  # move bad files to ROOT/quarantine/
+
+    def __post_init__(self):
+        if self.check not in LEVELS:
+            raise UserError(f"--check {self.check!r}: choose quick (container and a few frames) "
+                            "or full (every frame)")
 
 
 @dataclass
@@ -84,7 +99,7 @@ def validate(dataset: str, root: Path, level: str = "quick", cluster: ClusterOpt
         targets = [r for r in on_disk if force or not probed_enough(r, level)]
         failures = TaskFailures(root, "validate")
         try:
-            with dask_client(cluster) as client, progress_bar(len(targets), "probing videos") as advance:
+            with dask_client(cluster) as client, progress_bar(len(targets), "validate") as advance:
                 tasks = [(str(root / r.video_path), level) for r in targets]
                 by_path = {t[0]: r for t, r in zip(tasks, targets)}
                 for (path, _), res in map_tasks(client, probe_task, tasks):
@@ -112,7 +127,14 @@ def validate(dataset: str, root: Path, level: str = "quick", cluster: ClusterOpt
 
 
 def restore(dataset: str, root: Path):
-    """Put quarantined files back and record them in the manifest as found again."""
+    """Put quarantined files back and record them in the manifest as found again. A root
+    without a quarantine is left as it is (no lock file, no manifest written)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise root_not_found(root, dataset)
+    if not quarantine.load(root):
+        raise NothingToRestore(f"nothing to restore: {root / quarantine.FOLDER} holds no "
+                               "quarantined file (validate --quarantine puts bad files there)")
     with root_lock(root, "validate --restore"):
         restored, problems = quarantine.restore(root)
         scanned = scan_root(dataset, root)

@@ -25,6 +25,7 @@ from .cli_options import (
     LISTS,
     VALIDATE,
     OptionGroup,
+    config_file,
     deprecated_level,
     existing_file,
     positive,
@@ -60,6 +61,15 @@ ENVIRONMENT = (
 
 app = typer.Typer(help="Turn raw video action-recognition datasets into data MMAction2 trains on.",
                   epilog=ENVIRONMENT, no_args_is_help=True, add_completion=False)
+
+
+def report_failure_line(text: str) -> None:
+    """A failed item (a download): one line on stderr, and the same in the run's log."""
+    from .runlog import current
+    typer.echo(f"error: {one_line(text)}", err=True)
+    log = current()
+    if log is not None:
+        log.error("failed", text)
 
 
 def _print_version(value: bool) -> None:
@@ -173,10 +183,13 @@ def cluster_options(workers=None, scheduler=None, cluster_kind="local", slurm=No
     from .schedule.slurm import parse_slurm_options
     devices = []
     if gpus:
-        devices = visible_gpus() if gpus == "all" else [d.strip() for d in gpus.split(",") if d.strip()]
-        if not devices:
-            raise UserError(f"--gpus {gpus}: no GPU on this machine (`nvidia-smi -L` lists none); "
-                            "leave --gpus out, or run where there is one")
+        present = visible_gpus()
+        devices = present if gpus == "all" else [d.strip() for d in gpus.split(",") if d.strip()]
+        unknown = [d for d in devices if d not in present]
+        if not devices or unknown:
+            raise UserError(f"--gpus {gpus}: " + (f"no GPU {', '.join(unknown)}" if unknown and present
+                            else "no GPU on this machine") + " (`nvidia-smi -L` lists "
+                            f"{', '.join(present) or 'none'}); leave --gpus out, or name listed ids")
     # fork (schedule/client.py, LOCAL_START): these commands run no native thread pool before
     # their cluster starts, but only the console command's own process is known to be fresh
     return ClusterOptions(workers=workers, scheduler=scheduler, kind=cluster_kind,
@@ -244,7 +257,7 @@ def _dataset_app(name: str) -> typer.Typer:
             result = run_download(name, root, download, ui)
         print_download_summary(result, root)
         for failure in result.failures:  # one line each, never wrapped
-            typer.echo(f"error: {one_line(failure)}", err=True)
+            report_failure_line(failure)
         if result.failures:
             raise typer.Exit(EXIT_PROBLEMS)
 
@@ -419,7 +432,7 @@ def mmaction_config(
 @mmaction_app.command("train")
 @command
 def mmaction_train(
-    config: Path = typer.Argument(..., callback=existing_file, metavar="CONFIG.py",
+    config: Path = typer.Argument(..., callback=config_file, metavar="CONFIG.py",
                                   help="A config from `datatools mmaction config`"),
     work_dir: Path = typer.Option(Path("work_dirs/datatools"), metavar="DIR", help="Logs and checkpoints"),
 ):
@@ -457,7 +470,7 @@ def fetch(
     for f in sorted(fetched, key=lambda f: f.path.name):  # sha256sum's format, never wrapped
         typer.echo(f"{f.sha256}  {f.path}")
     for failure in failures:
-        typer.echo(f"error: {one_line(failure)}", err=True)
+        report_failure_line(failure)
     if failures:
         raise typer.Exit(EXIT_PROBLEMS)
 

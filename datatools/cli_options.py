@@ -87,6 +87,15 @@ def existing_file(value: Path | None):
     return value
 
 
+def config_file(value: Path):
+    """An MMEngine config: there, and of a kind MMEngine reads."""
+    existing_file(value)
+    if value.suffix not in (".py", ".yaml", ".yml", ".json"):
+        raise typer.BadParameter(f"{value}: not an MMEngine config (.py, .yaml or .json); write "
+                                 "one with `datatools mmaction config`")
+    return value
+
+
 def existing_dir(value: Path | None):
     if value is None:
         return value

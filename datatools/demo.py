@@ -16,7 +16,13 @@ from . import datasets
 from .extract.options import ExtractOptions
 from .extract.run import extract
 from .lists.build import build_lists
-from .report import console, print_build_summary, print_extract_summary, print_validate_summary
+from .report import (
+    console,
+    heading,
+    print_build_summary,
+    print_extract_summary,
+    print_validate_summary,
+)
 from .schedule.client import ClusterOptions
 from .validate.run import validate
 
@@ -87,32 +93,32 @@ def make_dataset(root: Path, videos_per_class: int = 3) -> Path:
 
 def run_demo(root: Path, videos_per_class: int = 3, workers: int | None = None) -> None:
     root = Path(root)
-    console.rule("1. generate a small UCF101-layout dataset")
+    heading("1. generate a small UCF101-layout dataset")
     make_dataset(root, videos_per_class)
     console.print(f"{len(MOTIONS) * videos_per_class} videos under {root / 'videos'}")
-    console.rule("2. validate (full decode, local Dask cluster)")
+    heading("2. validate (full decode, local Dask cluster)")
     checked = validate("ucf101", root, "full", ClusterOptions(workers=workers))
     print_validate_summary(checked, datasets.get("ucf101").catalog)
     if checked.not_ok:
         raise SystemExit(f"demo: validate found {len(checked.not_ok)} bad video(s)")
-    console.rule("3. build-lists (videos)")
+    heading("3. build-lists (videos)")
     result = build_lists("ucf101", root, ["videos"])
     print_build_summary(result, root)
     if result.problems:
         raise SystemExit(f"demo: build-lists found {result.problems} problem(s)")
-    console.rule("4. extract RGB frames and TV-L1 flow")
+    heading("4. extract RGB frames and TV-L1 flow")
     extracted = extract(root, ExtractOptions(task="both", algo="tvl1"),
                         cluster=ClusterOptions(workers=workers))
     print_extract_summary(extracted, root)
     if extracted.failures:
         raise SystemExit(f"demo: extraction failed for {len(extracted.failures)} video(s)")
-    console.rule("5. build-lists (rawframes, flow)")
+    heading("5. build-lists (rawframes, flow)")
     result = build_lists("ucf101", root, ["videos", "rawframes", "flow"])
     print_build_summary(result, root)
     if result.problems:
         raise SystemExit(f"demo: build-lists found {result.problems} problem(s)")
     if importlib.util.find_spec("mmaction") and importlib.util.find_spec("torch"):
-        console.rule("6. train TSN (ResNet-18, CPU, 2 epochs) from the manifest with MMAction2")
+        heading("6. train TSN (ResNet-18, CPU, 2 epochs) from the manifest with MMAction2")
         from .mmaction.config import ConfigOptions, write_config
         from .mmaction.train import train_and_test
         config = write_config(root, ConfigOptions(depth=18, pretrained=False, crop=64, epochs=2,
@@ -122,5 +128,5 @@ def run_demo(root: Path, videos_per_class: int = 3, workers: int | None = None) 
                       "(4 classes, 2 epochs from scratch: a smoke test, not a result)")
     else:
         console.print("MMAction2 not installed (pip install '.[mmaction]'): training step skipped")
-    console.rule("done")
+    heading("done")
     console.print(f"manifest: {root / 'manifest.parquet'}")

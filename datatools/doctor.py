@@ -75,6 +75,18 @@ def check_module(name: str, dist: str, required: bool, fix: str, attr: str = "__
         return Check(name, False, f"not importable: {str(exc).splitlines()[0][:100]}", required, fix)
 
 
+def check_rar() -> Check:
+    """The RAR readers installed, in the order download tries them (acquire/archives.py)."""
+    from .acquire.archives import RAR_READERS, rar_tools_available
+    found = rar_tools_available()
+    detail = (f"{', '.join(found)} (tried in this order"
+              + (f"; not installed: {', '.join(t for t in RAR_READERS if t not in found)})"
+                 if len(found) < len(RAR_READERS) else ")")) if found else "none"
+    return Check("RAR readers", bool(found), detail, False,
+                 "" if found else "apt-get install p7zip-full (or unar, libarchive-tools); "
+                 "needed for UCF101 and HMDB51 archives")
+
+
 def check_tool(label: str, names: list[str], required: bool, fix: str) -> Check:
     for name in names:
         path = shutil.which(name)
@@ -132,9 +144,7 @@ def collect() -> list[Check]:
                         "decord" if decord.ok else ("PyAV (fallback)" if av.ok else "none"),
                         True, "" if decord.ok or av.ok else "pip install av"))
     checks.append(check_tool("ffmpeg", ["ffmpeg"], False, "apt-get install ffmpeg"))
-    checks.append(check_tool("RAR extractor", ["unar", "bsdtar", "7z", "unrar"], False,
-                             "apt-get install unar (or libarchive-tools / p7zip-full); "
-                             "needed for UCF101 and HMDB51 archives"))
+    checks.append(check_rar())
     checks.append(check_tool("denseflow-compatible binary", ["datatools-flow", "denseflow"], False,
                              "optional: `make native` builds datatools-flow"))
     checks.append(check_torch())

@@ -82,7 +82,8 @@ def _run_steps(name: str, root: Path, opts: PrepareOptions) -> bool:
     for n, step in enumerate(opts.steps, start=1):
         heading(f"{n}/{len(opts.steps)} {step}")
         if step == "download":
-            result = download(name, root, opts.download)
+            with report.DownloadProgress() as ui:
+                result = download(name, root, opts.download, ui)
             report.print_download_summary(result, root)
             for failure in result.failures:
                 plain(f"error: {one_line(failure)}")

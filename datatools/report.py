@@ -163,6 +163,12 @@ def progress_bar(total: int, step: str, what: str = "videos",
     global running
     state = StepProgress(step, total, what, unit=unit, started=time.monotonic())
     running = state
+    yield from _show_progress(state)
+    running = None  # finished: an interruption later is not this step's (kept if it raised)
+
+
+def _show_progress(state: StepProgress) -> Iterator[Callable[..., None]]:
+    total, step = state.total, state.step
     if console.is_terminal:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TimeRemainingColumn())

@@ -108,32 +108,46 @@ def exception_text(exc: BaseException) -> str:
 def run_log(name: str, root: Path | None, argv: list[str]) -> Iterator[RunLog]:
     """Keep this run's log for the block: header first, then Python's and the libraries'
     logging and warnings go to the file instead of the terminal."""
-    global _current
+    global _current, _saved
     log = RunLog(root, name, _header(argv))
     handler = _ToRunLog(log)
     top = logging.getLogger()
-    saved = [(top, top.level, top.handlers[:], top.propagate)]
-    for logger_name in LIBRARY_LOGGERS:
-        lib = logging.getLogger(logger_name)
-        saved.append((lib, lib.level, lib.handlers[:], lib.propagate))
-        for h in lib.handlers[:]:
-            if isinstance(h, logging.StreamHandler):
-                lib.removeHandler(h)  # the terminal: this run's file takes their place
-        lib.propagate = True
+    previous_saved, _saved = _saved, [(top, top.level, top.handlers[:], top.propagate)]
     top.addHandler(handler)
     top.setLevel(logging.INFO)
     logging.captureWarnings(True)
     previous, _current = _current, log
+    adopt_library_logs()
     try:
         yield log
     finally:
         _current = previous
         logging.captureWarnings(False)
         top.removeHandler(handler)
-        for logger, level, handlers, propagate in saved:
+        for logger, level, handlers, propagate in reversed(_saved):
             logger.setLevel(level)
             logger.handlers[:] = handlers
             logger.propagate = propagate
+        _saved = previous_saved
+
+
+_saved: list = []  # loggers as they were before this run's log took them over
+
+
+def adopt_library_logs() -> None:
+    """Send the libraries' loggers to this run's log instead of the terminal. Dask configures
+    its logging when it is first imported, so whoever imports it calls this again after."""
+    if _current is None:
+        return
+    for logger_name in LIBRARY_LOGGERS:
+        lib = logging.getLogger(logger_name)
+        streams = [h for h in lib.handlers if isinstance(h, logging.StreamHandler)]
+        if not streams and lib.propagate:
+            continue
+        _saved.append((lib, lib.level, lib.handlers[:], lib.propagate))
+        for h in streams:
+            lib.removeHandler(h)  # the terminal: this run's file takes their place
+        lib.propagate = True
 
 
 def _utc() -> str:

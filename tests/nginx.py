@@ -64,12 +64,13 @@ class Request:
 
 
 class Nginx:
-    def __init__(self, base: Path, extra_http: str = "", extra_server: str = ""):
+    def __init__(self, base: Path, extra_http: str = "", extra_server: str = "",
+                 port: int | None = None):
         self.base = base
         self.www = base / "www"
         self.www.mkdir(parents=True, exist_ok=True)
         (base / "tmp").mkdir(exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         # The stall target: accepts connections (kernel backlog) and never reads or answers.
         self.silent = socket.socket()
         self.silent.bind(("127.0.0.1", 0))

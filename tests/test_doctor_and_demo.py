@@ -30,8 +30,10 @@ def test_doctor_reports_each_component_on_one_line_and_passes_here():
                for line in lines)
     assert any(line.startswith("ok      opencv wheels: opencv-contrib-python-headless")
                for line in lines)
-    for name in ("python", "decord", "av", "ffmpeg", "RAR extractor", "torch", "mmaction2"):
+    for name in ("python", "decord", "av", "ffmpeg", "RAR readers", "torch", "mmaction2"):
         assert any(f" {name}:" in line for line in lines), name
+    # In the order download tries them (CI installs all three).
+    assert "ok      RAR readers: 7z, unar, bsdtar (tried in this order)" in lines
     mm = next(line for line in lines if " mmaction2:" in line)
     assert "mmaction.models.localizers.drn" in mm
 

@@ -243,7 +243,7 @@ def test_server_errors_give_clear_errors_and_a_nonzero_exit(server, tmp_path, wh
     started = time.monotonic()
     r = run("ucf101", "download", "--root", tmp_path / "ucf101", "--mirror", mirror, *options)
     assert r.returncode == 1
-    failures = r.stderr.splitlines()
+    failures = [line for line in r.stderr.splitlines() if not line.startswith("log: ")]
     assert len(failures) == 2 and all(ln.startswith("error: ") and message in ln for ln in failures), \
         r.stderr
     assert time.monotonic() - started < 20
@@ -260,6 +260,22 @@ def test_a_hostile_archive_from_the_server_is_refused_and_nothing_escapes(server
     assert "member '../../escaped.avi' contains '..'; nothing was extracted" in r.stderr
     assert not list(tmp_path.rglob("escaped.avi")) and not list(tmp_path.rglob("ok.avi"))
     assert not (root / "videos").exists()
+
+
+def test_an_archive_not_laid_out_as_the_dataset_publishes_is_refused(server, tmp_path):
+    """A UCF101.rar without UCF101/<Class>/*.avi (here: the clips flat) is not unpacked into
+    videos/ with exit 0: it is refused, saying what was expected."""
+    www = server.www / "flat"
+    served.ucf101(www)
+    served.zip_of(www / "UCF101.rar", {"UCF101/v_Archery_g01_c01.avi": served.CLIP,
+                                       "UCF101/v_Archery_g02_c01.avi": served.CLIP})
+    root = tmp_path / "ucf101"
+    r = run("ucf101", "download", "--root", root, "--mirror", server.url("flat/"))
+    assert r.returncode == 1, r.stdout + r.stderr
+    (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert "UCF101.rar: refused, it does not hold ucf101's videos as published (expected " \
+           "<Class>/<name>.<ext> videos, found 2 video(s), e.g. v_Archery_g01_c01.avi)" in line
+    assert not (root / "videos").exists() and not (root / "downloads" / "UCF101.rar").exists()
 
 
 def test_fetch_downloads_plain_urls_in_parallel_and_checks_a_given_sha256(server, tmp_path):
@@ -335,3 +351,106 @@ def test_a_truncated_archive_is_not_kept_and_is_fetched_again(server, tmp_path):
     assert len(server.requests(f"/cut/{splits.name}")) == asked + 1
     assert (root / "annotations" / "classInd.txt").is_file()
     assert records(root)[splits.name]["stage"] == "unpacked"
+
+
+# --- servers that drop connections and ask to come back later ------------------------------
+
+class CuttingRelay:
+    """nginx's upstream for /cut/: forwards each request to nginx's plain location and cuts
+    the connection after `cut` bytes of the answer. nginx (unbuffered) then closes its client's
+    connection mid-body, as a flaky server or network does."""
+
+    def __init__(self, upstream_port: int, cut: int):
+        import socket
+        import threading
+        self.upstream, self.cut = upstream_port, cut
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.cuts = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import socket
+        import threading
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._relay, args=(client, socket), daemon=True).start()
+
+    def _relay(self, client, socket) -> None:
+        with client, socket.create_connection(("127.0.0.1", self.upstream)) as up:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                chunk = client.recv(65536)
+                if not chunk:
+                    return
+                request += chunk
+            up.sendall(request)
+            sent = 0
+            while sent < self.cut:
+                chunk = up.recv(min(65536, self.cut - sent))
+                if not chunk:
+                    return  # the whole answer fitted
+                client.sendall(chunk)
+                sent += len(chunk)
+            self.cuts += 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def flaky_server(tmp_path_factory):
+    """nginx with /cut/ (through CuttingRelay, 2 MiB per connection) and /busy/ (one request
+    per 2 s; more get 429 with Retry-After: 2)."""
+    require_tool("nginx")
+    base = tmp_path_factory.mktemp("flaky")
+    port = free_port()
+    relay = CuttingRelay(port, 2 << 20)
+    ng = Nginx(base, extra_http="limit_req_zone $binary_remote_addr zone=busy:1m rate=30r/m;",
+               extra_server=f"""
+        location /cut/ {{ proxy_pass http://127.0.0.1:{relay.port}/; proxy_buffering off; }}
+        location /busy/ {{ alias {base}/www/; limit_req zone=busy nodelay; limit_req_status 429;
+                          add_header Retry-After 2 always; }}""", port=port)
+    yield ng, relay
+    ng.stop()
+    relay.close()
+
+
+def test_a_download_cut_more_often_than_the_retry_budget_completes_byte_identical(flaky_server, tmp_path):
+    """12 MiB through a server that drops every connection after 2 MiB: seven tries, more
+    than --retries 2 allows in a row; each try brings bytes and resets the budget."""
+    server, relay = flaky_server
+    data = os.urandom(12 << 20)
+    (server.www / "big.bin").write_bytes(data)
+    r = run("fetch", server.url("cut/big.bin"), "--to", tmp_path, "--retries", "2", timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "big.bin").read_bytes() == data
+    assert f"{hashlib.sha256(data).hexdigest()}  {tmp_path / 'big.bin'}" in r.stdout
+    tries = server.requests("/cut/big.bin")
+    assert relay.cuts >= 5 and len(tries) >= 6, tries
+    assert all(t.range.startswith("bytes=") for t in tries[1:])  # each try resumed
+
+
+def test_a_busy_server_is_asked_again_when_its_retry_after_says(flaky_server, tmp_path):
+    """429 with Retry-After: 2. With a backoff of 10 ms, five quick retries would all be
+    refused inside nginx's 2 s window; waiting what the server said gets the file."""
+    import urllib.request
+
+    from datatools.acquire.http import HttpOptions, Records, Remote, fetch
+    server, _ = flaky_server
+    data = os.urandom(100_000)
+    (server.www / "small.bin").write_bytes(data)
+    urllib.request.urlopen(server.url("busy/small.bin")).read()  # takes the window's one request
+    started = time.monotonic()
+    got = fetch(Remote(server.url("busy/small.bin"), "small.bin"), tmp_path / "small.bin",
+                Records(tmp_path), HttpOptions(retries=5, backoff=0.01))
+    assert got.path.read_bytes() == data
+    statuses = [t.status for t in server.requests("/busy/small.bin")]
+    assert statuses[0] == 200 and 429 in statuses and statuses[-1] == 200, statuses
+    assert statuses.count(429) <= 2, statuses  # asked again when told, not in a tight loop
+    assert time.monotonic() - started >= 1.5

@@ -353,8 +353,11 @@ def _extract_tar(archive: Path, tmp: Path, keep_links: bool) -> None:
 
 # --- RAR ---------------------------------------------------------------------------------
 
+RAR_READERS = ("7z", "unar", "bsdtar")  # the order they are tried in (module docstring)
+
+
 def rar_tools_available() -> list[str]:
-    return [t for t in ("7z", "unar", "bsdtar") if shutil.which(t if t != "unar" else "lsar")
+    return [t for t in RAR_READERS if shutil.which(t if t != "unar" else "lsar")
             and shutil.which(t)]
 
 

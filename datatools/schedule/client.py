@@ -45,6 +45,8 @@ from .resources import (
 )
 from .slurm import SlurmOptions, slurm_cluster
 
+runlog.adopt_library_logs()  # distributed has just set up its logging: to the run's log
+
 
 @dataclass
 class ClusterOptions:

@@ -77,7 +77,7 @@ class RunLog:
 
 class _ToRunLog(logging.Handler):
     def __init__(self, log: RunLog):
-        super().__init__(logging.INFO)
+        super().__init__(logging.WARNING)
         self.log = log
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
 
@@ -114,7 +114,7 @@ def run_log(name: str, root: Path | None, argv: list[str]) -> Iterator[RunLog]:
     top = logging.getLogger()
     previous_saved, _saved = _saved, [(top, top.level, top.handlers[:], top.propagate)]
     top.addHandler(handler)
-    top.setLevel(logging.INFO)
+    top.setLevel(logging.WARNING)  # the libraries' warnings and errors, not their chatter
     logging.captureWarnings(True)
     previous, _current = _current, log
     adopt_library_logs()

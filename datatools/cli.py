@@ -25,6 +25,7 @@ from .cli_options import (
     LISTS,
     VALIDATE,
     OptionGroup,
+    check_groups,
     config_file,
     deprecated_level,
     existing_file,
@@ -44,6 +45,7 @@ from .errors import (
     EXIT_USAGE,
     UserError,
     one_line,
+    shell_word,
 )
 
 ENVIRONMENT = (
@@ -61,15 +63,6 @@ ENVIRONMENT = (
 
 app = typer.Typer(help="Turn raw video action-recognition datasets into data MMAction2 trains on.",
                   epilog=ENVIRONMENT, no_args_is_help=True, add_completion=False)
-
-
-def report_failure_line(text: str) -> None:
-    """A failed item (a download): one line on stderr, and the same in the run's log."""
-    from .runlog import current
-    typer.echo(f"error: {one_line(text)}", err=True)
-    log = current()
-    if log is not None:
-        log.error("failed", text)
 
 
 def _print_version(value: bool) -> None:
@@ -252,12 +245,12 @@ def _dataset_app(name: str) -> typer.Typer:
     def download_cmd(root: Path = root_option(name), download=None):
         """Download (or take from --from-dir), verify and unpack into the root's layout."""
         from .acquire.session import download as run_download
-        from .report import DownloadProgress, print_download_summary
+        from .report import DownloadProgress, print_download_summary, report_failure
         with DownloadProgress() as ui:
             result = run_download(name, root, download, ui)
         print_download_summary(result, root)
         for failure in result.failures:  # one line each, never wrapped
-            report_failure_line(failure)
+            report_failure(f"error: {failure}", stderr=True)
         if result.failures:
             raise typer.Exit(EXIT_PROBLEMS)
 
@@ -364,7 +357,7 @@ def cluster_sbatch(
     check_datatools_command(args)
     atomic_write(out, batch_script(args, job_name, partition, account, time, cpus, mem, extra or []))
     out.chmod(0o755)
-    typer.echo(f"wrote {out}; submit with: sbatch {shlex.quote(str(out))}")
+    typer.echo(f"wrote {out}; submit with: sbatch {shell_word(out)}")
 
 
 def check_datatools_command(args: list[str]) -> None:
@@ -389,12 +382,22 @@ def check_datatools_command(args: list[str]) -> None:
             raise UserError(f"cluster sbatch: `{command}`: `{ctx.command_path}` has no command "
                             f"{name!r}; see `{ctx.command_path} --help`")
         cmd, ctx = sub, typer.Context(sub, info_name=name, parent=ctx)
+    if "--help" in rest:
+        raise UserError(f"cluster sbatch: `{command}` asks for help, not work; write the "
+                        "command the job should run")
     try:
-        with cmd.make_context(ctx.info_name, rest, parent=ctx.parent):
-            pass  # parsing the options checks them (types, ranges, required ones)
+        with cmd.make_context(ctx.info_name, rest, parent=ctx.parent) as parsed:
+            # Parsing checks types, ranges and required options; the groups' records the rest
+            # (a --check, a --scheduler address, a --steps list is the command's own).
+            check_groups(cmd.callback, parsed.params)
+            if "steps" in parsed.params:
+                from .prepare import parse_steps
+                parse_steps(parsed.params["steps"])
     except typer.TyperException as exc:
         raise UserError(f"cluster sbatch: `{command}` would not run: "
                         f"{exc.format_message()}") from None
+    except UserError as exc:
+        raise UserError(f"cluster sbatch: `{command}` would not run: {exc}") from None
 
 
 mmaction_app = typer.Typer(help="Train with MMAction2 from a manifest.", no_args_is_help=True)
@@ -425,7 +428,7 @@ def mmaction_config(
     from .mmaction.config import ConfigOptions, write_config
     path = write_config(root, ConfigOptions(model, modality, input, split, depth, pretrained, crop,
                                             clips, epochs, batch_size, workers, lr), out)
-    typer.echo(f"wrote {path}; train with: datatools mmaction train {shlex.quote(str(path))} "
+    typer.echo(f"wrote {path}; train with: datatools mmaction train {shell_word(path)} "
                "(or MMAction2's tools/train.py)")
 
 
@@ -452,13 +455,13 @@ def fetch(
                                          help="Expected sha256, 64 hex digits (with a single URL)"),
     timeout: float = typer.Option(30.0, callback=positive, metavar="SECONDS",
                                   help="Seconds without data before a try fails (above 0)"),
-    retries: int = typer.Option(5, min=0, metavar="N", help="Further tries after a failed one "
-                                "(connection errors, timeouts, 408, 429, 5xx); reset whenever "
-                                "bytes arrive"),
+    retries: int = typer.Option(5, min=0, metavar="N", help="Further tries after failed ones in "
+                                "a row (connection errors, timeouts, 408, 429, 5xx); reset when "
+                                "a try gets further"),
 ):
     """Download files with resume, retries and sha256 (what `download` uses, for any URL)."""
     from .acquire.http import HttpOptions, check_url, fetch_urls
-    from .report import DownloadProgress
+    from .report import DownloadProgress, report_failure
     for url in urls:
         check_url(url)
     if sha256 and len(urls) > 1:
@@ -470,7 +473,7 @@ def fetch(
     for f in sorted(fetched, key=lambda f: f.path.name):  # sha256sum's format, never wrapped
         typer.echo(f"{f.sha256}  {f.path}")
     for failure in failures:
-        report_failure_line(failure)
+        report_failure(f"error: {failure}", stderr=True)
     if failures:
         raise typer.Exit(EXIT_PROBLEMS)
 

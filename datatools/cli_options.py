@@ -19,6 +19,7 @@ from typing import Any, Optional
 import typer
 
 from .errors import UserError
+from .status import PROBE_LEVELS as CHECKS  # the probe depths, --check
 
 
 @dataclass
@@ -46,8 +47,18 @@ def with_options(*groups: OptionGroup):
             return fn(*args, **kwargs)
 
         run.__signature__ = sig.replace(parameters=kept + added)
+        run.option_groups = groups  # what `cluster sbatch` checks a command's options with
         return run
     return wrap
+
+
+def check_groups(callback, params: dict) -> None:
+    """Build each option group of a command from parsed values, as running it would: what
+    `cluster sbatch` does to check a command before a batch job runs it."""
+    while callback is not None:
+        for g in getattr(callback, "option_groups", ()):
+            g.build(**{name: params[name] for name, _, _ in g.params if name in params})
+        callback = getattr(callback, "__wrapped__", None)
 
 
 # --- checks a type cannot make ---------------------------------------------------------------
@@ -146,15 +157,13 @@ DOWNLOAD = OptionGroup("download", [
     ("timeout", float, typer.Option(30.0, callback=positive, metavar="SECONDS",
                                     help="Seconds without data before a try fails (above 0)")),
     ("retries", int, typer.Option(5, min=0, metavar="N",
-                                  help="Further tries after a failed one (connection errors, "
-                                       "timeouts, 408, 429, 5xx); reset whenever bytes arrive")),
+                                  help="Further tries after failed ones in a row (connection "
+                                       "errors, timeouts, 408, 429, 5xx); reset when a try gets "
+                                       "further")),
 ], _download)
 
 
 # --- validate --------------------------------------------------------------------------------
-
-CHECKS = ("quick", "full")  # validate.run.LEVELS
-
 
 def _validate(check, quarantine):
     from .validate.run import ValidateOptions

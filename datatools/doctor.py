@@ -77,14 +77,14 @@ def check_module(name: str, dist: str, required: bool, fix: str, attr: str = "__
 
 def check_rar() -> Check:
     """The RAR readers installed, in the order download tries them (acquire/archives.py)."""
-    from .acquire.archives import RAR_READERS, rar_tools_available
+    from .acquire.archives import RAR_PACKAGES, RAR_READERS, rar_tools_available
     found = rar_tools_available()
     detail = (f"{', '.join(found)} (tried in this order"
               + (f"; not installed: {', '.join(t for t in RAR_READERS if t not in found)})"
                  if len(found) < len(RAR_READERS) else ")")) if found else "none"
     return Check("RAR readers", bool(found), detail, False,
-                 "" if found else "apt-get install p7zip-full (or unar, libarchive-tools); "
-                 "needed for UCF101 and HMDB51 archives")
+                 "" if found else f"install one of {RAR_PACKAGES}; needed for UCF101 and "
+                 "HMDB51 archives")
 
 
 def check_tool(label: str, names: list[str], required: bool, fix: str) -> Check:

@@ -3,6 +3,8 @@ exit codes, one meaning each, that a batch scheduler reads."""
 
 from __future__ import annotations
 
+import shlex
+
 EXIT_PROBLEMS = 1  # the step ran; the data has problems it reported (missing, corrupt, failed)
 EXIT_USAGE = 2  # bad options or input the user must fix (one line says what)
 EXIT_INTERNAL = 3  # a bug in datatools or a library: the line names the log with the traceback
@@ -18,13 +20,19 @@ def one_line(text: str) -> str:
     return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
+def shell_word(value) -> str:
+    """A path or value as it must be typed in a command a message suggests (quoted if it
+    holds spaces or other characters a shell reads)."""
+    return shlex.quote(str(value))
+
+
 class UserError(Exception):
     """An error the CLI prints as one line (no traceback) before exiting non-zero."""
 
 
 def root_not_found(root, dataset: str | None = None) -> UserError:
     return UserError(f"{root}: data root not found; create it or run "
-                     f"`datatools {dataset or '<dataset>'} download --root {root}`")
+                     f"`datatools {dataset or '<dataset>'} download --root {shell_word(root)}`")
 
 
 class AnnotationError(UserError):

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__, status
-from .errors import UserError
+from .errors import UserError, shell_word
 from .fsio import atomic_write_many
 
 # 2: status `unchecked`; probe_status, mtime_ns and inode (a probe stays attached to its file)
@@ -179,7 +179,7 @@ def read_manifest(root: Path) -> tuple[list[VideoRecord], ManifestMeta] | None:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ManifestUnreadable(
             f"{path}: unreadable ({reason}); rebuild it with `datatools <dataset> build-lists "
-            f"--root {root}` (it recreates the manifest from the annotations, the files on disk "
+            f"--root {shell_word(root)}` (it recreates the manifest from the annotations, the files on disk "
             "and the completion records, and keeps this file aside)") from None
     present = [name for name in FIELDS if name in table.column_names]
     columns = [table.column(name).to_pylist() for name in present]
@@ -230,7 +230,7 @@ def require_manifest(root: Path) -> tuple[list[VideoRecord], ManifestMeta]:
     loaded = read_manifest(root)
     if loaded is None:
         raise UserError(f"{manifest_path(root)}: no manifest; run `datatools <dataset> "
-                        f"build-lists --root {root}` (or validate) first")
+                        f"build-lists --root {shell_word(root)}` (or validate) first")
     return loaded
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import datasets
 from .acquire.session import DownloadOptions
-from .errors import UserError, one_line
+from .errors import UserError
 from .extract.options import ExtractOptions
 from .extract.run import Selection
 from .lists.build import ListOptions
@@ -51,27 +52,15 @@ def prepare(name: str, root: Path, opts: PrepareOptions) -> bool:
     extraction), or with `strict` if videos are missing or bad. Missing videos alone are a
     count in the summary: Kinetics always has some."""
     root = Path(root)
-    _check_selection(name, opts.selection)
+    datasets.get(name).check_selection(opts.selection.split, opts.selection.subset)
     if "download" in opts.steps:
         root.mkdir(parents=True, exist_ok=True)
     with root_lock(root, "prepare"):
         return _run_steps(name, root, opts)
 
 
-def _check_selection(name: str, sel: Selection) -> None:
-    """What extract will select is checked before the first step, not hours later."""
-    from . import datasets
-    ds = datasets.get(name)
-    if sel.split > ds.num_splits:
-        raise UserError(f"--split {sel.split}: {name} has {ds.num_splits} split(s), numbered "
-                        f"1..{ds.num_splits}")
-    known = ds.list_subsets
-    if sel.subset is not None and sel.subset not in known:
-        raise UserError(f"--subset {sel.subset}: {name} has the subsets {', '.join(known)}")
-
-
 def _run_steps(name: str, root: Path, opts: PrepareOptions) -> bool:
-    from . import datasets, report
+    from . import report
     from .acquire.session import download
     from .extract.run import extract
     from .lists.build import build_lists
@@ -86,7 +75,7 @@ def _run_steps(name: str, root: Path, opts: PrepareOptions) -> bool:
                 result = download(name, root, opts.download, ui)
             report.print_download_summary(result, root)
             for failure in result.failures:
-                plain(f"error: {one_line(failure)}")
+                report.report_failure(f"error: {failure}", stderr=True)
             if result.failures:
                 later = ",".join(s for s in opts.steps if s != "download")
                 plain(f"error: the download step failed on {len(result.failures)} file(s); if the "

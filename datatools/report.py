@@ -28,16 +28,19 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from .errors import shell_word
+
 SHOW = 5  # offenders named per problem before "... and N more"
 
 PROGRESS_ENV = "DATATOOLS_PROGRESS_SECONDS"  # seconds between plain progress lines
 
 
 def _console() -> Console:
+    # No markup: what is printed holds paths, and `[` in a path is not a style.
     if sys.stdout.isatty():
-        return Console(highlight=False)
+        return Console(highlight=False, markup=False)
     # Not a terminal: Rich would wrap at 80 columns and split paths; lines stay whole instead.
-    return Console(highlight=False, soft_wrap=True, width=4096)
+    return Console(highlight=False, markup=False, soft_wrap=True, width=4096)
 
 
 console = _console()
@@ -52,8 +55,13 @@ def heading(text: str) -> None:
 
 
 def plain(text: str) -> None:
-    """A line printed as it is (no markup: paths may hold brackets)."""
-    console.print(text, markup=False)
+    """A line printed as it is."""
+    console.print(text)
+
+
+def warn(text: str) -> None:
+    """A line that asks for attention (yellow on a terminal)."""
+    console.print(text, style="yellow")
 
 
 def progress_seconds() -> float:
@@ -102,14 +110,27 @@ def name_some(records, what: str, attr: str = "key") -> str:
     return f"{len(records)} {what}: {', '.join(names)}{more}"
 
 
-def report_failure(what: str, status: str, error: str | None, detail: str | None = None) -> None:
-    """One failed item as it happens: one line on the console, the whole story in the log."""
+def report_failure(line: str, detail: str | None = None, stderr: bool = False) -> None:
+    """One failed item (a video, a download) as it happens: one line on the terminal (or on
+    stderr), and the whole story (a traceback, a tool's output) in the run's log."""
     from .errors import one_line
     from .runlog import current
-    plain(f"{status}: {what}: {one_line(error or '')}")
+    line = one_line(line)
+    if stderr:
+        print(line, file=sys.stderr, flush=True)
+    else:
+        plain(line)
     log = current()
     if log is not None:
-        log.error(f"{status}: {what}", detail or error or "")
+        log.error(line, detail or "")
+
+
+def log_lines(lines: list[str]) -> None:
+    """Lines for the run's log only (the terminal shows the first few)."""
+    from .runlog import current
+    log = current()
+    if log is not None and lines:
+        log.write("\n".join(lines))
 
 
 def print_build_summary(result, root) -> None:
@@ -121,37 +142,37 @@ def print_build_summary(result, root) -> None:
     console.print(table)
     console.print(f"label map: {result.label_source}")
     if result.rebuilt_from is not None:
-        console.print(f"[yellow]the manifest was unreadable: kept aside as {result.rebuilt_from}, "
-                      "rebuilt from the annotations, the files on disk and the completion "
-                      "records[/yellow]")
+        warn(f"the manifest was unreadable: kept aside as {result.rebuilt_from}, "
+             "rebuilt from the annotations, the files on disk and the completion "
+             "records")
     if result.unchecked:
         console.print(f"{len(result.unchecked):,} listed video(s) were never checked (status "
-                      f"unchecked); `datatools {result.dataset} validate --root {root}` checks "
+                      f"unchecked); `datatools {result.dataset} validate --root {shell_word(root)}` checks "
                       "them and later lists leave out the bad ones")
     if result.bad:
-        console.print("[yellow]" + name_some(result.bad, "video(s) left out of the lists as bad "
-                      "(empty or failed validate; see status and error in the manifest)",
-                      "video_path") + "[/yellow]")
+        warn(name_some(result.bad, "video(s) left out of the lists as bad "
+                       "(empty or failed validate; see status and error in the manifest)",
+                       "video_path"))
     if result.incomplete:
-        console.print("[yellow]" + name_some(result.incomplete, "frame folders hold fewer files "
-                      "than their completion record counts, or were made from an earlier "
-                      "version of the video (extract_status incomplete or stale; not listed; "
-                      "re-run `datatools extract`)", "frame_dir") + "[/yellow]")
+        warn(name_some(result.incomplete, "frame folders hold fewer files "
+                       "than their completion record counts, or were made from an earlier "
+                       "version of the video (extract_status incomplete or stale; not listed; "
+                       "re-run `datatools extract`)", "frame_dir"))
     if result.missing:
-        console.print("[yellow]" + name_some(result.missing, "videos in a split but missing on "
-                      "disk (status=missing in the manifest)") + "[/yellow]")
+        warn(name_some(result.missing, "videos in a split but missing on "
+                       "disk (status=missing in the manifest)"))
     if result.extra:
         console.print(name_some(result.extra, "files on disk in no split (status=extra, not listed)",
                                 "video_path"))
     if result.no_extraction:
         plain(f"no frames extracted yet under {root}: the rawframes and flow lists are empty; "
-              f"run `datatools extract --root {root}`, then build-lists again")
+              f"run `datatools extract --root {shell_word(root)}`, then build-lists again")
     if result.no_frames:
-        console.print("[yellow]" + name_some(result.no_frames, "frame folders with no img_ "
-                      "files (not listed; run `datatools extract`)", "frame_dir") + "[/yellow]")
+        warn(name_some(result.no_frames, "frame folders with no img_ "
+                       "files (not listed; run `datatools extract`)", "frame_dir"))
     if result.flow_mismatch:
-        console.print("[yellow]" + name_some(result.flow_mismatch, "frame folders whose flow_x "
-                      "and flow_y counts differ (no flow listed)", "frame_dir") + "[/yellow]")
+        warn(name_some(result.flow_mismatch, "frame folders whose flow_x "
+                       "and flow_y counts differ (no flow listed)", "frame_dir"))
 
 
 @contextmanager
@@ -170,7 +191,7 @@ def progress_bar(total: int, step: str, what: str = "videos",
 def _show_progress(state: StepProgress) -> Iterator[Callable[..., None]]:
     total, step = state.total, state.step
     if console.is_terminal:
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=console, transient=False) as progress:
             task = progress.add_task(step, total=total)
@@ -210,6 +231,7 @@ def print_validate_summary(result, catalog) -> None:
         console.print(f"{result.probed:,} video(s) probed; {result.kept:,} unchanged since an earlier "
                       "probe at this level or deeper kept its verdict (--force probes them again)")
     bad = [r for r in result.records if r.status not in ("ok", "missing", "extra", "unchecked")]
+    log_lines([f"{r.status}: {r.video_path}: {r.error}" for r in bad])
     for r in bad[:SHOW]:
         plain(f"  {r.status}: {r.video_path}: {r.error}")
     if len(bad) > SHOW:
@@ -273,7 +295,7 @@ class DownloadProgress:
     from several threads."""
 
     def __init__(self):
-        columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+        columns = (TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(),
                    TransferSpeedColumn(), TimeRemainingColumn())
         self.progress = Progress(*columns, console=console, transient=False) \
             if console.is_terminal else None
@@ -365,8 +387,8 @@ def print_download_summary(result, root) -> None:
         console.print(f"{len(unverified)} file(s) had no published checksum: sha256 computed and "
                       "recorded in downloads/records.jsonl")
     for subset, missing in result.missing.items():
-        console.print(f"[yellow]{len(missing):,} {subset} clip(s) named in the annotations were in "
-                      f"no archive: listed in {root}/downloads/missing_{subset}.txt[/yellow]")
+        warn(f"{len(missing):,} {subset} clip(s) named in the annotations were in "
+             f"no archive: listed in {root}/downloads/missing_{subset}.txt")
     if result.unmatched:
         console.print(f"{len(result.unmatched):,} file(s) in the archives are in no annotation: "
                       f"moved to {root}/downloads/unmatched/")

@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,16 @@ LOG_FOLDER = "logs"  # inside the data root
 LIBRARY_LOGGERS = ("distributed", "dask", "dask_jobqueue", "tornado", "asyncio")
 
 _current: RunLog | None = None
+_logs: weakref.WeakSet = weakref.WeakSet()  # every live log, for the fork handler below
+
+
+def _after_fork_in_child() -> None:
+    # A worker forked while a driver thread held a log's lock would wait for it forever.
+    for log in list(_logs):
+        log._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class RunLog:
@@ -34,17 +45,13 @@ class RunLog:
     created at its first line (the header comes first), so a command that had nothing to log,
     such as one refused for its options, leaves no file behind."""
 
-    def __init__(self, root: Path | None, name: str, header: str = ""):
-        self.root, self.name, self.header = root, name, header
+    def __init__(self, root: Path | None, name: str, argv: list[str]):
+        self.root, self.name, self.argv = root, name, argv
         self._path: Path | None = None
         self._lock = threading.Lock()
         self._started = False
         self.pid = os.getpid()
-        # A worker forked while a driver thread held the lock would wait for it forever.
-        os.register_at_fork(after_in_child=self._after_fork)
-
-    def _after_fork(self) -> None:
-        self._lock = threading.Lock()
+        _logs.add(self)
 
     @property
     def path(self) -> Path:
@@ -61,7 +68,7 @@ class RunLog:
         with self._lock, open(self.path, "a", encoding="utf-8", errors="replace") as f:
             if not self._started:
                 self._started = True
-                f.write(self.header)
+                f.write(_header(self.argv))
             f.write(text if text.endswith("\n") else text + "\n")
 
     def start(self) -> Path:
@@ -82,9 +89,10 @@ class _ToRunLog(logging.Handler):
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        if os.getpid() != self.log.pid:
-            return  # a forked worker: what it says reaches the log through its stderr
         try:
+            if os.getpid() != self.log.pid:  # a forked worker: its stderr is the log (client.py)
+                sys.stderr.write(self.format(record) + "\n")
+                return
             self.log.write(self.format(record))
         except Exception:  # logging must never stop a command
             self.handleError(record)
@@ -97,7 +105,7 @@ def current() -> RunLog | None:
 
 def log_for(root: Path | None, name: str) -> RunLog:
     """The current run's log, or (for library callers, which have none) a new one."""
-    return _current or RunLog(root, name, _header(sys.argv))
+    return _current or RunLog(root, name, sys.argv)
 
 
 def exception_text(exc: BaseException) -> str:
@@ -109,7 +117,7 @@ def run_log(name: str, root: Path | None, argv: list[str]) -> Iterator[RunLog]:
     """Keep this run's log for the block: header first, then Python's and the libraries'
     logging and warnings go to the file instead of the terminal."""
     global _current, _saved
-    log = RunLog(root, name, _header(argv))
+    log = RunLog(root, name, argv)
     handler = _ToRunLog(log)
     top = logging.getLogger()
     previous_saved, _saved = _saved, [(top, top.level, top.handlers[:], top.propagate)]
@@ -154,14 +162,26 @@ def _utc() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+# What a run's results depend on, as installed (package metadata: nothing is imported).
+PACKAGES = ("numpy", "opencv-contrib-python-headless", "decord", "av", "pyarrow", "dask",
+            "distributed", "dask-jobqueue", "torch", "mmaction2")
+
+
 def _header(argv: list[str]) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     from . import __version__
     versions = [f"datatools {__version__}", f"python {platform.python_version()}"]
-    for module in ("numpy", "cv2", "decord", "av", "dask", "distributed", "pyarrow", "torch"):
-        mod = sys.modules.get(module)  # only what this process has loaded: no import here
-        if mod is not None:
-            versions.append(f"{module} {getattr(mod, '__version__', '?')}")
-    return (f"command: {shlex.join(argv)}\ncwd: {os.getcwd()}\nhost: {platform.node()} "
+    for package in PACKAGES:
+        try:
+            versions.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            continue
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the folder the command was started in is gone
+        cwd = os.environ.get("PWD", "?") + " (deleted)"
+    return (f"command: {shlex.join(argv)}\ncwd: {cwd}\nhost: {platform.node()} "
             f"(PID {os.getpid()})\nstarted: {_utc()}\nversions: {', '.join(versions)}\n")
 
 

@@ -33,3 +33,7 @@ LISTED = (OK, UNCHECKED)  # the video statuses a videos list holds
 DONE, SKIPPED, REFUSED = "done", "skipped", "refused"
 INCOMPLETE, STALE, FAILED = "incomplete", "stale", "failed"
 UNLISTED_EXTRACTIONS = (INCOMPLETE, STALE)  # frame folders no rawframes/flow list holds
+
+# How deep a probe looked (the manifest's probe_level; validate's --check): a `full` probe
+# stands for a `quick` one, not the other way round.
+PROBE_LEVELS = ("quick", "full")

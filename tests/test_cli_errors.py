@@ -128,12 +128,12 @@ def test_restore_without_a_quarantine_says_so_and_writes_nothing(places, tmp_pat
 
 
 def test_frame_lists_before_any_extraction_say_to_extract(places, tmp_path):
-    root = tmp_path / "root"
+    root = tmp_path / "root [bold]x[/bold]"  # brackets in a path are not markup
     shutil.copytree(places["ROOT"], root)
     res = datatools("ucf101", "build-lists", "--root", root, "--format", "rawframes,flow")
     assert res.returncode == 0, res.stderr
     assert f"no frames extracted yet under {root}" in res.stdout
-    assert f"datatools extract --root {root}" in res.stdout
+    assert f"datatools extract --root '{root}'" in res.stdout  # quoted: it holds spaces
 
 
 def test_every_option_of_every_step_is_an_option_of_prepare():
@@ -197,6 +197,9 @@ def test_extract_piped_to_a_file_keeps_whole_lines_progress_and_a_log(tmp_path):
     assert log.parent == root / "logs" and log.name.startswith("extract-")
     logged = log.read_text()
     assert logged.startswith(f"command: datatools extract --root {root} --task rgb --workers 1")
+    versions = next(line for line in logged.splitlines() if line.startswith("versions: "))
+    for package in ("datatools ", "python ", "numpy ", "opencv-contrib-python-headless ", "dask "):
+        assert package in versions, versions
     assert "Traceback (most recent call last)" in logged and "DecodeError" in logged
     assert f"failed: videos/{list(files)[1]}" in logged
 
@@ -276,5 +279,5 @@ def test_prepare_without_the_data_names_the_failed_step_and_how_to_skip_it(tmp_p
                     "--retries", "0", timeout=120)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "Traceback" not in res.stdout + res.stderr
-    assert "connection refused" in res.stdout
+    assert "connection refused" in res.stderr
     assert "skip it with --steps validate,lists,extract,frame-lists" in res.stdout

@@ -360,10 +360,10 @@ class CuttingRelay:
     the connection after `cut` bytes of the answer. nginx (unbuffered) then closes its client's
     connection mid-body, as a flaky server or network does."""
 
-    def __init__(self, upstream_port: int, cut: int):
+    def __init__(self, upstream_port: int, cut: int, prefix: bytes = b""):
         import socket
         import threading
-        self.upstream, self.cut = upstream_port, cut
+        self.upstream, self.cut, self.prefix = upstream_port, cut, prefix
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
@@ -389,7 +389,8 @@ class CuttingRelay:
                 if not chunk:
                     return
                 request += chunk
-            up.sendall(request)
+            method, rest = request.split(b" ", 1)
+            up.sendall(method + b" " + self.prefix + rest)  # under nginx's `prefix` location
             sent = 0
             while sent < self.cut:
                 chunk = up.recv(min(65536, self.cut - sent))
@@ -405,20 +406,25 @@ class CuttingRelay:
 
 @pytest.fixture(scope="module")
 def flaky_server(tmp_path_factory):
-    """nginx with /cut/ (through CuttingRelay, 2 MiB per connection) and /busy/ (one request
-    per 2 s; more get 429 with Retry-After: 2)."""
+    """nginx with /cut/ (through CuttingRelay, 2 MiB per connection), /cut-norange/ (the same,
+    ignoring Range) and /busy/ (one request per 2 s; more get 429 with Retry-After: 2)."""
     require_tool("nginx")
     base = tmp_path_factory.mktemp("flaky")
     port = free_port()
     relay = CuttingRelay(port, 2 << 20)
+    norange = CuttingRelay(port, 2 << 20, prefix=b"/norange")
     ng = Nginx(base, extra_http="limit_req_zone $binary_remote_addr zone=busy:1m rate=30r/m;",
                extra_server=f"""
         location /cut/ {{ proxy_pass http://127.0.0.1:{relay.port}/; proxy_buffering off; }}
+        location /norange/ {{ alias {base}/www/; max_ranges 0; }}
+        location /cut-norange/ {{ proxy_pass http://127.0.0.1:{norange.port}/;
+                                 proxy_buffering off; }}
         location /busy/ {{ alias {base}/www/; limit_req zone=busy nodelay; limit_req_status 429;
                           add_header Retry-After 2 always; }}""", port=port)
     yield ng, relay
     ng.stop()
     relay.close()
+    norange.close()
 
 
 def test_a_download_cut_more_often_than_the_retry_budget_completes_byte_identical(flaky_server, tmp_path):
@@ -434,6 +440,19 @@ def test_a_download_cut_more_often_than_the_retry_budget_completes_byte_identica
     tries = server.requests("/cut/big.bin")
     assert relay.cuts >= 5 and len(tries) >= 6, tries
     assert all(t.range.startswith("bytes=") for t in tries[1:])  # each try resumed
+
+
+def test_a_server_that_ignores_range_and_drops_still_runs_out_of_tries(flaky_server, tmp_path):
+    """Every try starts again from byte 0 and is cut at 2 MiB: bytes arrive each time, but the
+    part never gets further, so --retries 2 ends it after three tries, not never."""
+    server, _ = flaky_server
+    (server.www / "big2.bin").write_bytes(os.urandom(6 << 20))
+    r = run("fetch", server.url("cut-norange/big2.bin"), "--to", tmp_path, "--retries", "2",
+            timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "gave up after 3 failed tries in a row, 3 in all" in r.stderr
+    assert len(server.requests("/cut-norange/big2.bin")) == 3
+    assert not (tmp_path / "big2.bin").exists()
 
 
 def test_a_busy_server_is_asked_again_when_its_retry_after_says(flaky_server, tmp_path):

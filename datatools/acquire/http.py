@@ -11,8 +11,8 @@ Only a verified file is renamed to its final name and recorded in `records.jsonl
 a file that fails verification is deleted and the error says so. Connection errors, timeouts,
 5xx, 408 and 429 answers are retried with exponential backoff and jitter (a server's
 Retry-After is honoured); other 4xx answers are not (a 404 will not go away by asking again).
-The retry budget counts failures in a row: a try that brought bytes starts it again, so a
-100 GB file over a connection that drops every few minutes still completes.
+The retry budget counts failures in a row: a try that took the part further than any before
+starts it again, so a 100 GB file over a connection that drops every few minutes completes.
 """
 
 from __future__ import annotations
@@ -173,8 +173,10 @@ def fetch(remote: Remote, final: Path, records: Records, opts: HttpOptions | Non
     done = _already_verified(final, remote, records)
     if done:
         return done
-    if final.is_file() and records.get(remote.name) is None:
-        # Put there by hand (or by another tool): used if it verifies, fetched again if not.
+    if final.is_file() and records.get(remote.name) is None and (
+            remote.size or remote.sha256 or remote.md5):
+        # Put there by hand: used if it matches what is published, fetched again if not (a
+        # file with nothing to check it against may be cut short, and is fetched again).
         try:
             return use_local(final, remote, records)
         except VerificationError:
@@ -183,10 +185,10 @@ def fetch(remote: Remote, final: Path, records: Records, opts: HttpOptions | Non
     final.parent.mkdir(parents=True, exist_ok=True)
     part = final.with_name(final.name + ".part")
     received = [0]  # bytes over the network, summed over tries
-    failed = 0  # tries in a row that failed without bringing a byte
+    failed = 0  # tries in a row that did not take the part further than any try before
+    furthest = 0
     tries = 0
     while True:
-        before = received[0]
         tries += 1
         try:
             total, digests = _transfer(remote, part, opts, progress, start, cancel, received)
@@ -197,7 +199,11 @@ def fetch(remote: Remote, final: Path, records: Records, opts: HttpOptions | Non
             have = part.stat().st_size if part.exists() else 0
             raise disk_error(exc, part, remote.size - have if remote.size else None) from None
         except _Retryable as exc:
-            failed = 1 if received[0] > before else failed + 1
+            # Progress is the part growing past where it ever was: a server that ignores Range
+            # and drops the connection sends bytes each time, and must still run out of tries.
+            end = part.stat().st_size if part.exists() else 0
+            failed = 1 if end > furthest else failed + 1
+            furthest = max(furthest, end)
             if failed > opts.retries:
                 raise DownloadError(f"{remote.url}: {exc} (gave up after {failed} failed tries in "
                                     f"a row, {tries} in all; check the server or --mirror, then "
@@ -245,7 +251,8 @@ class _Retryable(Exception):
 
 def _pause(opts: HttpOptions, failed: int, retry_after: float | None) -> float:
     """Seconds before the next try: the server's Retry-After if it gave one, else exponential
-    backoff with full jitter (so that many clients dropped together do not return together)."""
+    backoff with jitter, between half and all of it (so that many clients dropped together do
+    not come back together)."""
     if retry_after is not None:
         return min(retry_after, opts.max_wait)
     ceiling = min(opts.backoff * 2 ** (failed - 1), opts.max_wait)

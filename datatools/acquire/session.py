@@ -346,9 +346,10 @@ def _not_yet_there(name: str, root: Path, opts: DownloadOptions) -> tuple[Downlo
     """In a root this tool has never downloaded into (no records), annotations and videos
     that are already there (unpacked by hand, copied from elsewhere, MMAction2's layout) are
     used as they are: only what is missing is fetched, and nothing when nothing is. Where
-    there are records, they say what is done, and a half-unpacked archive is finished."""
-    if (root / "downloads" / RECORDS).exists():
-        return opts, []
+    there are records, they say what is done, and a half-unpacked archive is finished; with
+    --from-dir, the archives named are unpacked."""
+    if (root / "downloads" / RECORDS).exists() or opts.from_dir is not None:
+        return opts, []  # records say what is done; --from-dir asks for its archives
     wanted = {"annotations", "videos"} if opts.what == "all" else {opts.what}
     present = sorted(datasets.get(name).present(root) & wanted)
     left = wanted - set(present)

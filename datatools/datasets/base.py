@@ -75,6 +75,17 @@ class Dataset:
     def num_splits(self) -> int:
         return self.catalog.splits
 
+    def check_selection(self, split: int, subset: str | None = None) -> None:
+        """--split and --subset name what this dataset has (subset names are case-sensitive);
+        a subset with no video in it selects none, it is not an error."""
+        from ..errors import UserError
+        if not 1 <= split <= self.num_splits:
+            raise UserError(f"--split {split}: {self.name} has {self.num_splits} split(s), "
+                            f"numbered 1..{self.num_splits}")
+        if subset is not None and subset not in self.list_subsets:
+            raise UserError(f"--subset {subset}: {self.name} has the subsets "
+                            f"{', '.join(self.list_subsets)}")
+
     # --- annotations -------------------------------------------------------------------
     def parse(self, ann_dir: Path) -> Annotations:
         raise NotImplementedError

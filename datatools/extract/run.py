@@ -64,18 +64,6 @@ def select(records: list[VideoRecord], sel: Selection) -> list[VideoRecord]:
     return chosen[: sel.limit] if sel.limit is not None else chosen
 
 
-def check_selection(sel: Selection, ds, records: list[VideoRecord]) -> None:
-    """--split and --subset name what this dataset has (subset names are case-sensitive)."""
-    if sel.split > ds.num_splits:
-        raise UserError(f"--split {sel.split}: {ds.name} has {ds.num_splits} split(s), "
-                        f"numbered 1..{ds.num_splits}")
-    if sel.subset is not None:
-        known = sorted({r.subset(sel.split) for r in records} - {None, "unused"})
-        if sel.subset not in known:
-            raise UserError(f"--subset {sel.subset}: {ds.name} split {sel.split} has the subsets "
-                            f"{', '.join(known) or '(none: run build-lists first)'}")
-
-
 def extract(root: Path, opts: ExtractOptions, sel: Selection | None = None,
             cluster: ClusterOptions | None = None, force: bool = False) -> ExtractResult:
     root = Path(root)
@@ -88,7 +76,7 @@ def _extract(root: Path, opts: ExtractOptions, sel: Selection, cluster: ClusterO
     scanned = scan_root(None, root)
     ds = scanned.dataset
     dataset = ds.name
-    check_selection(sel, ds, scanned.records)
+    ds.check_selection(sel.split, sel.subset)
     if opts.flow or backends.is_video_tool(opts.backend):
         backends.create(opts.backend, opts.algo, opts.denseflow_bin)  # a missing tool stops here
     chosen = select(scanned.records, sel)
@@ -126,7 +114,8 @@ def _extract(root: Path, opts: ExtractOptions, sel: Selection, cluster: ClusterO
                 _record(rec, job, outcome, root)
                 result.outcomes.append((rec, outcome))
                 if outcome.status in (FAILED, REFUSED):
-                    report_failure(rec.video_path, outcome.status, outcome.error, outcome.detail)
+                    report_failure(f"{outcome.status}: {rec.video_path}: {outcome.error}",
+                                   outcome.detail)
                 advance(outcome.written_rgb or outcome.written_flow)
         failures.check()
     except DiskError as exc:

@@ -69,10 +69,7 @@ def make_config(root: Path, opts: ConfigOptions) -> str:
     records, meta = require_manifest(root)
     if records:
         from .. import datasets
-        ds = datasets.get(records[0].dataset)
-        if opts.split > ds.num_splits:
-            raise UserError(f"--split {opts.split}: {ds.name} has {ds.num_splits} split(s), "
-                            f"numbered 1..{ds.num_splits}")
+        datasets.get(records[0].dataset).check_selection(opts.split)
     fmt = "flow" if opts.modality == "flow" else opts.input
     for subset in ("train", "val"):
         if not any(listed(r, fmt) for r in split_members(records, opts.split, subset)):

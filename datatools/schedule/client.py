@@ -122,18 +122,20 @@ def dask_client(options: ClusterOptions | None = None) -> Iterator[Client]:
         config["distributed.worker.multiprocessing-method"] = "fork"  # see LOCAL_START below
         set_worker_malloc()
     with dask.config.set(config):
-        if options.kind == "slurm":
-            cluster = slurm_cluster(options.slurm)
-        else:
-            with _workers_ignore_ctrl_c():
-                cluster = _local_cluster(options)
+        cluster = None
         try:
+            if options.kind == "slurm":
+                cluster = slurm_cluster(options.slurm)
+            else:
+                with _ctrl_c_for_the_driver_only():
+                    cluster = _local_cluster(options)
             with Client(cluster) as client:
                 if options.kind == "local":
                     client.register_plugin(_QuietWorker(runlog.current()), name="datatools-quiet")
                 yield client
         finally:
-            cluster.close()
+            if cluster is not None:
+                cluster.close()
 
 
 def _reachable(address: str) -> None:
@@ -151,18 +153,20 @@ def _reachable(address: str) -> None:
 
 
 @contextmanager
-def _workers_ignore_ctrl_c() -> Iterator[None]:
-    """Ctrl-C reaches every process of the terminal's group: local workers started inside
-    this block ignore it (they inherit SIG_IGN), and the driver alone stops the run."""
+def _ctrl_c_for_the_driver_only() -> Iterator[None]:
+    """Ctrl-C reaches every process of the terminal's group. While the local cluster starts,
+    SIGINT is blocked in this thread: the worker processes and Dask's threads started here
+    inherit the block and never see it, so only the driver stops the run. A Ctrl-C pressed
+    meanwhile stays pending and is raised here as soon as the cluster is up."""
     try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread: signals are not ours to set
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    except (ValueError, OSError):
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 class _QuietWorker(WorkerPlugin):

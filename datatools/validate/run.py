@@ -16,11 +16,11 @@ from ..lock import root_lock
 from ..manifest import VideoRecord
 from ..report import progress_bar
 from ..schedule.client import ClusterOptions, TaskError, WorkerCrash, dask_client, map_tasks
-from ..status import BAD, EMPTY, EXTRA, MISSING, OK, UNREADABLE
+from ..status import BAD, EMPTY, EXTRA, MISSING, OK, PROBE_LEVELS, UNREADABLE
 from . import quarantine
 from .probe import ProbeResult, probe_task
 
-LEVELS = ("quick", "full")
+LEVELS = PROBE_LEVELS
 # Verdicts on the access to a file, not its content: they can change while the file does not.
 TRANSIENT = (UNREADABLE, MISSING)
 # The error of a file whose decoder took its worker down twice; the next run tries again (the
@@ -90,8 +90,7 @@ def validate(dataset: str, root: Path, level: str = "quick", cluster: ClusterOpt
              move_bad: bool = False, force: bool = False) -> ValidateResult:
     """Probe the videos whose files changed or were never probed at this level (all of them
     with `force`); record the verdicts in the manifest."""
-    if level not in LEVELS:
-        raise UserError(f"--level {level!r}: choose quick or full")
+    ValidateOptions(level)  # the one check of the probe depth
     with root_lock(root, "validate"):
         scanned = scan_root(dataset, root)
         root = scanned.root

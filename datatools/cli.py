@@ -139,9 +139,9 @@ def command(fn=None, *, log: bool = True):
         from .runlog import run_log
         name = _command_name(fn)
         root = kwargs.get("root")
-        logging = run_log(name, root, ["datatools", *sys.argv[1:]]) if log else nullcontext()
+        keeping = run_log(name, root, ["datatools", *sys.argv[1:]]) if log else nullcontext()
         code = 0
-        with logging as run:
+        with keeping as this_run:
             try:
                 fn(*args, **kwargs)
             except typer.Exit as exc:
@@ -155,8 +155,8 @@ def command(fn=None, *, log: bool = True):
             except Exception as exc:  # a bug: one line, the traceback in the log
                 typer.echo(f"error: {_bug(exc, name, root)}", err=True)
                 code = EXIT_INTERNAL
-            if run is not None and run.exists:
-                typer.echo(f"log: {run.path}", err=code != 0)
+            if this_run is not None and this_run.exists:
+                typer.echo(f"log: {this_run.path}", err=code != 0)
         if code:
             raise typer.Exit(code)
     return run

@@ -28,7 +28,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .errors import shell_word
+from .errors import one_line, shell_word
+from .runlog import current as current_log
 
 SHOW = 5  # offenders named per problem before "... and N more"
 
@@ -51,7 +52,7 @@ def heading(text: str) -> None:
     if console.is_terminal:
         console.rule(text)
     else:
-        console.print(f"== {text} ==", markup=False)
+        console.print(f"== {text} ==")
 
 
 def plain(text: str) -> None:
@@ -113,22 +114,19 @@ def name_some(records, what: str, attr: str = "key") -> str:
 def report_failure(line: str, detail: str | None = None, stderr: bool = False) -> None:
     """One failed item (a video, a download) as it happens: one line on the terminal (or on
     stderr), and the whole story (a traceback, a tool's output) in the run's log."""
-    from .errors import one_line
-    from .runlog import current
     line = one_line(line)
     if stderr:
         print(line, file=sys.stderr, flush=True)
     else:
         plain(line)
-    log = current()
+    log = current_log()
     if log is not None:
         log.error(line, detail or "")
 
 
 def log_lines(lines: list[str]) -> None:
     """Lines for the run's log only (the terminal shows the first few)."""
-    from .runlog import current
-    log = current()
+    log = current_log()
     if log is not None and lines:
         log.write("\n".join(lines))
 

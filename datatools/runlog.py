@@ -1,9 +1,9 @@
 """One log file per command run, for whoever reads a batch job's output the next morning.
 
-`ROOT/logs/<command>-<UTC time>.log` holds the command line and the versions, every per-video
-error with its traceback, and what the libraries say on their own (Dask's warnings, Python
-warnings, the decoders' messages from the local workers, whose stderr is sent here): the
-terminal keeps one line per failed video and the summary, whose last line names this file.
+`ROOT/logs/<command>-<UTC time>-<pid>.log` holds the command line and the versions, every
+per-video error with its traceback, and what the libraries say on their own (Dask's warnings,
+Python warnings, the decoders' messages from the local workers, whose stderr is sent here):
+the terminal keeps one line per failed video and the summary, whose last line names this file.
 A command without a root, or whose root cannot be written, logs to the user's state folder.
 """
 

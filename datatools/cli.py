@@ -43,6 +43,7 @@ from .errors import (
     EXIT_PROBLEMS,
     EXIT_TERMINATED,
     EXIT_USAGE,
+    ProblemsFound,
     UserError,
     one_line,
     shell_word,
@@ -97,6 +98,8 @@ def _error_code(exc: BaseException) -> tuple[str, int]:
         return line, EXIT_DISK
     if isinstance(exc, InternalError):
         return line, EXIT_INTERNAL
+    if isinstance(exc, ProblemsFound):
+        return line, EXIT_PROBLEMS
     return line, EXIT_USAGE
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import datasets
+from .errors import ProblemsFound
 from .extract.options import ExtractOptions
 from .extract.run import extract
 from .lists.build import build_lists
@@ -100,23 +101,23 @@ def run_demo(root: Path, videos_per_class: int = 3, workers: int | None = None) 
     checked = validate("ucf101", root, "full", ClusterOptions(workers=workers))
     print_validate_summary(checked, datasets.get("ucf101").catalog)
     if checked.not_ok:
-        raise SystemExit(f"demo: validate found {len(checked.not_ok)} bad video(s)")
+        raise ProblemsFound(f"demo: validate found {len(checked.not_ok)} bad video(s)")
     heading("3. build-lists (videos)")
     result = build_lists("ucf101", root, ["videos"])
     print_build_summary(result, root)
     if result.problems:
-        raise SystemExit(f"demo: build-lists found {result.problems} problem(s)")
+        raise ProblemsFound(f"demo: build-lists found {result.problems} problem(s)")
     heading("4. extract RGB frames and TV-L1 flow")
     extracted = extract(root, ExtractOptions(task="both", algo="tvl1"),
                         cluster=ClusterOptions(workers=workers))
     print_extract_summary(extracted, root)
     if extracted.failures:
-        raise SystemExit(f"demo: extraction failed for {len(extracted.failures)} video(s)")
+        raise ProblemsFound(f"demo: extraction failed for {len(extracted.failures)} video(s)")
     heading("5. build-lists (rawframes, flow)")
     result = build_lists("ucf101", root, ["videos", "rawframes", "flow"])
     print_build_summary(result, root)
     if result.problems:
-        raise SystemExit(f"demo: build-lists found {result.problems} problem(s)")
+        raise ProblemsFound(f"demo: build-lists found {result.problems} problem(s)")
     if importlib.util.find_spec("mmaction") and importlib.util.find_spec("torch"):
         heading("6. train TSN (ResNet-18, CPU, 2 epochs) from the manifest with MMAction2")
         from .mmaction.config import ConfigOptions, write_config

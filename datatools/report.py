@@ -179,10 +179,18 @@ def progress_bar(total: int, step: str, what: str = "videos",
     """Progress of a step over `total` items; yields `advance(amount=0)`, called once per
     finished item (`amount` of `unit`, e.g. frames, for the rate). A bar on a terminal,
     periodic plain lines elsewhere; `running` says how far it got."""
+    with tracking(step, total, what, unit) as state:
+        yield from _show_progress(state)
+
+
+@contextmanager
+def tracking(step: str, total: int, what: str = "videos",
+             unit: str | None = None) -> Iterator[StepProgress]:
+    """Count a step's finished items in `running`, for the line an interruption prints."""
     global running
     state = StepProgress(step, total, what, unit=unit, started=time.monotonic())
     running = state
-    yield from _show_progress(state)
+    yield state
     running = None  # finished: an interruption later is not this step's (kept if it raised)
 
 

@@ -40,6 +40,7 @@ from .. import __version__
 from ..completion import FileStamp
 from ..errors import UserError
 from ..fsio import DiskError, append_line, atomic_write, disk_error, is_disk_error
+from ..report import tracking
 
 CHUNK = 1 << 20  # bytes per read: large enough that per-call overhead is invisible
 RECORDS = "records.jsonl"
@@ -511,22 +512,27 @@ def _describe(exc: BaseException) -> str:
     return str(reason) or type(reason).__name__
 
 
-def in_threads(work: Callable, items: Iterable, jobs: int, cancel: threading.Event) -> list[str]:
+def in_threads(work: Callable, items: Iterable, jobs: int, cancel: threading.Event,
+               step: str = "download") -> list[str]:
     """Run `work(item)` for each item on `jobs` threads (downloads wait on the network and
     hashlib releases the GIL, so threads suffice). A UserError costs its item only and comes
     back as a message; anything else, Ctrl-C included, sets `cancel` (transfers stop at the
     next chunk, parts are kept for a resume) and is raised once running items have stopped; so
-    is a full disk (DiskError), which no other item would get past either."""
+    is a full disk (DiskError), which no other item would get past either. The items finished
+    are counted for the line an interruption prints (report.tracking)."""
     failures = []
+    items = list(items)
     pool = ThreadPoolExecutor(max_workers=max(1, jobs))
     try:
-        futures = [pool.submit(work, item) for item in items]
-        for fut in as_completed(futures):
-            exc = fut.exception()
-            if isinstance(exc, UserError) and not isinstance(exc, DiskError):
-                failures.append(str(exc))
-            elif exc is not None:
-                raise exc
+        with tracking(step, len(items), "files") as finished:
+            futures = [pool.submit(work, item) for item in items]
+            for fut in as_completed(futures):
+                finished.done += 1
+                exc = fut.exception()
+                if isinstance(exc, UserError) and not isinstance(exc, DiskError):
+                    failures.append(str(exc))
+                elif exc is not None:
+                    raise exc
     except BaseException:
         cancel.set()
         pool.shutdown(wait=True, cancel_futures=True)
@@ -555,5 +561,5 @@ def fetch_urls(urls: list[str], folder: Path, jobs: int = 4, opts: HttpOptions |
             if bar:
                 bar.close()
 
-    return fetched, in_threads(one, urls, jobs, cancel)
+    return fetched, in_threads(one, urls, jobs, cancel, "fetch")
 

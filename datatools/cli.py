@@ -43,6 +43,7 @@ from .errors import (
     EXIT_PROBLEMS,
     EXIT_TERMINATED,
     EXIT_USAGE,
+    NothingToDo,
     ProblemsFound,
     UserError,
     one_line,
@@ -147,6 +148,9 @@ def command(fn=None, *, log: bool = True):
         with keeping as this_run:
             try:
                 fn(*args, **kwargs)
+            except NothingToDo as exc:
+                typer.echo(str(exc))
+                return
             except typer.Exit as exc:
                 code = exc.exit_code
             except (UserError, InternalError, OSError) as exc:
@@ -158,7 +162,10 @@ def command(fn=None, *, log: bool = True):
             except Exception as exc:  # a bug: one line, the traceback in the log
                 typer.echo(f"error: {_bug(exc, name, root)}", err=True)
                 code = EXIT_INTERNAL
-            if this_run is not None and this_run.exists:
+            # Every run that did work keeps its log; one refused for its options only if it
+            # had begun one.
+            if this_run is not None and (code != EXIT_USAGE or this_run.exists):
+                this_run.start()
                 typer.echo(f"log: {this_run.path}", err=code != 0)
         if code:
             raise typer.Exit(code)
@@ -294,15 +301,11 @@ def _dataset_app(name: str) -> typer.Typer:
     ):
         """Probe every video in parallel; record status and metadata in the manifest."""
         from .report import plain, print_validate_summary
-        from .validate.run import NothingToRestore, validate
         from .validate.run import restore as restore_files
+        from .validate.run import validate
         validating = deprecated_level(level, validating)
         if restore:
-            try:
-                restored, problems = restore_files(name, root)
-            except NothingToRestore as exc:
-                plain(str(exc))
-                return
+            restored, problems = restore_files(name, root)
             plain(f"{len(restored)} file(s) restored from quarantine")
             for p in problems:
                 typer.echo(f"error: {p}", err=True)

@@ -35,6 +35,10 @@ def root_not_found(root, dataset: str | None = None) -> UserError:
                      f"`datatools {dataset or '<dataset>'} download --root {shell_word(root)}`")
 
 
+class NothingToDo(UserError):
+    """The command has nothing to do here: said in one line, exit 0, nothing written (no log)."""
+
+
 class ProblemsFound(UserError):
     """The work ran and found problems in the data (EXIT_PROBLEMS), said in one line."""
 

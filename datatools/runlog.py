@@ -42,8 +42,8 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 class RunLog:
     """An append-only text file shared by the driver's threads and the workers' stderr. It is
-    created at its first line (the header comes first), so a command that had nothing to log,
-    such as one refused for its options, leaves no file behind."""
+    created at its first line (the header comes first), so a command refused for its options
+    before it wrote anything leaves no file behind."""
 
     def __init__(self, root: Path | None, name: str, argv: list[str]):
         self.root, self.name, self.argv = root, name, argv

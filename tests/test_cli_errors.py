@@ -133,6 +133,8 @@ def test_frame_lists_before_any_extraction_say_to_extract(places, tmp_path):
     res = datatools("ucf101", "build-lists", "--root", root, "--format", "rawframes,flow")
     assert res.returncode == 0, res.stderr
     assert f"no frames extracted yet under {root}" in res.stdout
+    last = res.stdout.splitlines()[-1]  # every run that worked names its log
+    assert last.startswith(f"log: {root}/logs/build-lists-") and Path(last[5:]).is_file()
     assert f"datatools extract --root '{root}'" in res.stdout  # quoted: it holds spaces
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ..errors import UserError, root_not_found
+from ..errors import NothingToDo, UserError, root_not_found
 from ..failures import TaskFailures
 from ..fsio import DiskError
 from ..lists.build import scan_root
@@ -26,10 +26,6 @@ TRANSIENT = (UNREADABLE, MISSING)
 # The error of a file whose decoder took its worker down twice; the next run tries again (the
 # worker may have died of something else: the OOM killer, a lost node).
 CRASHED = "decoder crashed"
-
-
-class NothingToRestore(UserError):
-    """`validate --restore` where nothing was quarantined: said, and nothing is written."""
 
 
 @dataclass
@@ -132,7 +128,7 @@ def restore(dataset: str, root: Path):
     if not root.is_dir():
         raise root_not_found(root, dataset)
     if not quarantine.load(root):
-        raise NothingToRestore(f"nothing to restore: {root / quarantine.FOLDER} holds no "
+        raise NothingToDo(f"nothing to restore: {root / quarantine.FOLDER} holds no "
                                "quarantined file (validate --quarantine puts bad files there)")
     with root_lock(root, "validate --restore"):
         restored, problems = quarantine.restore(root)

@@ -65,11 +65,21 @@ class RunLog:
         return self._started
 
     def write(self, text: str) -> None:
-        with self._lock, open(self.path, "a", encoding="utf-8", errors="replace") as f:
-            if not self._started:
-                self._started = True
-                f.write(_header(self.argv))
-            f.write(text if text.endswith("\n") else text + "\n")
+        """Append a line. A log never stops a command: when its disk refuses (full, read-only)
+        it moves to the state folder, and when that refuses too it is dropped."""
+        line = text if text.endswith("\n") else text + "\n"
+        with self._lock:
+            for fallback in (self._path_outside_root, lambda: Path(os.devnull)):
+                try:
+                    with open(self.path, "a", encoding="utf-8", errors="replace") as f:
+                        f.write((_header(self.argv) if not self._started else "") + line)
+                    self._started = True
+                    return
+                except OSError:
+                    self._path, self._started = fallback(), False
+
+    def _path_outside_root(self) -> Path:
+        return _new_file(None, self.name)
 
     def start(self) -> Path:
         """Make sure the file exists (before others append to it: the workers' stderr)."""

@@ -191,11 +191,14 @@ class _QuietWorker(WorkerPlugin):
 
 
 # Worker settings for clusters this module starts: a task whose worker dies is reported at
-# once (map_tasks resubmits it itself, once), workers may start processes of their own, and
-# Dask's statistical profiler (a thread sampling every worker's stack every 10 ms) is off:
-# it took 2 % of TV-L1 extraction with 2 workers on 2 cores (49.5 s vs 50.4 s, bench/cluster.py
-# clips).
+# once (map_tasks resubmits it itself, once), and a worker holds only the tasks it runs (a
+# saturation of 1.0: with Dask's 1.1 a one-thread worker holds a second task, which a decoder
+# that kills the process takes down with it, and the innocent video was counted as a crash);
+# workers may start processes of their own, and Dask's statistical profiler (a thread sampling
+# every worker's stack every 10 ms) is off: it took 2 % of TV-L1 extraction with 2 workers on
+# 2 cores (49.5 s vs 50.4 s, bench/cluster.py clips).
 WORKER_CONFIG = {"distributed.scheduler.allowed-failures": 0,
+                 "distributed.scheduler.worker-saturation": 1.0,
                  "distributed.worker.daemon": False,
                  "distributed.admin.system-monitor.gil.enabled": False,
                  "distributed.worker.profile.enabled": False,

@@ -23,6 +23,8 @@ from .cli_options import (
     DOWNLOAD,
     EXTRACT,
     LISTS,
+    RETRIES,
+    TIMEOUT,
     VALIDATE,
     OptionGroup,
     check_groups,
@@ -43,6 +45,7 @@ from .errors import (
     EXIT_PROBLEMS,
     EXIT_TERMINATED,
     EXIT_USAGE,
+    InternalError,
     NothingToDo,
     ProblemsFound,
     UserError,
@@ -85,7 +88,6 @@ _stopped_by: int | None = None
 
 def _error_code(exc: BaseException) -> tuple[str, int]:
     """The line and exit code (errors.EXIT_*) of an error a user can act on."""
-    from .failures import InternalError
     from .fsio import DiskError, disk_error, is_disk_error
     from .lock import RootBusy
     if is_disk_error(exc):
@@ -139,7 +141,6 @@ def command(fn=None, *, log: bool = True):
     def run(*args, **kwargs):
         from contextlib import nullcontext
 
-        from .failures import InternalError
         from .runlog import run_log
         name = _command_name(fn)
         root = kwargs.get("root")
@@ -164,7 +165,7 @@ def command(fn=None, *, log: bool = True):
                 code = EXIT_INTERNAL
             # Every run that did work keeps its log; one refused for its options only if it
             # had begun one.
-            if this_run is not None and (code != EXIT_USAGE or this_run.exists):
+            if this_run is not None and (code != EXIT_USAGE or this_run.started):
                 this_run.start()
                 typer.echo(f"log: {this_run.path}", err=code != 0)
         if code:
@@ -190,8 +191,8 @@ def cluster_options(workers=None, scheduler=None, cluster_kind="local", slurm=No
         devices = present if gpus == "all" else [d.strip() for d in gpus.split(",") if d.strip()]
         unknown = [d for d in devices if d not in present]
         if not devices or unknown:
-            raise UserError(f"--gpus {gpus}: " + (f"no GPU {', '.join(unknown)}" if unknown and present
-                            else "no GPU on this machine") + " (`nvidia-smi -L` lists "
+            what = f"no GPU {', '.join(unknown)}" if present else "no GPU on this machine"
+            raise UserError(f"--gpus {gpus}: {what} (`nvidia-smi -L` lists "
                             f"{', '.join(present) or 'none'}); leave --gpus out, or name listed ids")
     # fork (schedule/client.py, LOCAL_START): these commands run no native thread pool before
     # their cluster starts, but only the console command's own process is known to be fresh
@@ -246,8 +247,7 @@ def _dataset_app(name: str) -> typer.Typer:
                              listing.seed)
         print_build_summary(result, root)
         if strict and result.problems:
-            typer.echo(f"error: {result.problems} problem(s) found (--strict)", err=True)
-            raise typer.Exit(EXIT_PROBLEMS)
+            raise ProblemsFound(f"{result.problems} problem(s) found (--strict)")
 
     @sub.command("download")
     @command
@@ -313,8 +313,7 @@ def _dataset_app(name: str) -> typer.Typer:
         result = validate(name, root, validating.check, cluster, validating.quarantine, force)
         print_validate_summary(result, datasets.get(name).catalog)
         if strict and result.not_ok:
-            typer.echo(f"error: {len(result.not_ok)} video(s) not ok (--strict)", err=True)
-            raise typer.Exit(EXIT_PROBLEMS)
+            raise ProblemsFound(f"{len(result.not_ok)} video(s) not ok (--strict)")
 
     return sub
 
@@ -455,25 +454,19 @@ def mmaction_train(
 @command
 def fetch(
     urls: list[str] = typer.Argument(..., metavar="URL...", help="One or more http(s) URLs"),
-    to: Path = typer.Option(Path("."), metavar="DIR", help="Folder the files go to"),
+    to: Path = typer.Option(Path("."), callback=root_path, metavar="DIR",
+                            help="Folder the files go to"),
     jobs: int = typer.Option(4, min=1, metavar="N", help="Files fetched in parallel"),
     sha256: Optional[str] = typer.Option(None, callback=sha256_hex, metavar="HEX",
                                          help="Expected sha256, 64 hex digits (with a single URL)"),
-    timeout: float = typer.Option(30.0, callback=positive, metavar="SECONDS",
-                                  help="Seconds without data before a try fails (above 0)"),
-    retries: int = typer.Option(5, min=0, metavar="N", help="Further tries after failed ones in "
-                                "a row (connection errors, timeouts, 408, 429, 5xx); reset when "
-                                "a try gets further"),
+    timeout: float = TIMEOUT,
+    retries: int = RETRIES,
 ):
     """Download files with resume, retries and sha256 (what `download` uses, for any URL)."""
-    from .acquire.http import HttpOptions, check_url, fetch_urls
+    from .acquire.http import HttpOptions, fetch_urls
     from .report import DownloadProgress, report_failure
-    for url in urls:
-        check_url(url)
     if sha256 and len(urls) > 1:
         raise UserError("--sha256 checks a single file; pass one URL")
-    if to.exists() and not to.is_dir():
-        raise UserError(f"--to {to}: is a file, not a folder")
     with DownloadProgress() as ui:
         fetched, failures = fetch_urls(urls, to, jobs, HttpOptions(timeout, retries), sha256, ui)
     for f in sorted(fetched, key=lambda f: f.path.name):  # sha256sum's format, never wrapped

@@ -12,7 +12,7 @@ import inspect
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -30,6 +30,10 @@ class OptionGroup:
     params: list[tuple[str, Any, Any]]  # (parameter name, annotation, typer.Option)
     build: Callable[..., Any]
 
+    def take(self, values: dict) -> Any:
+        """The group's record, built from its options' parsed values (taken out of `values`)."""
+        return self.build(**{name: values.pop(name) for name, _, _ in self.params})
+
 
 def with_options(*groups: OptionGroup):
     """Add the groups' options to a command; it receives each group's record instead."""
@@ -43,7 +47,7 @@ def with_options(*groups: OptionGroup):
         @functools.wraps(fn)
         def run(*args, **kwargs):
             for g in groups:
-                kwargs[g.into] = g.build(**{name: kwargs.pop(name) for name, _, _ in g.params})
+                kwargs[g.into] = g.take(kwargs)
             return fn(*args, **kwargs)
 
         run.__signature__ = sig.replace(parameters=kept + added)
@@ -55,10 +59,10 @@ def with_options(*groups: OptionGroup):
 def check_groups(callback, params: dict) -> None:
     """Build each option group of a command from parsed values, as running it would: what
     `cluster sbatch` does to check a command before a batch job runs it."""
-    while callback is not None:
-        for g in getattr(callback, "option_groups", ()):
-            g.build(**{name: params[name] for name, _, _ in g.params if name in params})
-        callback = getattr(callback, "__wrapped__", None)
+    params = dict(params)
+    wrapper = inspect.unwrap(callback, stop=lambda f: hasattr(f, "option_groups"))
+    for g in getattr(wrapper, "option_groups", ()):
+        g.take(params)
 
 
 # --- checks a type cannot make ---------------------------------------------------------------
@@ -87,15 +91,22 @@ def sha256_hex(value: str | None):
     return value.lower() if value else value
 
 
+def _existing(value: Path | None, noun: str, is_kind: Callable[[Path], bool]):
+    if value is not None and not value.exists():
+        raise typer.BadParameter(f"{value}: no such {noun}")
+    if value is not None and not is_kind(value):
+        raise typer.BadParameter(f"{value}: not a {noun}")
+    return value
+
+
 def existing_file(value: Path | None):
     """An input file the command reads: there, and a file."""
-    if value is None:
-        return value
-    if not value.exists():
-        raise typer.BadParameter(f"{value}: no such file")
-    if not value.is_file():
-        raise typer.BadParameter(f"{value}: not a file")
-    return value
+    return _existing(value, "file", Path.is_file)
+
+
+def existing_dir(value: Path | None):
+    """An input folder the command reads: there, and a folder."""
+    return _existing(value, "folder", Path.is_dir)
 
 
 def config_file(value: Path):
@@ -107,20 +118,10 @@ def config_file(value: Path):
     return value
 
 
-def existing_dir(value: Path | None):
-    if value is None:
-        return value
-    if not value.exists():
-        raise typer.BadParameter(f"{value}: no such folder")
-    if not value.is_dir():
-        raise typer.BadParameter(f"{value}: not a folder")
-    return value
-
-
 def root_path(value: Path):
-    """--root: may not exist yet (download creates it), but is never a file."""
+    """A folder the command writes (--root, --to): it may not exist yet, but is never a file."""
     if value is not None and value.exists() and not value.is_dir():
-        raise typer.BadParameter(f"{value} is a file, not a directory; the data root is a folder")
+        raise typer.BadParameter(f"{value} is a file, not a directory")
     return value
 
 
@@ -131,13 +132,16 @@ def root_option(name: str | None = None):
 
 # --- download --------------------------------------------------------------------------------
 
+# The HTTP client's options, shared by `fetch` and every command that downloads.
+TIMEOUT = typer.Option(30.0, callback=positive, metavar="SECONDS",
+                       help="Seconds without data before a try fails (above 0)")
+RETRIES = typer.Option(5, min=0, metavar="N", help="Further tries after failed ones in a row "
+                       "(connection errors, timeouts, 408, 429, 5xx); reset when a try gets further")
+
+
 def _download(what, mirror, from_dir, jobs, keep_archives, checksums, timeout, retries):
-    from .acquire.http import HttpOptions, check_url
-    from .acquire.session import WHAT, DownloadOptions, read_checksums
-    if what not in WHAT:
-        raise UserError(f"--what {what!r}: choose {', '.join(WHAT)}")
-    if mirror is not None:
-        check_url(mirror, "--mirror")
+    from .acquire.http import HttpOptions
+    from .acquire.session import DownloadOptions, read_checksums
     return DownloadOptions(what=what, mirror=mirror, from_dir=from_dir, jobs=jobs,
                            keep_archives=keep_archives,
                            checksums=read_checksums(checksums) if checksums else {},
@@ -154,12 +158,8 @@ DOWNLOAD = OptionGroup("download", [
     ("keep_archives", bool, typer.Option(False, help="Keep archives after unpacking them")),
     ("checksums", Optional[Path], typer.Option(None, callback=existing_file, metavar="FILE",
                                                help="sha256sum-style file of expected hashes")),
-    ("timeout", float, typer.Option(30.0, callback=positive, metavar="SECONDS",
-                                    help="Seconds without data before a try fails (above 0)")),
-    ("retries", int, typer.Option(5, min=0, metavar="N",
-                                  help="Further tries after failed ones in a row (connection "
-                                       "errors, timeouts, 408, 429, 5xx); reset when a try gets "
-                                       "further")),
+    ("timeout", float, TIMEOUT),
+    ("retries", int, RETRIES),
 ], _download)
 
 
@@ -185,7 +185,7 @@ def deprecated_level(level: str | None, validating):
         raise UserError(f"--level {level!r}: the probe depth is now --check quick|full")
     typer.echo(f"warning: --level {level} is deprecated for the probe depth; use --check {level}",
                err=True)
-    return type(validating)(level, validating.quarantine)
+    return replace(validating, check=level)
 
 
 # --- lists -----------------------------------------------------------------------------------

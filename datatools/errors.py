@@ -39,6 +39,10 @@ class NothingToDo(UserError):
     """The command has nothing to do here: said in one line, exit 0, nothing written (no log)."""
 
 
+class InternalError(Exception):
+    """A bug, not a bad input: one line naming the log with its traceback (EXIT_INTERNAL)."""
+
+
 class ProblemsFound(UserError):
     """The work ran and found problems in the data (EXIT_PROBLEMS), said in one line."""
 

@@ -12,14 +12,11 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from .errors import InternalError
 from .fsio import disk_error, is_disk_error
 from .runlog import RunLog, log_for
 
 SAME_ERRORS = 3  # identical internal errors before a step stops
-
-
-class InternalError(Exception):
-    """A bug, not a bad input: the CLI prints one line and exits with EXIT_INTERNAL."""
 
 
 class TaskFailures:

@@ -84,6 +84,11 @@ class StepProgress:
     unit: str | None = None
     started: float = 0.0
 
+    def add(self, amount: int = 0) -> None:
+        """One more item finished, with `amount` of `unit` (frames written)."""
+        self.done += 1
+        self.amount += amount
+
     def line(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         text = f"{self.step}: {self.done:,}/{self.total:,} {self.what}"
@@ -195,16 +200,14 @@ def tracking(step: str, total: int, what: str = "videos",
 
 
 def _show_progress(state: StepProgress) -> Iterator[Callable[..., None]]:
-    total, step = state.total, state.step
     if console.is_terminal:
         columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TimeRemainingColumn())
         with Progress(*columns, console=console, transient=False) as progress:
-            task = progress.add_task(step, total=total)
+            task = progress.add_task(state.step, total=state.total)
 
             def advance(amount: int = 0) -> None:
-                state.done += 1
-                state.amount += amount
+                state.add(amount)
                 progress.advance(task)
             yield advance
         return
@@ -213,8 +216,7 @@ def _show_progress(state: StepProgress) -> Iterator[Callable[..., None]]:
     plain(state.line())
 
     def advance_plain(amount: int = 0) -> None:
-        state.done += 1
-        state.amount += amount
+        state.add(amount)
         now = time.monotonic()
         if now - last[0] >= every:
             last[0] = now

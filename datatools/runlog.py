@@ -49,7 +49,7 @@ class RunLog:
         self.root, self.name, self.argv = root, name, argv
         self._path: Path | None = None
         self._lock = threading.Lock()
-        self._started = False
+        self.started = False  # the file has its header (a command that did work always does)
         self.pid = os.getpid()
         _logs.add(self)
 
@@ -60,30 +60,23 @@ class RunLog:
             self._path = _new_file(self.root, self.name)
         return self._path
 
-    @property
-    def exists(self) -> bool:
-        return self._started
-
     def write(self, text: str) -> None:
         """Append a line. A log never stops a command: when its disk refuses (full, read-only)
         it moves to the state folder, and when that refuses too it is dropped."""
         line = text if text.endswith("\n") else text + "\n"
         with self._lock:
-            for fallback in (self._path_outside_root, lambda: Path(os.devnull)):
+            for fallback in (lambda: _new_file(None, self.name), lambda: Path(os.devnull)):
                 try:
                     with open(self.path, "a", encoding="utf-8", errors="replace") as f:
-                        f.write((_header(self.argv) if not self._started else "") + line)
-                    self._started = True
+                        f.write((_header(self.argv) if not self.started else "") + line)
+                    self.started = True
                     return
                 except OSError:
-                    self._path, self._started = fallback(), False
-
-    def _path_outside_root(self) -> Path:
-        return _new_file(None, self.name)
+                    self._path, self.started = fallback(), False
 
     def start(self) -> Path:
         """Make sure the file exists (before others append to it: the workers' stderr)."""
-        if not self._started:
+        if not self.started:
             self.write(f"{_utc()} started")
         return self.path
 

@@ -160,6 +160,8 @@ def test_help_shows_plain_metavars():
         assert res.returncode == 0, res.stderr
         for typer_type in ("<bool>", "<path>", "<str>", "<int", "<float>", "{"):
             assert typer_type not in res.stdout, (args, typer_type)
+        if args == ["fetch"]:
+            assert "Usage: datatools fetch [OPTIONS] URL..." in res.stdout, res.stdout
 
 
 # --- output that survives a batch log ---------------------------------------------------------

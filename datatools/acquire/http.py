@@ -68,7 +68,7 @@ class Remote:
 @dataclass
 class HttpOptions:
     timeout: float = 30.0  # seconds without a byte (connect or read) before a try fails
-    retries: int = 5  # further tries after failed ones in a row (reset when bytes arrive)
+    retries: int = 5  # further tries after failed ones in a row (reset when a try gets further)
     backoff: float = 1.0  # seconds before the first retry; doubles each time (with jitter)
     max_wait: float = 600.0  # the longest pause, a server's Retry-After included
 
@@ -527,7 +527,7 @@ def in_threads(work: Callable, items: Iterable, jobs: int, cancel: threading.Eve
         with tracking(step, len(items), "files") as finished:
             futures = [pool.submit(work, item) for item in items]
             for fut in as_completed(futures):
-                finished.done += 1
+                finished.add()
                 exc = fut.exception()
                 if isinstance(exc, UserError) and not isinstance(exc, DiskError):
                     failures.append(str(exc))
@@ -543,13 +543,15 @@ def in_threads(work: Callable, items: Iterable, jobs: int, cancel: threading.Eve
 
 def fetch_urls(urls: list[str], folder: Path, jobs: int = 4, opts: HttpOptions | None = None,
                sha256: str | None = None, ui=None) -> tuple[list[Fetched], list[str]]:
-    """`datatools fetch`: download plain URLs into a folder, each under its own file name."""
+    """`datatools fetch`: download plain URLs into a folder, each under its own file name.
+    Every URL is checked before the first is fetched."""
+    for url in urls:
+        check_url(url)
     records = Records(folder)
     cancel = threading.Event()
     fetched: list[Fetched] = []
 
     def one(url: str) -> None:
-        check_url(url)
         path = urlsplit(url).path
         name = safe_file_name(path.rsplit("/", 1)[-1], url) if path.rsplit("/", 1)[-1] else "index.html"
         bar = ui.file(name) if ui else None

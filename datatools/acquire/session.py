@@ -34,6 +34,7 @@ from .http import (
     HttpOptions,
     Records,
     Remote,
+    check_url,
     encode_url,
     fetch,
     in_threads,
@@ -54,6 +55,12 @@ class DownloadOptions:
     keep_archives: bool = False
     checksums: dict[str, str] = field(default_factory=dict)  # file name -> sha256 (--checksums)
     http: HttpOptions = field(default_factory=HttpOptions)
+
+    def __post_init__(self):
+        if self.what not in WHAT:
+            raise UserError(f"--what {self.what!r}: choose {', '.join(WHAT)}")
+        if self.mirror is not None:
+            check_url(self.mirror, "--mirror")
 
 
 @dataclass
@@ -94,8 +101,6 @@ class Session:
     """One download run for one dataset under one root."""
 
     def __init__(self, name: str, root: Path, opts: DownloadOptions, ui=None):
-        if opts.what not in WHAT:
-            raise UserError(f"--what must be one of {', '.join(WHAT)}, not {opts.what!r}")
         self.dataset = datasets.get(name)
         self.root = root
         self.opts = opts

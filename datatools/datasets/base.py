@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import catalog
-from ..errors import AnnotationError, MissingAnnotationError
+from ..errors import AnnotationError, MissingAnnotationError, UserError
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".webm", ".mkv", ".mov", ".m4v", ".flv", ".3gp", ".mpg", ".mpeg")
 
@@ -78,7 +78,6 @@ class Dataset:
     def check_selection(self, split: int, subset: str | None = None) -> None:
         """--split and --subset name what this dataset has (subset names are case-sensitive);
         a subset with no video in it selects none, it is not an error."""
-        from ..errors import UserError
         if not 1 <= split <= self.num_splits:
             raise UserError(f"--split {split}: {self.name} has {self.num_splits} split(s), "
                             f"numbered 1..{self.num_splits}")
@@ -123,7 +122,6 @@ class Dataset:
     def present(self, root: Path) -> set[str]:
         """What of the dataset is already on disk ("annotations", "videos"), whoever put it
         there: annotation files that parse, and at least one video in a videos folder."""
-        from ..errors import UserError
         found = set()
         try:
             self.parse(root / "annotations")
@@ -133,8 +131,7 @@ class Dataset:
         folders = {self.video_dir(s) for s in self.list_subsets} | {self.video_dir(None)}
         for folder in folders:
             base = root / folder
-            if base.is_dir() and any(p.suffix.lower() in VIDEO_EXTENSIONS
-                                     for p in _first_files(base, 1000)):
+            if base.is_dir() and any(_videos_below(base, 1000)):
                 found.add("videos")
                 break
         return found
@@ -144,8 +141,7 @@ class Dataset:
         None: the videos sit in class folders (`<Class>/<name>.avi`), or flat for a flat
         dataset."""
         depth = 1 if self.flat else 2
-        videos = [p.relative_to(folder) for p in _first_files(folder, 100_000)
-                  if p.suffix.lower() in VIDEO_EXTENSIONS]
+        videos = [p.relative_to(folder) for p in _videos_below(folder, 100_000)]
         if any(len(p.parts) == depth for p in videos):
             return None
         expected = "<name>.<ext> videos" if self.flat else "<Class>/<name>.<ext> videos"
@@ -171,12 +167,14 @@ class Dataset:
         return f"{self.name}_{subset}_list_{fmt}.txt"
 
 
-def _first_files(folder: Path, most: int):
-    """Up to `most` files below `folder`, without walking a whole large tree."""
+def _videos_below(folder: Path, most: int):
+    """The video files among the first `most` files below `folder` (a large tree is not
+    walked whole)."""
     n = 0
     for dirpath, _, files in os.walk(folder):
         for f in files:
-            yield Path(dirpath) / f
+            if Path(f).suffix.lower() in VIDEO_EXTENSIONS:
+                yield Path(dirpath) / f
             n += 1
             if n >= most:
                 return

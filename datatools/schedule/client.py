@@ -75,11 +75,13 @@ SCHEDULER_ADDRESS = re.compile(r"^((tcp|tls|ws|wss|ucx)://)?(\[[0-9a-fA-F:.]+\]|
 CONNECT_SECONDS = 10  # a scheduler that has not answered by then is not there
 
 
-def check_scheduler_address(address: str) -> None:
+def check_scheduler_address(address: str) -> tuple[str, str, int]:
+    """(protocol, host, port) of a scheduler address, or the line saying how to write one."""
     m = SCHEDULER_ADDRESS.match(address)
     if not m or not 0 < int(m[4]) < 65536:
         raise UserError(f"--scheduler {address}: not a Dask scheduler address; write it as "
                         "tcp://HOST:PORT (what `dask scheduler` prints, port 8786 by default)")
+    return m[2] or "tcp", m[3].strip("[]"), int(m[4])
 
 
 @dataclass
@@ -141,12 +143,11 @@ def dask_client(options: ClusterOptions | None = None) -> Iterator[Client]:
 def _reachable(address: str) -> None:
     """A TCP scheduler address that nothing listens on is said at once (Dask's client would
     retry until its timeout)."""
-    m = SCHEDULER_ADDRESS.match(address)
-    if not m or (m[2] or "tcp") != "tcp":
+    protocol, host, port = check_scheduler_address(address)
+    if protocol != "tcp":
         return
-    host = m[3].strip("[]")
     try:
-        socket.create_connection((host, int(m[4])), timeout=CONNECT_SECONDS).close()
+        socket.create_connection((host, port), timeout=CONNECT_SECONDS).close()
     except OSError as exc:
         raise UserError(f"--scheduler {address}: cannot connect ({exc.strerror or exc}); start a "
                         "Dask scheduler there (`dask scheduler`) or check the address") from None

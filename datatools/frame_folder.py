@@ -15,8 +15,11 @@ name is there.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 
+from . import status
 from .completion import FileStamp, read_record, write_record
 
 DONE = ".datatools-done.json"
@@ -118,3 +121,35 @@ def manifest_fields(record: dict) -> dict:
             "start_index": record.get("start_index"),
             "flow_algo": flow.get("algo"), "flow_bound": flow.get("bound"),
             "backend": flow.get("backend")}
+
+
+# --- what a folder was made with, in one manifest cell --------------------------------------
+# `made_with` holds, per part of a trusted record, a digest of the parameters that made it
+# (the common ones and the part's own): "rgb=3f2a9c01d4e5;flow=…". A re-run of extract skips
+# a video whose row says its parts were made with the requested parameters without sending
+# it to a worker; a row is only carried over while its folder is unchanged (lists/scan.py).
+
+
+def _digest(common: dict | None, params: dict | None) -> str:
+    text = json.dumps([common or {}, params or {}], sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def made_with(record: dict) -> str:
+    """The manifest's `made_with` cell for a trusted completion record."""
+    common = record.get("common")
+    return ";".join(f"{part}={_digest(common, info.get('params'))}"
+                    for part, info in sorted(record["parts"].items()))
+
+
+def made_with_of(opts) -> dict[str, str]:
+    """Per part an extraction with `opts` writes: the digest its record would hold."""
+    return {part: _digest(opts.common_params(), opts.part_params(part)) for part in opts.parts}
+
+
+def already_made(rec, wanted: dict[str, str]) -> bool:
+    """Whether a manifest row's folder holds every wanted part, made with these parameters."""
+    if rec.extract_status not in status.COMPLETE or not rec.made_with:
+        return False
+    have = dict(item.split("=", 1) for item in rec.made_with.split(";") if "=" in item)
+    return all(have.get(part) == digest for part, digest in wanted.items())

@@ -31,6 +31,7 @@ VIDEO_STATUSES = (OK, UNCHECKED, MISSING, *BAD, EXTRA)
 LISTED = (OK, UNCHECKED)  # the video statuses a videos list holds
 
 DONE, SKIPPED, REFUSED = "done", "skipped", "refused"
+COMPLETE = (DONE, SKIPPED)  # a frame folder its completion record vouches for (made or kept)
 INCOMPLETE, STALE, FAILED = "incomplete", "stale", "failed"
 UNLISTED_EXTRACTIONS = (INCOMPLETE, STALE)  # frame folders no rawframes/flow list holds
 

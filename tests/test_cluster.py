@@ -26,9 +26,15 @@ from datatools.extract.options import ExtractOptions
 from datatools.extract.run import extract
 from datatools.lists.build import build_lists
 from datatools.manifest import read_manifest
-from datatools.schedule.client import ClusterOptions, dask_client, load_config_file, map_tasks
+from datatools.schedule.client import (
+    ClusterOptions,
+    dask_client,
+    gpu_work,
+    load_config_file,
+    map_tasks,
+)
 from datatools.schedule.gpu_pin import device_for
-from datatools.schedule.resources import VIDEOS_PER_GPU
+from datatools.schedule.resources import CUDA_ONLY, EITHER, VIDEOS_PER_GPU, WORKER_ENV
 from datatools.schedule.slurm import make_cluster, parse_slurm_options
 
 BIN = Path(sys.executable).parent
@@ -158,8 +164,11 @@ def test_gpu_tasks_run_only_on_gpu_workers_a_few_per_gpu_each_on_its_device():
         most = max(sum(s <= t < e for s, e in spans) for t, _ in spans)
         assert 2 <= most <= VIDEOS_PER_GPU, (name, most)
     with dask_client(ClusterOptions(workers=1)) as client:
-        with pytest.raises(UserError, match="needs a GPU, and no worker of the cluster has one"):
-            list(map_tasks(client, _where, range(2), gpu=True))
+        assert not gpu_work(EITHER, client, ClusterOptions(workers=1))  # torch: CPU workers then
+        with pytest.raises(UserError, match="computes on a GPU .* no worker of the cluster has one"):
+            gpu_work(CUDA_ONLY, client, ClusterOptions(workers=1))
+    assert gpu_work(EITHER, None, ClusterOptions(kind="slurm", slurm=parse_slurm_options(
+        ["gpus_per_job=1"])))  # before any job has joined
 
 
 def test_each_worker_of_a_multi_gpu_job_keeps_its_own_device():
@@ -167,7 +176,19 @@ def test_each_worker_of_a_multi_gpu_job_keeps_its_own_device():
     assert device_for("gpu-0", "") is None
 
 
-def test_slurm_settings_come_from_a_config_file_and_the_command_line(tmp_path):
+@pytest.fixture
+def dask_config():
+    """Dask's global config as it was before the test loaded a lab's file into it."""
+    import copy
+
+    import dask
+    saved = copy.deepcopy(dask.config.config)
+    yield
+    dask.config.config.clear()
+    dask.config.config.update(saved)
+
+
+def test_slurm_settings_come_from_a_config_file_and_the_command_line(tmp_path, dask_config):
     require_tool("sbatch")
     conf = tmp_path / "lab.yaml"
     conf.write_text("jobqueue:\n  slurm:\n    queue: gpu-long\n    account: lab42\n"
@@ -191,6 +212,27 @@ def test_slurm_settings_come_from_a_config_file_and_the_command_line(tmp_path):
         assert arg in script, script
     with pytest.raises(UserError, match="expected key=value with key one of"):
         parse_slurm_options(["colour=blue"])
+
+
+def test_a_labs_processes_setting_and_the_worker_environment_reach_the_job_script(tmp_path,
+                                                                                dask_config):
+    """jobqueue.slurm.processes and cores from a config file are what a CPU job runs (a flag
+    overrides them), and the job's shell sets what local workers get (resources.WORKER_ENV)."""
+    require_tool("sbatch")
+    conf = tmp_path / "lab.yaml"
+    conf.write_text("jobqueue:\n  slurm:\n    processes: 3\n    cores: 6\n"
+                    "    job-script-prologue: ['module load ffmpeg']\n")
+    load_config_file(conf)
+    for flags, workers in (([], 3), (["processes=2"], 2)):
+        cluster = make_cluster(parse_slurm_options(flags))
+        try:
+            script = cluster.job_script()
+        finally:
+            cluster.close()
+        assert f"--nworkers {workers}" in script and "--cpus-per-task=6" in script, script
+        assert "module load ffmpeg\n" in script
+        for name, value in WORKER_ENV.items():
+            assert f"export {name}={value}\n" in script
 
 
 def test_prepare_runs_every_step_and_resumes_after_a_kill(tmp_path):

@@ -29,6 +29,7 @@ class ExtractOptions:
     naming: str = "mmaction"
     jpeg_quality: int = 95
     denseflow_bin: str | None = None  # the executable of --backend denseflow
+    build: str | None = None  # the extractor's build where it computes another algorithm ("cuda")
 
     def __post_init__(self):
         object.__setattr__(self, "backend", resolve_backend(self.backend))  # recorded by its real name
@@ -81,8 +82,9 @@ class ExtractOptions:
         """What else one part's files depend on."""
         if part == "rgb":
             return {"jpeg_quality": self.jpeg_quality}
-        return {"algo": self.algo, "backend": self.backend, "bound": self.bound,
-                "jpeg_quality": self.jpeg_quality}
+        params = {"algo": self.algo, "backend": self.backend, "bound": self.bound,
+                  "jpeg_quality": self.jpeg_quality}
+        return {**params, "build": self.build} if self.build else params
 
     def only(self, parts: tuple[str, ...]) -> ExtractOptions:
         """The same options restricted to some of this task's parts."""
@@ -95,7 +97,9 @@ class ExtractOptions:
         p["new_size"] = list(self.new_size) if self.new_size else None
         del p["denseflow_bin"]  # where the tool lives is not a property of the output
         if not self.flow:  # flow settings do not change RGB-only output
-            p.update(algo=None, backend=None, bound=None)
+            p.update(algo=None, backend=None, bound=None, build=None)
+        if p["build"] is None:
+            del p["build"]  # as recorded before builds were told apart
         return p
 
 

@@ -3,6 +3,7 @@ the Dask cluster, and record what was made in the manifest (only the driver writ
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections import Counter
@@ -11,13 +12,21 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..failures import TaskFailures
-from ..frame_folder import manifest_fields
+from ..frame_folder import already_made, made_with, made_with_of, manifest_fields
 from ..fsio import DiskError, gib
 from ..lists.build import scan_root
+from ..lists.scan import settled_mtime
 from ..lock import root_lock
 from ..manifest import LISTED_STATUSES, VideoRecord
 from ..report import progress_bar, report_failure
-from ..schedule.client import ClusterOptions, TaskError, WorkerCrash, dask_client, map_tasks
+from ..schedule.client import (
+    ClusterOptions,
+    TaskError,
+    WorkerCrash,
+    dask_client,
+    gpu_work,
+    map_tasks,
+)
 from ..status import DONE, FAILED, REFUSED, SKIPPED, UNCHECKED
 from ..validate.run import apply_probe
 from . import backends
@@ -77,15 +86,22 @@ def _extract(root: Path, opts: ExtractOptions, sel: Selection, cluster: ClusterO
     ds = scanned.dataset
     dataset = ds.name
     ds.check_selection(sel.split, sel.subset)
-    if opts.flow or backends.is_video_tool(opts.backend):
-        backends.create(opts.backend, opts.algo, opts.denseflow_bin)  # a missing tool stops here
+    opts, device = backends.prepare(opts)  # a missing tool stops here
     chosen = select(scanned.records, sel)
     result = ExtractResult(dataset, root)
     todo = []
+    made_with = made_with_of(opts)
     for rec in chosen:
         # Unchecked videos (never probed, or changed since) are probed by the worker first.
         if rec.status not in LISTED_STATUSES or not rec.video_path:
             result.not_ok.append(rec)
+            continue
+        if not force and rec.status != UNCHECKED and already_made(rec, made_with):
+            # The scan trusted its folder's record, which holds these parts with these
+            # parameters: the worker would only say so.
+            rec.extract_status, rec.extract_error = SKIPPED, None
+            result.outcomes.append((rec, VideoOutcome(rec.video_id, SKIPPED, rec.rgb_count or 0,
+                                                      rec.flow_count or 0)))
             continue
         subset = rec.subset_1 if ds.per_subset_dirs else None
         frame_dir = root / ds.frames_dir(subset) / rec.key
@@ -100,10 +116,10 @@ def _extract(root: Path, opts: ExtractOptions, sel: Selection, cluster: ClusterO
     run = functools.partial(extract_video, opts=opts)
     failures = TaskFailures(root, "extract")
     try:
-        with dask_client(cluster) as client, \
+        with (dask_client(cluster) if todo else contextlib.nullcontext()) as client, \
                 progress_bar(len(todo), "extract", unit="frames") as advance:
-            gpu = opts.flow and backends.needs_gpu(opts.backend)
-            for job, outcome in map_tasks(client, run, [job for _, job in todo], gpu=gpu):
+            gpu = bool(todo) and gpu_work(device, client, cluster)
+            for job, outcome in map_tasks(client, run, [job for _, job in todo], gpu=gpu) if todo else ():
                 if isinstance(outcome, TaskError):
                     failures.add(job.video_path, outcome)
                     advance()
@@ -152,3 +168,8 @@ def _record(rec: VideoRecord, job: VideoJob, out: VideoOutcome, root: Path) -> N
     rec.rgb_count, rec.flow_count = out.rgb_count, out.flow_count
     for name, value in manifest_fields(out.record).items():
         setattr(rec, name, value)
+    rec.made_with = made_with(out.record)
+    try:  # the folder as the worker left it: the next scan need not list it (lists/scan.py)
+        rec.frame_mtime_ns = settled_mtime(os.stat(job.frame_dir).st_mtime_ns)
+    except OSError:
+        rec.frame_mtime_ns = None

@@ -16,7 +16,7 @@ from .. import datasets
 from ..completion import FileStamp
 from ..datasets.base import AnnotatedVideo, Dataset
 from ..errors import UserError, root_not_found
-from ..frame_folder import made_from, manifest_fields
+from ..frame_folder import made_from, made_with, manifest_fields
 from ..fsio import disk_errors
 from ..lock import root_lock
 from ..manifest import (
@@ -34,9 +34,9 @@ from ..manifest import (
     split_members,
     write_manifest,
 )
-from ..status import DONE, EMPTY, EXTRA, FAILED, INCOMPLETE, MISSING, OK, STALE, UNCHECKED
+from ..status import COMPLETE, DONE, EMPTY, EXTRA, FAILED, INCOMPLETE, MISSING, OK, STALE, UNCHECKED
 from ..validate import quarantine
-from .scan import DiskIndex, FrameFolder, scan_frames, scan_videos
+from .scan import DiskIndex, FrameFolder, scan_frames, scan_videos, settled_mtime
 
 # Recorded for a frame folder holding unequal numbers of flow_x and flow_y files.
 FLOW_MISMATCH = "flow_x/flow_y counts differ"
@@ -48,6 +48,9 @@ PROBE_FIELDS = ("probe_status", "decodable", "frame_count", "fps", "width", "hei
 IDENTITY_FIELDS = ("size", "mtime_ns", "inode")
 EXTRACT_FIELDS = ("rgb_template", "flow_template", "start_index", "flow_algo", "flow_bound",
                   "backend", "extract_status", "extract_error")
+# What a done frame folder's row says about the folder itself: kept while the folder is
+# unchanged, else read again from its completion record (never carried over on its own).
+FRAME_FIELDS = ("frame_dir", "rgb_count", "flow_count", "frame_mtime_ns", "made_with")
 
 
 @dataclass
@@ -155,10 +158,10 @@ def scan_root(dataset: str | None, root: Path, level: int | None = None,
     if level not in (1, 2):
         raise UserError(f"--level {level}: must be 1 (flat folders) or 2 (class folders)")
     ann = ds.parse(root / "annotations")
-    records = join_disk(ds, ann.videos.values(), root, level)
+    known = {r.video_id: r for r in previous[0]} if previous is not None else {}
+    records = join_disk(ds, ann.videos.values(), root, level, known)
     quarantine.mark_quarantined(root, records)
-    if previous is not None:
-        carry_over(records, previous[0])
+    carry_over(records, known)
     return ScannedRoot(ds, root, level, records, ann.label_map, ann.label_source,
                        dict(previous[1].steps) if previous else {}, rebuilt_from)
 
@@ -196,8 +199,12 @@ def build_lists(dataset: str, root: Path, formats: list[str] | None = None, leve
         return result
 
 
-def join_disk(ds: Dataset, videos, root: Path, level: int) -> list[VideoRecord]:
-    """One record per annotated video (found or missing) plus one per unclaimed file on disk."""
+def join_disk(ds: Dataset, videos, root: Path, level: int,
+              known: dict[str, VideoRecord] | None = None) -> list[VideoRecord]:
+    """One record per annotated video (found or missing) plus one per unclaimed file on disk.
+    `known`: the previous manifest's rows by video id; a frame folder its row says is done,
+    unchanged since (folder mtime) and made from the same file, is not listed again."""
+    known = known or {}
     video_index: dict[str, DiskIndex] = {}
     frame_index: dict[str, DiskIndex] = {}
 
@@ -216,7 +223,11 @@ def join_disk(ds: Dataset, videos, root: Path, level: int) -> list[VideoRecord]:
             _stat(rec, root)
         frames = index_for(frame_index, ds.frames_dir(subset), scan_frames).claim(rec.key, video.video_id)
         if frames is not None:
-            _set_frames(rec, frames)
+            prev = known.get(rec.video_id)
+            if prev is not None and _unchanged(frames, rec, prev):
+                _keep_frames(rec, prev)
+            else:
+                _set_frames(rec, frames.load())
         records.append(rec)
     # Files on disk that no annotation claims: reported as extra, never listed.
     for folder in ([ds.video_dir(s) for s in ds.list_subsets] if ds.per_subset_dirs else ["videos"]):
@@ -236,6 +247,19 @@ def _record(ds: Dataset, video: AnnotatedVideo, level: int) -> VideoRecord:
         setattr(rec, f"subset_{split}", subset)
         setattr(rec, f"order_{split}", video.orders[split])
     return rec
+
+
+def _unchanged(frames: FrameFolder, rec: VideoRecord, prev: VideoRecord) -> bool:
+    """Whether `prev` still describes this frame folder: done, the folder's mtime as recorded
+    then (no file added, removed or renamed), made from the same video file."""
+    return (prev.extract_status in COMPLETE and prev.frame_dir == frames.path
+            and prev.frame_mtime_ns is not None and prev.frame_mtime_ns == frames.mtime_ns
+            and rec.size is not None and same_file(rec, prev))
+
+
+def _keep_frames(rec: VideoRecord, prev: VideoRecord) -> None:
+    for name in FRAME_FIELDS + EXTRACT_FIELDS:
+        setattr(rec, name, getattr(prev, name))
 
 
 def _set_frames(rec: VideoRecord, frames: FrameFolder) -> None:
@@ -262,6 +286,7 @@ def _set_frames(rec: VideoRecord, frames: FrameFolder) -> None:
         for name, value in manifest_fields(frames.record).items():
             setattr(rec, name, value)
         rec.extract_status, rec.extract_error = DONE, None
+        rec.made_with, rec.frame_mtime_ns = made_with(frames.record), settled_mtime(frames.mtime_ns)
     else:
         counts = {p: i.get("count") for p, i in frames.record["parts"].items()}
         rec.extract_status = INCOMPLETE
@@ -291,11 +316,10 @@ def same_file(rec: VideoRecord, prev: VideoRecord) -> bool:
     return stamp(prev).matches(stamp(rec))
 
 
-def carry_over(records: list[VideoRecord], old: list[VideoRecord]) -> None:
-    """Keep what earlier steps learned: a probe stays with its file until the file changes
-    (then it is `unchecked` again), and survives while the file is missing; extraction
-    results stay with their frame folder."""
-    by_id = {r.video_id: r for r in old}
+def carry_over(records: list[VideoRecord], by_id: dict[str, VideoRecord]) -> None:
+    """Keep what earlier steps learned (`by_id`: the previous rows by video id): a probe stays
+    with its file until the file changes (then it is `unchecked` again), and survives while
+    the file is missing; extraction results stay with their frame folder."""
     for rec in records:
         prev = by_id.get(rec.video_id)
         if prev is None:

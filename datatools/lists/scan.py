@@ -8,6 +8,7 @@ annotations.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +17,31 @@ from ..frame_folder import DONE, count_names, read_done, trusted_parts
 
 @dataclass
 class FrameFolder:
+    """A frame folder as found: its path and mtime; what it holds once `load`ed (listing a
+    folder of a thousand frames costs far more than the stat that finds it, so a scan whose
+    manifest row for the folder still holds skips it: build.join_disk)."""
+
     path: str  # relative to the root (posix)
-    rgb: int
-    flow_x: int
-    flow_y: int
+    rgb: int = 0
+    flow_x: int = 0
+    flow_y: int = 0
     record: dict | None = None  # its completion record, if it has one
     trusted: bool = False  # the record's counts and last file names match the folder
+    mtime_ns: int | None = None  # the folder's, when the scan found it
+    location: str | None = None  # where to list it; None once loaded
+
+    def load(self) -> FrameFolder:
+        """Count its files and read its completion record (once)."""
+        if self.location is not None:
+            names = os.listdir(self.location)
+            self.rgb, self.flow_x, self.flow_y = count_names(names)
+            if DONE in names:
+                self.record = read_done(self.location)
+                if self.record is not None:
+                    self.trusted = all(trusted_parts(self.record, names,
+                                                     (self.rgb, self.flow_x, self.flow_y)).values())
+            self.location = None
+        return self
 
 
 def _visible(folder) -> list:
@@ -75,21 +95,30 @@ def scan_videos(root: Path, video_dir: str, level: int) -> DiskIndex:
     return DiskIndex(items)
 
 
-def frame_folder(folder: Path, rel: str) -> FrameFolder:
-    """A frame folder's file counts and, where it has one, its completion record and whether
-    the files that record counts are there."""
-    names = os.listdir(folder)
-    rgb, fx, fy = count_names(names)
-    found = FrameFolder(rel, rgb, fx, fy)
-    if DONE in names:
-        found.record = read_done(str(folder))
-        if found.record is not None:
-            found.trusted = all(trusted_parts(found.record, names, (rgb, fx, fy)).values())
-    return found
+# A folder's mtime changes whenever an entry is added, removed or renamed in it, so a folder
+# whose mtime is what a manifest row recorded still holds the files that row counts. Only
+# recorded when it can be told apart from a later change: fine-grained (not whole seconds,
+# as some network file systems keep) or older than SETTLED_SECONDS.
+SETTLED_SECONDS = 2
+
+
+def settled_mtime(mtime_ns: int | None) -> int | None:
+    """The mtime to record for a folder, or None where a later change could keep it."""
+    if mtime_ns is None:
+        return None
+    if mtime_ns % 1_000_000_000 or time.time_ns() - mtime_ns > SETTLED_SECONDS * 10**9:
+        return mtime_ns
+    return None
+
+
+def found_folder(entry: os.DirEntry, rel: str) -> FrameFolder:
+    """A frame folder as a directory listing shows it, not yet loaded."""
+    return FrameFolder(rel, mtime_ns=entry.stat().st_mtime_ns, location=entry.path)
 
 
 def scan_frames(root: Path, frames_dir: str, level: int) -> DiskIndex:
-    """Index of frame folders under `root/frames_dir`: key -> FrameFolder.
+    """Index of frame folders under `root/frames_dir`: key -> FrameFolder (not loaded, except
+    the top-level ones at level 2).
 
     At level 2 a top-level folder that itself holds frames is a flat (unlabelled) one.
     """
@@ -100,12 +129,12 @@ def scan_frames(root: Path, frames_dir: str, level: int) -> DiskIndex:
     for first in _visible(top):
         if not first.is_dir():
             continue
-        found = frame_folder(Path(first.path), f"{frames_dir}/{first.name}")
-        if level == 1 or found.rgb or found.flow_x or found.flow_y or found.record:
+        found = found_folder(first, f"{frames_dir}/{first.name}")
+        if level == 1 or found.load().rgb or found.flow_x or found.flow_y or found.record:
             items[first.name] = found
             continue
         for e in _visible(first.path):
             if e.is_dir():
                 rel = f"{first.name}/{e.name}"
-                items[rel] = frame_folder(Path(e.path), f"{frames_dir}/{rel}")
+                items[rel] = found_folder(e, f"{frames_dir}/{rel}")
     return DiskIndex(items)

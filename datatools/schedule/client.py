@@ -1,42 +1,38 @@
-"""The one place that knows how work is scheduled: a Dask client and a map over videos.
+"""The one place that knows which cluster work runs on: a Dask client, and whether GPU work
+goes to GPU workers (`gpu_work`). The map over items is tasks.py.
 
 Default: a local Dask cluster with one single-threaded worker process per core (plus, with
 `gpus`, one worker per GPU). `kind="slurm"` starts the workers as SLURM jobs through
 dask-jobqueue (slurm.py); `scheduler="tcp://host:8786"` uses an existing cluster instead.
-Work units are whole videos; results come back to the driver, which alone writes the
-manifest. GPU work asks for the worker resource GPU=1: it runs only on workers that declare a
-GPU (GPU=VIDEOS_PER_GPU), up to VIDEOS_PER_GPU videos per GPU at a time, each worker seeing
-only its own device.
-
-A worker that dies mid-task (a native decoder abort, the OOM killer, a node lost) costs the
-video it was working on, not the run: the local cluster's scheduler gives up on a task after
-its first worker death (allowed-failures = 0), `map_tasks` submits it once more, to whichever
-fresh worker takes it, and after a second death reports it as a `WorkerCrash`.
+Work units are whole videos (or chunks of them); results come back to the driver, which alone
+writes the manifest. GPU work asks for the worker resource GPU=1: it runs only on workers
+that declare a GPU (GPU=VIDEOS_PER_GPU), up to VIDEOS_PER_GPU videos per GPU at a time, each
+worker seeing only its own device.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import signal
 import socket
 import sys
-import traceback
-import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import dask
-from distributed import Client, KilledWorker, LocalCluster, WorkerPlugin, as_completed
+from distributed import Client, LocalCluster, WorkerPlugin
 
 from .. import runlog
 from ..errors import UserError
 from .resources import (
+    CPU_ONLY,
     CPU_THREADS,
+    CUDA_ONLY,
     GPU,
     VIDEOS_PER_GPU,
     WORKER_ENV,
@@ -44,6 +40,7 @@ from .resources import (
     visible_gpus,
 )
 from .slurm import SlurmOptions, slurm_cluster
+from .tasks import TaskError, WorkerCrash, map_tasks  # noqa: F401  (the steps' one import)
 
 runlog.adopt_library_logs()  # distributed has just set up its logging: to the run's log
 
@@ -82,23 +79,6 @@ def check_scheduler_address(address: str) -> tuple[str, str, int]:
         raise UserError(f"--scheduler {address}: not a Dask scheduler address; write it as "
                         "tcp://HOST:PORT (what `dask scheduler` prints, port 8786 by default)")
     return m[2] or "tcp", m[3].strip("[]"), int(m[4])
-
-
-@dataclass
-class WorkerCrash:
-    """A task whose worker process died twice while running it."""
-
-    reason: str
-
-
-@dataclass
-class TaskError:
-    """A task that raised: the exception's type and message, the exception itself (as the
-    worker raised it, errno included) and its traceback."""
-
-    reason: str
-    exc: BaseException | None = None
-    traceback: str = ""
 
 
 @contextmanager
@@ -268,8 +248,37 @@ def _local_cluster(options: ClusterOptions):
 
 def gpu_workers(client: Client) -> list[str]:
     """Addresses of the workers that declare a GPU."""
-    return [addr for addr, w in client.scheduler_info()["workers"].items()
+    return [addr for addr, w in client.scheduler_info(n_workers=-1)["workers"].items()
             if w.get("resources", {}).get(GPU)]
+
+
+FIRST_WORKER_SECONDS = 120  # a scheduler started elsewhere: how long to wait for a worker
+
+
+def gpu_work(device: str, client: Client, options: ClusterOptions | None) -> bool:
+    """Whether work computed on `device` (resources.CPU_ONLY, EITHER, CUDA_ONLY) goes to GPU
+    workers. What decides is the cluster's workers, not this process: a login node without
+    CUDA drives GPU workers. GPU workers are there when the cluster is started with them
+    (--gpus, --slurm gpus_per_job=N: before its jobs have joined) or, on a scheduler started
+    elsewhere, when a connected worker declares the GPU resource."""
+    if device == CPU_ONLY:
+        return False
+    options = options or ClusterOptions()
+    if options.scheduler:
+        if not client.scheduler_info(n_workers=-1)["workers"]:
+            with contextlib.suppress(TimeoutError):
+                client.wait_for_workers(1, timeout=FIRST_WORKER_SECONDS)
+        offered = bool(gpu_workers(client))
+    elif options.kind == "slurm":
+        offered = options.slurm.gpus_per_job > 0
+    else:
+        offered = bool(options.gpus)
+    if device == CUDA_ONLY and not offered:
+        raise UserError("this backend computes on a GPU (a CUDA build), and no worker of the "
+                        "cluster has one: on this machine `nvidia-smi -L` lists "
+                        + (", ".join(visible_gpus()) or "none") + "; pass --gpus (local) or "
+                        "--slurm gpus_per_job=N, or use a CPU build or backend")
+    return offered
 
 
 def load_config_file(path: Path) -> None:
@@ -283,56 +292,3 @@ def load_config_file(path: Path) -> None:
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a YAML mapping such as `jobqueue: {{slurm: {{...}}}}`")
     dask.config.update(dask.config.config, dask.config.expand_environment_variables(data), priority="new")
-
-
-def map_tasks(client: Client, fn: Callable, items: Iterable, *, retries: int = 1,
-              window: int | None = None, on_result: Callable[[Any, Any], None] | None = None,
-              gpu: bool = False) -> Iterator[tuple[Any, Any]]:
-    """Run `fn(item)` for every item on the cluster; yield (item, result) as they finish.
-
-    A failed task yields a `TaskError`; one whose worker died `retries + 1` times a
-    `WorkerCrash`. At most `window` tasks are in flight, so millions of videos do not all sit
-    in the scheduler at once. `gpu=True` runs tasks only on workers declaring a GPU, up to
-    VIDEOS_PER_GPU per GPU at a time.
-    """
-    items = list(items)
-    resources = {GPU: 1} if gpu else None
-    if gpu and not gpu_workers(client):
-        raise UserError("this step needs a GPU, and no worker of the cluster has one: on this "
-                        "machine `nvidia-smi -L` lists " + (", ".join(visible_gpus()) or "none")
-                        + "; pass --gpus (local) or --slurm gpus_per_job=N, or use a CPU backend")
-    window = window or max(64, 16 * max(1, len(client.scheduler_info().get("workers", {}))))
-    run = uuid.uuid4().hex[:8]
-    name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "task")
-    pending = iter(enumerate(items))
-    owner: dict[str, tuple[int, int]] = {}  # future key -> (item index, attempt)
-    done = as_completed()
-
-    def submit(index: int, attempt: int) -> None:
-        fut = client.submit(fn, items[index], key=f"{name}-{run}-{index}-{attempt}",
-                            pure=False, resources=resources)
-        owner[fut.key] = (index, attempt)
-        done.add(fut)
-
-    for index, _ in zip(range(window), pending):
-        submit(index, 0)
-    for fut in done:
-        index, attempt = owner.pop(fut.key)
-        if fut.status == "finished":
-            result = fut.result()
-        else:
-            exc = fut.exception()
-            if isinstance(exc, KilledWorker):
-                if attempt < retries:
-                    submit(index, attempt + 1)
-                    fut.release()
-                    continue
-                result = WorkerCrash("worker process died while running it")
-            else:
-                tb = "".join(traceback.format_exception(type(exc), exc, fut.traceback()))
-                result = TaskError(f"{type(exc).__name__}: {exc}", exc, tb)
-        fut.release()
-        nxt = next(pending, None)
-        if nxt is not None:
-            submit(nxt[0], 0)
-        yield items[index], result

@@ -13,6 +13,11 @@ import os
 import shutil
 import subprocess
 
+# Where a flow backend computes (its `device`); extract routes its tasks by it.
+CPU_ONLY = "cpu"  # CPU workers only
+EITHER = "any"  # GPU workers where the cluster has them, else CPU workers (torch)
+CUDA_ONLY = "cuda"  # GPU workers only (a CUDA build of an extractor)
+
 CPU_THREADS = 1  # task threads of a CPU worker (and threads of each library inside a task)
 GPU = "GPU"  # the Dask worker resource a GPU task asks one of
 # Videos a GPU worker runs at once, each in a thread of its own: their frame pairs share the

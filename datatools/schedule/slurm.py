@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass, field, fields
 
 from ..errors import UserError
-from .resources import GPU, worker_threads
+from .resources import GPU, WORKER_ENV, worker_threads
 
 # Where worker jobs write their output when neither --slurm log_directory nor Dask's
 # jobqueue.slurm.log-directory says: not the current folder, where sbatch would put one
@@ -37,7 +37,7 @@ class SlurmOptions:
     partition: str | None = None  # None: Dask config, else SLURM's default partition
     account: str | None = None
     cores: int | None = None  # CPUs per job (default: processes)
-    processes: int | None = None  # worker processes per job (default: gpus_per_job or 1)
+    processes: int | None = None  # per job (default: gpus_per_job, else jobqueue.slurm.processes, else 1)
     memory: str | None = None  # per job, e.g. "16GB" (default: 2GB per process)
     walltime: str | None = None  # HH:MM:SS
     jobs: int = 1  # jobs kept running (adaptive minimum)
@@ -100,7 +100,7 @@ def make_cluster(opts: SlurmOptions):
     from dask_jobqueue import SLURMCluster
 
     conf = dask.config.get("jobqueue.slurm", {})
-    processes = opts.processes or max(1, opts.gpus_per_job) or conf.get("processes") or 1
+    processes = opts.processes or opts.gpus_per_job or conf.get("processes") or 1
     cores = opts.cores or conf.get("cores") or processes
     memory = opts.memory or conf.get("memory") or f"{2 * processes}GB"
     walltime = opts.walltime or conf.get("walltime")
@@ -116,8 +116,11 @@ def make_cluster(opts: SlurmOptions):
         directives.append(f"--gres=gpu:{opts.gpus_per_job}")
         worker_args += ["--resources", f"{GPU}={threads}", "--preload", "datatools.schedule.gpu_pin"]
     logs = opts.log_directory or conf.get("log-directory") or LOGS
+    # The job's shell sets what a local nanny sets before it starts a worker (resources.py).
+    prologue = list(conf.get("job-script-prologue") or [])
+    prologue += [f"export {name}={value}" for name, value in WORKER_ENV.items()]
     kwargs = dict(cores=cores, processes=processes, memory=memory, python=sys.executable,
-                  log_directory=logs,
+                  log_directory=logs, job_script_prologue=prologue,
                   job_name="datatools-worker", worker_extra_args=worker_args,
                   job_extra_directives=list(conf.get("job-extra-directives", [])) + directives,
                   scheduler_options={"dashboard_address": None})

@@ -39,11 +39,15 @@ def load(root: Path) -> list[QuarantineRecord]:
     if not path.exists():
         return []
     out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    for lineno, line in enumerate(lines, start=1):
         if line.strip():
             try:
                 out.append(QuarantineRecord(**json.loads(line)))
             except (ValueError, TypeError):
+                if lineno == len(lines):
+                    break  # a last line cut short (no newline): an append the crash stopped
                 raise UserError(f"{path}:{lineno}: unreadable quarantine record; fix or remove "
                                 "the line") from None
     return out
@@ -55,10 +59,35 @@ def _save(root: Path, records: list[QuarantineRecord]) -> None:
     atomic_write(path, "".join(json.dumps(asdict(r)) + "\n" for r in records))
 
 
+def _append(root: Path, record: QuarantineRecord) -> None:
+    """One more line, on disk before the next move (a move costs one line, not a rewrite of
+    every earlier record)."""
+    path = records_path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        _drop_cut_line(f)
+        f.write((json.dumps(asdict(record)) + "\n").encode())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _drop_cut_line(f) -> None:
+    """Cut off a last line without its newline (an append a crash stopped), so the next line
+    starts on a line of its own."""
+    size = f.seek(0, os.SEEK_END)
+    if not size:
+        return
+    f.seek(max(0, size - 65536))
+    tail = f.read()
+    if tail.endswith(b"\n"):
+        return
+    cut = tail.rfind(b"\n")
+    f.truncate(size - len(tail) + cut + 1 if cut >= 0 else max(0, size - len(tail)))
+
+
 def move_aside(root: Path, videos) -> list[QuarantineRecord]:
     """Move each record's file to quarantine/<its path>; update the records in place."""
     root = Path(root)
-    kept = load(root)
     moved = []
     for rec in videos:
         dest_rel = f"{FOLDER}/{rec.video_path}"
@@ -69,10 +98,8 @@ def move_aside(root: Path, videos) -> list[QuarantineRecord]:
         os.rename(root / rec.video_path, dest)
         q = QuarantineRecord(rec.video_id, rec.video_path, dest_rel, rec.status, rec.error or "",
                              rec.size, time.strftime("%Y-%m-%dT%H:%M:%S"))
-        kept.append(q)
         moved.append(q)
-        # Record after each move so that an interrupted run loses no record.
-        _save(root, kept)
+        _append(root, q)  # after each move, so that an interrupted run loses no record
         _mark(rec, q)
     return moved
 

@@ -76,6 +76,7 @@ struct Options {
     bool list_input = false;
     bool serve = false;               // read "VIDEO<TAB>OUT" lines from stdin, one result line each
     bool show_params = false;         // print the TV-L1 parameters in use as JSON, then exit
+    bool show_build = false;          // print what this build computes with as JSON, then exit
     tvl1::Params tvl1;                // --tvl1 tau=..,lambda=..,... (datatools/extract/tvl1.py)
 };
 
@@ -159,7 +160,8 @@ Options parse(int argc, char** argv) {
         {"--threads", "threads"}, {"--tvl1", "tvl1"}};
     static const std::map<std::string, std::string> flags = {
         {"-v", "verbose"}, {"--verbose", "verbose"}, {"-f", "force"}, {"--force", "force"},
-        {"--flow-only", "flow_only"}, {"--serve", "serve"}, {"--show-params", "show_params"}};
+        {"--flow-only", "flow_only"}, {"--serve", "serve"}, {"--show-params", "show_params"},
+        {"--show-build", "show_build"}};
     for (int i = 1; i < argc; ++i) {
         std::string arg = argv[i], value;
         bool inline_value = false;
@@ -177,6 +179,7 @@ Options parse(int argc, char** argv) {
             if (f == "flow_only") o.flow_only = on;
             if (f == "serve") o.serve = on;
             if (f == "show_params") o.show_params = on;
+            if (f == "show_build") o.show_build = on;
             continue;
         }
         if (alias.count(arg)) {
@@ -204,6 +207,16 @@ Options parse(int argc, char** argv) {
     }
     if (o.show_params) {
         print_params(o.tvl1);
+        std::exit(0);
+    }
+    if (o.show_build) {
+        // The driver routes a CUDA build's work to GPU workers and records it with the flow's
+        // parameters: OpenCV's CUDA TV-L1 has no median filter and another iteration scheme.
+#ifdef DATATOOLS_WITH_CUDA
+        std::printf("{\"cuda\": true}\n");
+#else
+        std::printf("{\"cuda\": false}\n");
+#endif
         std::exit(0);
     }
     if (o.serve ? !o.inputs.empty() : o.inputs.size() != 1)

@@ -11,12 +11,14 @@ itself (`video_tool = True`, `extract_into`).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
 
 from ...errors import UserError
-from ..options import resolve_backend
+from ...schedule.resources import CPU_ONLY
+from ..options import ExtractOptions, resolve_backend
 from .external import DenseflowFlow, NativeFlow
 from .opencv_flow import OpenCVFlow
 from .torch_flow import TorchFlow
@@ -25,7 +27,7 @@ from .torch_flow import TorchFlow
 class FlowBackend(Protocol):
     name: str
     algo: str
-    gpu: bool  # runs only on workers declaring a GPU (schedule.resources.GPU)
+    device: str  # where it computes: resources.CPU_ONLY, EITHER or CUDA_ONLY
 
     def compute(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
         ...
@@ -36,12 +38,6 @@ def available() -> dict[str, type]:
             "torch": TorchFlow}
 
 
-def needs_gpu(name: str) -> bool:
-    cls = available().get(name)
-    decide = getattr(cls, "needs_gpu", None)
-    return bool(decide()) if callable(decide) else bool(getattr(cls, "gpu", False))
-
-
 def create(name: str, algo: str, denseflow_bin: str | None = None) -> FlowBackend:
     backends = available()
     name = resolve_backend(name)
@@ -50,6 +46,19 @@ def create(name: str, algo: str, denseflow_bin: str | None = None) -> FlowBacken
     if name == "denseflow":
         return backends[name](algo, denseflow_bin)
     return backends[name](algo)
+
+
+def prepare(opts: ExtractOptions) -> tuple[ExtractOptions, str]:
+    """The options as the chosen backend computes them (a build that computes another
+    algorithm is recorded with them), and where that runs: CPU_ONLY, EITHER or CUDA_ONLY.
+    A missing tool or library stops the run here, in the driver."""
+    if not (opts.flow or is_video_tool(opts.backend)):
+        return opts, CPU_ONLY  # RGB only, decoded in Python
+    backend = create(opts.backend, opts.algo, opts.denseflow_bin)
+    if not opts.flow:
+        return opts, CPU_ONLY  # a video tool writing RGB only computes no flow
+    build = getattr(backend, "build_params", dict)().get("build")
+    return (replace(opts, build=build) if build else opts), backend.device
 
 
 def is_video_tool(name: str) -> bool:

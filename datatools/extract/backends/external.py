@@ -21,12 +21,14 @@ applies unchanged.
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,7 +36,7 @@ import datatools
 
 from ...errors import UserError
 from ...frame_folder import FLOW_X_PREFIX, FLOW_Y_PREFIX, RGB_PREFIX, count_names
-from ...schedule.resources import CPU_THREADS
+from ...schedule.resources import CPU_ONLY, CPU_THREADS, CUDA_ONLY
 from ..options import ExtractOptions
 from ..tvl1 import TVL1, TVL1Params
 
@@ -79,19 +81,59 @@ class ToolResult(NamedTuple):
     size: tuple[int, int] | None  # (width, height) of the images, where the tool reports it
 
 
-class _VideoTool:
-    """What both share: the interface video.py uses, the count check, the size arguments."""
+BUILD_SECONDS = 10  # for an executable to answer --show-build
 
-    gpu = False
+
+@functools.cache
+def build_of(binary: str) -> dict | None:
+    """What an extractor says about its build (`--show-build`: {"cuda": true|false}), or None
+    for one that does not answer (an older build, a denseflow)."""
+    try:
+        proc = subprocess.run([binary, "--show-build"], capture_output=True, text=True,
+                              timeout=BUILD_SECONDS, preexec_fn=_die_with_parent)
+        report = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+        return None
+    return report if isinstance(report, dict) and isinstance(report.get("cuda"), bool) else None
+
+
+class _VideoTool:
+    """What both share: the interface video.py uses, the count check, the size arguments, and
+    where it computes: a CUDA build is GPU work (backends.CUDA_ONLY), one process per GPU
+    worker, which the worker's own CUDA_VISIBLE_DEVICES pins to its device."""
+
     video_tool = True  # handles whole videos (video.py hands it the video, not frame pairs)
     name = ""
+    cuda_unless_told = False  # what a tool that does not report its build is taken to be
+    # A worker's task threads take turns: one extractor process at a time per worker, so a
+    # GPU worker runs one on its GPU (a CPU worker has one task thread anyway).
+    _one_at_a_time = threading.Lock()
 
     def __init__(self, algo: str, binary: str | None):
         self.algo = algo
         self.binary = binary
 
+    @property
+    def cuda(self) -> bool:
+        report = build_of(self.binary)
+        return report["cuda"] if report is not None else self.cuda_unless_told
+
+    @property
+    def device(self) -> str:
+        return CUDA_ONLY if self.cuda else CPU_ONLY
+
+    def build_params(self) -> dict:
+        """Recorded with the flow's parameters: OpenCV's CUDA TV-L1 is another algorithm (no
+        median filter, inner x outer iterations in one loop), so a folder made by one build
+        is never taken for the other's."""
+        return {"build": "cuda"} if self.cuda else {}
+
     def extract_into(self, video: str, folder: str, opts: ExtractOptions) -> ToolResult:
         """Write `video`'s frame folder contents into `folder`; returns the counts written."""
+        with self._one_at_a_time:
+            return self._run(video, folder, opts)
+
+    def _run(self, video: str, folder: str, opts: ExtractOptions) -> ToolResult:
         raise NotImplementedError
 
     def check(self, video, frames, rgb, flow_x, flow_y, opts) -> None:
@@ -143,7 +185,7 @@ class NativeFlow(_VideoTool):
             self._servers[cmd] = proc
         return proc
 
-    def extract_into(self, video: str, folder: str, opts: ExtractOptions) -> ToolResult:
+    def _run(self, video: str, folder: str, opts: ExtractOptions) -> ToolResult:
         if "\t" in video + folder or "\n" in video + folder:
             raise ToolError("native: paths with tabs or newlines are not supported")
         proc = self._server(opts)
@@ -176,6 +218,7 @@ def _stop_servers() -> None:
 
 class DenseflowFlow(_VideoTool):
     name = "denseflow"
+    cuda_unless_told = True  # denseflow computes flow with OpenCV's CUDA module only
 
     def __init__(self, algo: str, binary: str | None = None):
         if not binary:
@@ -191,7 +234,7 @@ class DenseflowFlow(_VideoTool):
                 f"-b={opts.bound:g}", f"-s={1 if opts.flow else 0}",
                 *(f"{k}={v}" for k, v in self.size_args(opts))]
 
-    def extract_into(self, video: str, folder: str, opts: ExtractOptions) -> ToolResult:
+    def _run(self, video: str, folder: str, opts: ExtractOptions) -> ToolResult:
         """Run the tool into a scratch folder (it writes OUT/<video stem>/, 0-based), move its
         files up under our names, and count the video's frames ourselves to check them."""
         scratch = os.path.join(folder, SCRATCH)

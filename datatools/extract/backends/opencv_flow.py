@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import UserError
+from ...schedule.resources import CPU_ONLY
 from ..tvl1 import TVL1, TVL1Params
 
 # Farneback as in OpenCV's samples and tutorials.
@@ -14,7 +15,7 @@ FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, po
 
 class OpenCVFlow:
     name = "opencv"
-    gpu = False
+    device = CPU_ONLY
 
     def __init__(self, algo: str, params: TVL1Params = TVL1):
         import cv2

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import UserError
-from ...schedule.resources import CPU_THREADS
+from ...schedule.resources import CPU_THREADS, EITHER
 from ..tvl1 import TVL1, TVL1Params
 
 FLT_EPSILON = float(np.finfo(np.float32).eps)  # OpenCV's guard before dividing by |grad I1|^2
@@ -43,12 +43,9 @@ def _torch():
 class TorchFlow:
     name = "torch"
     video_tool = False
-
-    @staticmethod
-    def needs_gpu() -> bool:
-        """GPU workers when this machine has CUDA; without one it runs (slowly) on CPU workers."""
-        torch = _torch()
-        return torch.cuda.is_available()
+    # GPU workers where the cluster has them, whatever the driver has (a login node without
+    # CUDA drives GPU workers); on CPU workers without (slowly). Each worker picks its device.
+    device = EITHER
 
     def __init__(self, algo: str, device: str | None = None, params: TVL1Params = TVL1):
         if algo != "tvl1":

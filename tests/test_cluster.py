@@ -182,6 +182,7 @@ def dask_config():
     import copy
 
     import dask
+    import dask_jobqueue  # noqa: F401  (adds its defaults to the config when first imported)
     saved = copy.deepcopy(dask.config.config)
     yield
     dask.config.config.clear()

@@ -96,6 +96,43 @@ def test_extract_through_slurm_jobs_equals_a_local_run(slurm, tmp_path):
     assert {r.extract_status for r in records} == {"done"}
 
 
+def test_slurm_workers_that_join_after_the_run_started_do_the_work(slurm, tmp_path):
+    """Another job holds the node when the run starts, so the worker job waits in the queue
+    while the driver waits for workers; once the node is free the job starts the number of
+    worker processes a lab's config file sets (jobqueue.slurm.processes: 2), they join the
+    running driver and do every video."""
+    root = clip_root(tmp_path / "root", ("short_32f.mp4", "test.avi", "bikes.mp4", "demo.mp4"))
+    cpus = int(slurm.run("sinfo", "-h", "-o", "%c").stdout.split()[0])
+    filler = slurm.run("sbatch", "--parsable", "-c", str(cpus), "--wrap", "sleep 600")
+    assert filler.returncode == 0, filler.stderr
+    logs = tmp_path / "worker-logs"
+    conf = tmp_path / "lab.yaml"
+    conf.write_text(f"jobqueue:\n  slurm:\n    processes: 2\n    cores: {cpus}\n"
+                    f"    memory: 2GB\n    log-directory: {logs}\n")
+    driver = subprocess.Popen([str(BIN / "datatools"), "extract", "--root", str(root), "--task",
+                               "rgb", "--cluster", "slurm", "--cluster-config", str(conf),
+                               "--slurm", "walltime=00:10:00"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=slurm.env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while "datatools-worker PENDING" not in slurm.run("squeue", "-h", "-o", "%j %T").stdout:
+            assert driver.poll() is None and time.monotonic() < deadline, "no worker job queued"
+            time.sleep(0.2)
+        time.sleep(2)  # the run has started: the driver waits for workers
+        assert driver.poll() is None
+        slurm.run("scancel", filler.stdout.strip())
+        out, _ = driver.communicate(timeout=240)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, out[-3000:]
+    records, _ = read_manifest(root)
+    assert {r.extract_status for r in records} == {"done"}
+    started = sum(p.read_text().count("Start worker at") for p in logs.glob("*.err"))
+    assert started == 2, [p.read_text()[-2000:] for p in logs.glob("*.err")]
+
+
 def test_a_killed_worker_costs_only_its_video_and_the_output_is_unchanged(tmp_path):
     names = ("test.mp4", "demo.mp4", "short_32f.mp4", "bikes.mp4", "test.avi")
     reference = clip_root(tmp_path / "reference", names)

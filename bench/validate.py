@@ -13,6 +13,13 @@ table reports the peak in the first and the last fifth of each run.
 
 The fixed cost of a run (interpreter, imports, starting the local cluster, writing the
 manifest) is measured on a 6-file root and reported separately.
+
+With `--against REV` (a git revision of this repository, e.g. the commit before a change), a
+third table: quick validate of `--tiny-files` hard links to a tiny real clip (16 frames,
+64x48, cut from bikes.mp4 with ffmpeg), this checkout against REV's code (a git worktree run
+with the same interpreter), alternating, same root.
+
+    python bench/validate.py --against 98bebaa --tiny-files 20000 --only tiny
 """
 
 from __future__ import annotations
@@ -96,13 +103,17 @@ class RssSampler:
         return first, last
 
 
-def run_validate(root: Path, level: str, workers: int) -> tuple[float, tuple[int, int]]:
+def run_validate(root: Path, level: str, workers: int,
+                 code: Path | None = None) -> tuple[float, tuple[int, int]]:
+    """One validate run from scratch; `code`: run that checkout's datatools instead."""
     (root / "manifest.parquet").unlink(missing_ok=True)
-    cmd = [str(Path(sys.executable).parent / "datatools"), "ucf101", "validate", "--root",
+    cmd = [sys.executable, "-m", "datatools", "ucf101", "validate", "--root",
            str(root), "--level", level, "--workers", str(workers), "--strict"]
+    env = dict(os.environ, PYTHONPATH=str(code)) if code else None
     with RssSampler() as rss:
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        # cwd: not this checkout (`-m` puts the cwd first on sys.path)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root.parent)
         elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"validate failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
@@ -139,6 +150,42 @@ def run_bare_decord(paths: list[Path], workers: int) -> float:
     return time.perf_counter() - t0
 
 
+def worktree(rev: str, where: Path) -> Path:
+    """A checkout of `rev` of this repository (git worktree), for running its code."""
+    repo = HERE.parent
+    subprocess.run(["git", "-C", str(repo), "worktree", "add", "--force", "--detach", str(where), rev],
+                   check=True, capture_output=True)
+    return where
+
+
+def tiny_table(args) -> None:
+    from scale import tiny_clip
+    base = args.out / "tiny-files"
+    base.mkdir(parents=True, exist_ok=True)
+    clip = tiny_clip(base)
+    files = {f"C{i % 100:03d}/v_C{i % 100:03d}_g{i:06d}_c01.mp4": None for i in range(args.tiny_files)}
+    root = ucf101_style_root(base / "root", files)
+    for rel in files:
+        dest = root / "videos" / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.link(clip, dest)
+    then = worktree(args.against, args.out / f"rev-{args.against}")
+    try:
+        ours, theirs = [], []
+        for _ in range(args.repeat):
+            ours.append(run_validate(root, "quick", args.workers)[0])
+            theirs.append(run_validate(root, "quick", args.workers, code=then)[0])
+    finally:
+        subprocess.run(["git", "-C", str(HERE.parent), "worktree", "remove", "--force", str(then)],
+                       capture_output=True)
+    mo, mt = statistics.median(ours), statistics.median(theirs)
+    n = args.tiny_files
+    print(f"\nquick validate of {n} tiny real clips, {args.workers} workers, medians of {args.repeat}\n")
+    print("| code | seconds | files/s | ratio |\n|---|---:|---:|---:|")
+    print(f"| {args.against} | {mt:.1f} | {n / mt:.0f} | 1.00x |")
+    print(f"| this checkout | {mo:.1f} | {n / mo:.0f} | {mt / mo:.2f}x |")
+
+
 def mib(n: int) -> str:
     return f"{n / 2**20:.0f}"
 
@@ -150,8 +197,15 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", type=Path, default=HERE / "out" / "validate")
+    ap.add_argument("--against", help="a git revision: also compare with its code (tiny clips)")
+    ap.add_argument("--tiny-files", type=int, default=20000)
+    ap.add_argument("--only", choices=["tiny"], help="run only that table")
     args = ap.parse_args()
     shutil.rmtree(args.out, ignore_errors=True)
+    if args.against:
+        tiny_table(args)
+    if args.only:
+        return
     quick_root, quick_paths = make_root(args.out / "quick", args.files)
     full_root, full_paths = make_root(args.out / "full", args.full_files)
     tiny_root, _ = make_root(args.out / "tiny", len(REAL))

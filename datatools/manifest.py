@@ -27,6 +27,7 @@ from .fsio import atomic_write_many
 # 3: made_with and frame_mtime_ns (a re-run trusts an unchanged frame folder without listing it)
 SCHEMA_VERSION = 3
 MANIFEST_NAME = "manifest.parquet"
+ROW_GROUP = 16384  # manifest rows written, read and turned into records at a time
 META_KEY = b"datatools"
 
 
@@ -108,6 +109,7 @@ class ManifestMeta:
     label_source: str = ""
     level: int = 2
     steps: dict = dataclasses.field(default_factory=dict)  # step name -> its arguments
+    disk: dict = dataclasses.field(default_factory=dict)  # what its scan read (lists/fingerprint.py)
     schema_version: int = SCHEMA_VERSION
     tool_version: str = __version__
 
@@ -130,20 +132,23 @@ def write_manifest(root: Path, records: list[VideoRecord], meta: ManifestMeta,
 
 
 def manifest_bytes(records: list[VideoRecord], meta: ManifestMeta) -> bytes:
-    # One attrgetter call per row (all fields, in order), transposed: far faster than a
-    # getattr per cell.
-    row = operator.attrgetter(*FIELDS)
-    columns = list(zip(*map(row, records))) or [()] * len(FIELDS)
-    table = pa.Table.from_arrays([_arrow_column(values, field.type)
-                                  for values, field in zip(columns, SCHEMA)], schema=SCHEMA)
     meta.tool_version = __version__
-    table = table.replace_schema_metadata({META_KEY: json.dumps(dataclasses.asdict(meta)).encode()})
+    schema = SCHEMA.with_metadata({META_KEY: json.dumps(dataclasses.asdict(meta)).encode()})
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
+    # A row group per ROW_GROUP rows, made and written one at a time: the Arrow copy of a
+    # Kinetics-700 manifest never exists whole (docs/scale.md), and a reader streams it.
+    with pq.ParquetWriter(sink, schema) as writer:
+        for start in range(0, max(len(records), 1), ROW_GROUP):
+            rows = records[start:start + ROW_GROUP]
+            # Column by column, each read with a mapped attrgetter: far faster than a getattr
+            # per cell.
+            writer.write_table(pa.Table.from_arrays(
+                [_arrow_column(list(map(operator.attrgetter(field.name), rows)), field.type)
+                 for field in SCHEMA], schema=schema))
     return sink.getvalue().to_pybytes()
 
 
-def _arrow_column(values: tuple, type_: pa.DataType) -> pa.Array:
+def _arrow_column(values: list, type_: pa.DataType) -> pa.Array:
     """One column as an Arrow array, built from its buffers: pa.array() on Python values
     imports pandas (0.2 s, a tenth of a short command) only to ask whether they are pandas
     objects."""
@@ -176,29 +181,47 @@ def read_manifest(root: Path) -> tuple[list[VideoRecord], ManifestMeta] | None:
     try:
         # ParquetFile rather than read_table: the latter imports pyarrow.dataset, 0.3 s of
         # every command's start-up, for a single file it does not need it to read.
-        table = pq.ParquetFile(path).read()
-        raw = json.loads((table.schema.metadata or {}).get(META_KEY, b"{}"))
+        parquet = pq.ParquetFile(path)
+        schema = parquet.schema_arrow
+        raw = json.loads((schema.metadata or {}).get(META_KEY, b"{}"))
         if not isinstance(raw, dict) or "dataset" not in raw:
             raise ValueError("no datatools metadata in it")
         known = {f.name for f in dataclasses.fields(ManifestMeta)}
         meta = ManifestMeta(**{k: v for k, v in raw.items() if k in known})
+        present = [name for name in FIELDS if name in schema.names]
+        records = []
+        make = (lambda row: VideoRecord(*row)) if present == FIELDS else (
+            lambda row: VideoRecord(**dict(zip(present, row))))
+        # In batches: the rows are made from one batch's Python values at a time.
+        for batch in parquet.iter_batches(batch_size=ROW_GROUP, columns=present):
+            columns = [_python_values(batch.column(i)) for i in range(batch.num_columns)]
+            records.extend(map(make, zip(*columns)))
     except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ManifestUnreadable(
             f"{path}: unreadable ({reason}); rebuild it with `datatools <dataset> build-lists "
             f"--root {shell_word(root)}` (it recreates the manifest from the annotations, the files on disk "
             "and the completion records, and keeps this file aside)") from None
-    present = [name for name in FIELDS if name in table.column_names]
-    columns = [table.column(name).to_pylist() for name in present]
-    if present == FIELDS:
-        records = [VideoRecord(*row) for row in zip(*columns)]
-    else:  # an older schema: name the columns it has, the rest keep their defaults
-        records = [VideoRecord(**dict(zip(present, row))) for row in zip(*columns)]
-        if "probe_status" not in present:  # schema 1: status held the probe's verdict
-            for r in records:
-                if r.probe_level is not None and r.status not in ("missing", "extra"):
-                    r.probe_status = r.status
+    if "probe_status" not in present:  # schema 1: status held the probe's verdict
+        for r in records:
+            if r.probe_level is not None and r.status not in ("missing", "extra"):
+                r.probe_status = r.status
     return records, meta
+
+
+
+
+def _python_values(column: pa.Array) -> list:
+    """A column's Python values; text that repeats (status, class, subset, codec…) as one
+    shared string per distinct value instead of one per row."""
+    if pa.types.is_string(column.type) and len(column) > 64:
+        encoded = column.dictionary_encode()
+        values = encoded.dictionary.to_pylist()
+        if len(values) * 4 <= len(column):
+            values.append(None)
+            indices = encoded.indices.fill_null(len(values) - 1).to_numpy(zero_copy_only=False)
+            return list(map(values.__getitem__, indices.tolist()))
+    return column.to_pylist()
 
 
 def set_aside(root: Path) -> Path:

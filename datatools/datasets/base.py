@@ -17,16 +17,26 @@ from ..errors import AnnotationError, MissingAnnotationError, UserError
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".webm", ".mkv", ".mov", ".m4v", ".flv", ".3gp", ".mpg", ".mpeg")
 
 
-@dataclass
+@dataclass(slots=True)
 class AnnotatedVideo:
-    """One video named by the annotations, with its membership in every split."""
+    """One video named by the annotations, with its membership in every split. Slotted, its
+    splits in one tuple: Kinetics-700 has 650,000 of them (docs/scale.md)."""
 
     video_id: str  # file stem, unique within the dataset: v_ApplyEyeMakeup_g08_c01, <ytid>_<s>_<e>
     class_name: str | None  # as the annotations spell it; None when they give no label
     class_index: int  # MMAction2's index; -1 when unlabelled
     class_dir: str  # folder between the videos dir and the file at level 2 ('' = flat)
-    subsets: dict[int, str] = field(default_factory=dict)  # split -> train/val/test/unused
-    orders: dict[int, int] = field(default_factory=dict)  # split -> position in that split's file
+    placed: tuple[tuple[int, str, int], ...] = ()  # (split, train/val/test/unused, position)
+
+    @property
+    def subsets(self) -> dict[int, str]:
+        """split -> train/val/test/unused"""
+        return {split: subset for split, subset, _ in self.placed}
+
+    @property
+    def orders(self) -> dict[int, int]:
+        """split -> position in that split's file"""
+        return {split: order for split, _, order in self.placed}
 
 
 @dataclass
@@ -47,11 +57,11 @@ class Annotations:
         elif have.class_name != video.class_name:
             raise AnnotationError(*where, f"video {video.video_id!r} is already listed under class "
                                   f"{have.class_name!r}; fix or remove one of the two lines")
-        if split in have.subsets:
+        subsets = have.subsets
+        if split in subsets:
             raise AnnotationError(*where, f"video {video.video_id!r} is listed twice in split "
-                                  f"{split} ({have.subsets[split]} and {subset}); remove one line")
-        have.subsets[split] = subset
-        have.orders[split] = order
+                                  f"{split} ({subsets[split]} and {subset}); remove one line")
+        have.placed += ((split, subset, order),)
 
 
 class Dataset:

@@ -143,7 +143,7 @@ def _extract(root: Path, opts: ExtractOptions, sel: Selection, cluster: ClusterO
         # matches the disk (if the disk takes it: a manifest that cannot be written leaves
         # the previous one, and the completion records still say what is done).
         scanned.save("extract", {**opts.params(), "split": sel.split, "subset": sel.subset,
-                                 "limit": sel.limit, "force": force})
+                                 "limit": sel.limit, "force": force}, changed=bool(todo))
     return result
 
 

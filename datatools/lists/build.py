@@ -17,7 +17,7 @@ from ..completion import FileStamp
 from ..datasets.base import AnnotatedVideo, Dataset
 from ..errors import UserError, root_not_found
 from ..frame_folder import made_from, made_with, manifest_fields
-from ..fsio import disk_errors
+from ..fsio import atomic_write_many, disk_errors
 from ..lock import root_lock
 from ..manifest import (
     LIST_FORMATS,
@@ -36,6 +36,7 @@ from ..manifest import (
 )
 from ..status import COMPLETE, DONE, EMPTY, EXTRA, FAILED, INCOMPLETE, MISSING, OK, STALE, UNCHECKED
 from ..validate import quarantine
+from .fingerprint import fingerprint, unchanged
 from .scan import DiskIndex, FrameFolder, scan_frames, scan_videos, settled_mtime
 
 # Recorded for a frame folder holding unequal numbers of flow_x and flow_y files.
@@ -119,15 +120,36 @@ class ScannedRoot:
     label_source: str
     steps: dict  # earlier steps' arguments, from the previous manifest
     rebuilt_from: Path | None = None  # an unreadable manifest set aside by this scan
+    disk: dict = field(default_factory=dict)  # what this scan read (fingerprint.py)
+    as_before: bool = False  # the root is as the previous manifest's scan saw it: its rows
 
-    def save(self, step: str, args: dict, lists: dict[Path, bytes] | None = None) -> None:
+    def save(self, step: str, args: dict, lists: dict[Path, bytes] | None = None,
+             changed: bool = True) -> None:
         """Write the manifest (and `lists` with it, as one step); a full or read-only disk
-        stops the step with one line, leaving the previous files in place."""
+        stops the step with one line, leaving the previous files in place. `changed=False`:
+        the step changed no row; with the root as before and the same arguments, only lists
+        whose content differs from the file are written."""
+        if not changed and self.as_before and self.steps.get(step) == args:
+            lists = {path: data for path, data in (lists or {}).items() if not _holds(path, data)}
+            if not lists:
+                return
+            with disk_errors(next(iter(lists))):
+                atomic_write_many(lists)
+            return
         self.steps[step] = args
         meta = ManifestMeta(dataset=self.dataset.name, label_map=self.label_map,
-                            label_source=self.label_source, level=self.level, steps=self.steps)
+                            label_source=self.label_source, level=self.level, steps=self.steps,
+                            disk=self.disk)
         with disk_errors(manifest_path(self.root)):
             write_manifest(self.root, self.records, meta, lists)
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether the file at `path` has exactly this content."""
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
 
 
 def scan_root(dataset: str | None, root: Path, level: int | None = None,
@@ -157,13 +179,33 @@ def scan_root(dataset: str | None, root: Path, level: int | None = None,
         level = previous[1].level if previous else 2
     if level not in (1, 2):
         raise UserError(f"--level {level}: must be 1 (flat folders) or 2 (class folders)")
+    steps = dict(previous[1].steps) if previous else {}
+    disk = fingerprint(ds, root, level)  # before anything is read: a change meanwhile shows next time
+    if previous is not None and previous[1].dataset == ds.name and unchanged(
+            previous[1].disk, disk, root, previous[0]):
+        meta = previous[1]
+        return ScannedRoot(ds, root, level, previous[0], meta.label_map, meta.label_source, steps,
+                           rebuilt_from, disk, as_before=True)
     ann = ds.parse(root / "annotations")
+    # One row per video at a time: each previous row and each annotation is let go once its
+    # new row is made (a driver of Kinetics-700 would otherwise hold both, docs/scale.md).
     known = {r.video_id: r for r in previous[0]} if previous is not None else {}
-    records = join_disk(ds, ann.videos.values(), root, level, known)
-    quarantine.mark_quarantined(root, records)
-    carry_over(records, known)
-    return ScannedRoot(ds, root, level, records, ann.label_map, ann.label_source,
-                       dict(previous[1].steps) if previous else {}, rebuilt_from)
+    previous = None
+    videos = list(ann.videos.values())
+    ann.videos.clear()
+    held = quarantine.held(root)
+
+    def settle(rec: VideoRecord) -> None:
+        q = held.get(rec.video_id)
+        if q is not None and not rec.exists:  # found missing because it sits in quarantine
+            quarantine.mark(rec, q)
+        prev = known.pop(rec.video_id, None)
+        if prev is not None:
+            carry_over(rec, prev)
+
+    records = join_disk(ds, videos, root, level, known, settle)
+    return ScannedRoot(ds, root, level, records, ann.label_map, ann.label_source, steps,
+                       rebuilt_from, disk)
 
 
 def build_lists(dataset: str, root: Path, formats: list[str] | None = None, level: int = 2,
@@ -194,17 +236,17 @@ def build_lists(dataset: str, root: Path, formats: list[str] | None = None, leve
         scanned.save("build-lists", {"formats": formats, "level": level, "shuffle": shuffle,
                                      "seed": seed},
                      lists={root / lf.name: "".join(lines).encode()
-                            for lf, lines in planned})
+                            for lf, lines in planned}, changed=False)
         result.lists = [lf for lf, _ in planned]
         return result
 
 
-def join_disk(ds: Dataset, videos, root: Path, level: int,
-              known: dict[str, VideoRecord] | None = None) -> list[VideoRecord]:
-    """One record per annotated video (found or missing) plus one per unclaimed file on disk.
-    `known`: the previous manifest's rows by video id; a frame folder its row says is done,
-    unchanged since (folder mtime) and made from the same file, is not listed again."""
-    known = known or {}
+def join_disk(ds: Dataset, videos: list, root: Path, level: int,
+              known: dict[str, VideoRecord], settle) -> list[VideoRecord]:
+    """One record per annotated video (found or missing) plus one per unclaimed file on disk;
+    `settle(record)` completes each as it is made. `videos` is emptied as it goes. `known`:
+    the previous manifest's rows by video id; a frame folder its row says is done, unchanged
+    since (folder mtime) and made from the same file, is not listed again."""
     video_index: dict[str, DiskIndex] = {}
     frame_index: dict[str, DiskIndex] = {}
 
@@ -214,7 +256,8 @@ def join_disk(ds: Dataset, videos, root: Path, level: int,
         return cache[folder]
 
     records = []
-    for video in videos:
+    for i, video in enumerate(videos):
+        videos[i] = None
         subset = next(iter(video.subsets.values()), None) if ds.per_subset_dirs else None
         rec = _record(ds, video, level)
         path = index_for(video_index, ds.video_dir(subset), scan_videos).claim(rec.key, video.video_id)
@@ -228,6 +271,7 @@ def join_disk(ds: Dataset, videos, root: Path, level: int,
                 _keep_frames(rec, prev)
             else:
                 _set_frames(rec, frames.load())
+        settle(rec)
         records.append(rec)
     # Files on disk that no annotation claims: reported as extra, never listed.
     for folder in ([ds.video_dir(s) for s in ds.list_subsets] if ds.per_subset_dirs else ["videos"]):
@@ -236,6 +280,7 @@ def join_disk(ds: Dataset, videos, root: Path, level: int,
             rec = VideoRecord(dataset=ds.name, video_id=stem, key=key, video_path=path,
                               status=EXTRA, exists=True)
             _stat(rec, root)
+            settle(rec)
             records.append(rec)
     return records
 
@@ -316,33 +361,29 @@ def same_file(rec: VideoRecord, prev: VideoRecord) -> bool:
     return stamp(prev).matches(stamp(rec))
 
 
-def carry_over(records: list[VideoRecord], by_id: dict[str, VideoRecord]) -> None:
-    """Keep what earlier steps learned (`by_id`: the previous rows by video id): a probe stays
+def carry_over(rec: VideoRecord, prev: VideoRecord) -> None:
+    """Keep what earlier steps learned about a video (`prev`: its previous row): a probe stays
     with its file until the file changes (then it is `unchecked` again), and survives while
     the file is missing; extraction results stay with their frame folder."""
-    for rec in records:
-        prev = by_id.get(rec.video_id)
-        if prev is None:
-            continue
-        if rec.exists:
-            if prev.probe_status is not None and rec.size and same_file(rec, prev):
-                for name in PROBE_FIELDS:
-                    setattr(rec, name, getattr(prev, name))
-                if rec.status != EXTRA:
-                    rec.status = prev.probe_status
-        elif prev.probe_status is not None or prev.size is not None:
-            # Nothing on disk now (a wrong --level, a file moved away): keep what is known
-            # about the file, so that it is recognised when it is back.
-            for name in PROBE_FIELDS + IDENTITY_FIELDS:
-                if getattr(rec, name) is None:
-                    setattr(rec, name, getattr(prev, name))
-        if rec.extract_status is not None:
-            continue  # the folder's completion record said
-        if rec.frame_dir and prev.frame_dir == rec.frame_dir and rec.extract_error is None:
-            for name in EXTRACT_FIELDS:
+    if rec.exists:
+        if prev.probe_status is not None and rec.size and same_file(rec, prev):
+            for name in PROBE_FIELDS:
                 setattr(rec, name, getattr(prev, name))
-        elif not rec.frame_dir and prev.extract_status == FAILED:
-            rec.extract_status, rec.extract_error = prev.extract_status, prev.extract_error
+            if rec.status != EXTRA:
+                rec.status = prev.probe_status
+    elif prev.probe_status is not None or prev.size is not None:
+        # Nothing on disk now (a wrong --level, a file moved away): keep what is known
+        # about the file, so that it is recognised when it is back.
+        for name in PROBE_FIELDS + IDENTITY_FIELDS:
+            if getattr(rec, name) is None:
+                setattr(rec, name, getattr(prev, name))
+    if rec.extract_status is not None:
+        return  # the folder's completion record said
+    if rec.frame_dir and prev.frame_dir == rec.frame_dir and rec.extract_error is None:
+        for name in EXTRACT_FIELDS:
+            setattr(rec, name, getattr(prev, name))
+    elif not rec.frame_dir and prev.extract_status == FAILED:
+        rec.extract_status, rec.extract_error = prev.extract_status, prev.extract_error
 
 
 def plan_lists(ds: Dataset, records: list[VideoRecord], formats: list[str],

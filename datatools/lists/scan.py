@@ -64,26 +64,29 @@ def _entries(folder: Path, level: int):
 
 
 class DiskIndex:
-    """Entries of one folder, found by exact key or, failing that, by unique file stem."""
+    """Entries of one folder, found by exact key or, failing that, by unique file stem. A
+    claimed entry leaves the index (what is left is unclaimed); the stems are indexed only
+    when a key is first not found (a root laid out as its annotations say never needs them)."""
 
     def __init__(self, items: dict[str, object]):
-        self.items = items  # key -> payload
-        self.claimed: set[str] = set()
-        by_stem: dict[str, list[str]] = {}
-        for key in items:
-            by_stem.setdefault(key.rsplit("/", 1)[-1], []).append(key)
-        self._by_stem = {stem: keys[0] for stem, keys in by_stem.items() if len(keys) == 1}
+        self.items = items  # key -> payload, unclaimed
+        self._by_stem: dict[str, str | None] | None = None  # stem -> its one key (None: several)
 
     def claim(self, key: str, stem: str):
         """The payload for `key` (or a unique entry with the same stem elsewhere), or None."""
-        found = key if key in self.items else self._by_stem.get(stem)
-        if found is None or found in self.claimed:
-            return None
-        self.claimed.add(found)
-        return self.items[found]
+        found = self.items.pop(key, None)
+        if found is not None:
+            return found
+        if self._by_stem is None:
+            self._by_stem = {}
+            for k in self.items:
+                s = k.rsplit("/", 1)[-1]
+                self._by_stem[s] = None if s in self._by_stem else k
+        other = self._by_stem.get(stem)
+        return self.items.pop(other, None) if other is not None else None
 
     def unclaimed(self):
-        return [(k, v) for k, v in self.items.items() if k not in self.claimed]
+        return list(self.items.items())
 
 
 def scan_videos(root: Path, video_dir: str, level: int) -> DiskIndex:

@@ -100,26 +100,21 @@ def move_aside(root: Path, videos) -> list[QuarantineRecord]:
                              rec.size, time.strftime("%Y-%m-%dT%H:%M:%S"))
         moved.append(q)
         _append(root, q)  # after each move, so that an interrupted run loses no record
-        _mark(rec, q)
+        mark(rec, q)
     return moved
 
 
-def _mark(rec, q: QuarantineRecord) -> None:
+def mark(rec, q: QuarantineRecord) -> None:
     # video_path keeps the original location: identity, and how a restored file is recognised;
     # exists=False with a bad status is what "in quarantine" looks like in the manifest.
     rec.status, rec.exists, rec.video_path, rec.size = q.status, False, q.original, q.size
     rec.error = q.reason
 
 
-def mark_quarantined(root: Path, records) -> None:
-    """After a disk scan: videos found missing because they sit in quarantine say so."""
-    held = {q.video_id: q for q in load(root)}
-    if not held:
-        return
-    for rec in records:
-        q = held.get(rec.video_id)
-        if q is not None and not rec.exists:
-            _mark(rec, q)
+def held(root: Path) -> dict[str, QuarantineRecord]:
+    """The quarantined files by video id (a scan marks the videos it finds missing with
+    them: `mark`)."""
+    return {q.video_id: q for q in load(root)}
 
 
 def restore(root: Path) -> tuple[list[QuarantineRecord], list[str]]:

@@ -147,7 +147,8 @@ def validate(dataset: str, root: Path, level: str = "quick", cluster: ClusterOpt
                    and (r.status in BAD or (r.status == "extra" and r.error))]
             result.quarantined = quarantine.move_aside(root, bad)
         result.counts = Counter(r.status for r in scanned.records)
-        scanned.save("validate", {"level": level, "quarantine": move_bad, "force": force})
+        scanned.save("validate", {"level": level, "quarantine": move_bad, "force": force},
+                     changed=bool(targets or result.quarantined))
         return result
 
 

@@ -1,0 +1,87 @@
+"""Whether a data root is as its manifest saw it, without parsing or listing it again.
+
+A scan records, before it reads anything, a fingerprint of what it is about to read: every
+annotation file's stamp (size, mtime, inode), the mtime of every videos and frames folder and
+of each folder directly below them (class folders at level 2), and the quarantine's records
+file. A folder's mtime changes when an entry is added, removed or renamed in it; a file
+rewritten in place keeps its folder's mtime but changes its own stamp, which every manifest
+row holds for its video (and `frame_mtime_ns` for its frame folder). So a root whose
+fingerprint is unchanged and whose every row still matches its file and folder (one stat
+each) would scan to the same rows: a re-run starts from them (build.scan_root).
+
+An mtime that a later change could keep (scan.settled_mtime: whole seconds, under 2 s old) is
+recorded as None, which never matches: such a root is scanned in full next time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..datasets.base import Dataset
+from ..manifest import VideoRecord
+from ..validate import quarantine
+from .scan import settled_mtime
+
+
+def fingerprint(ds: Dataset, root: Path, level: int) -> dict:
+    """What a scan of `root` at `level` reads, as stamps (JSON-ready)."""
+    annotations = {}
+    for folder, _, files in os.walk(root / "annotations"):
+        for name in files:
+            path = os.path.join(folder, name)
+            st = os.stat(path)
+            annotations[os.path.relpath(path, root)] = [st.st_size, settled_mtime(st.st_mtime_ns),
+                                                        st.st_ino]
+    dirs = {}
+    tops = {ds.video_dir(s) for s in (*ds.list_subsets, None)} | {
+        ds.frames_dir(s) for s in (*ds.list_subsets, None)}
+    for top in sorted(tops):
+        dirs[top] = _mtime(root / top)
+        if dirs[top] != ABSENT and level == 2:
+            with os.scandir(root / top) as it:
+                for entry in it:
+                    if entry.is_dir() and not entry.name.startswith("."):
+                        dirs[f"{top}/{entry.name}"] = settled_mtime(entry.stat().st_mtime_ns)
+    held = _mtime(quarantine.records_path(root))
+    return {"level": level, "annotations": annotations, "dirs": dirs, "quarantine": held}
+
+
+ABSENT = -1  # the mtime recorded for a folder or file that is not there
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return settled_mtime(os.stat(path).st_mtime_ns)
+    except OSError:
+        return ABSENT
+
+
+def unchanged(recorded: dict | None, now: dict, root: Path, records: list[VideoRecord]) -> bool:
+    """Whether the root is as the scan that made `records` saw it (`recorded`: that scan's
+    fingerprint; `now`: this one's)."""
+    if not recorded or recorded != now or _has_none(now):
+        return False
+    for rec in records:
+        if rec.exists and rec.video_path:
+            try:
+                st = os.stat(os.path.join(root, rec.video_path))
+            except OSError:
+                return False
+            if (st.st_size, st.st_mtime_ns, st.st_ino) != (rec.size, rec.mtime_ns, rec.inode):
+                return False
+        if rec.frame_dir:
+            if rec.frame_mtime_ns is None:
+                return False  # never counted with a settled mtime: list it again
+            try:
+                if os.stat(os.path.join(root, rec.frame_dir)).st_mtime_ns != rec.frame_mtime_ns:
+                    return False
+            except OSError:
+                return False
+    return True
+
+
+def _has_none(now: dict) -> bool:
+    """An mtime that could not be told apart from a later change (None) never matches."""
+    return (now["quarantine"] is None or None in now["dirs"].values()
+            or any(stamp[1] is None for stamp in now["annotations"].values()))

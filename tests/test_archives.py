@@ -352,3 +352,58 @@ def test_a_damaged_xz_tar_is_one_line(tmp_path):
     with pytest.raises(ArchiveError, match="cannot read the tar archive"):
         archives.extract(bad, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def _clips_tar_gz(path: Path) -> dict[str, bytes]:
+    """A gzipped tar of the real clips (video data barely compresses: the archive is about
+    as large as what it unpacks to)."""
+    members = {f"20bn/{p.name}": p.read_bytes() for p in sorted((SHARED / "videos").iterdir())}
+    with tarfile.open(path, "w:gz") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return members
+
+
+def _bytes_read() -> int:
+    """What this process has read through read(2) so far (the kernel's count)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+def test_a_compressed_tar_is_read_once(tmp_path):
+    """Listing and extracting happen in one pass: the archive's bytes are read once (a
+    listing first read and decompressed it twice)."""
+    archive = tmp_path / "clips.tar.gz"
+    members = _clips_tar_gz(archive)
+    before = _bytes_read()
+    out = archives.extract(archive, tmp_path / "out")
+    read = _bytes_read() - before
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == members
+    size = archive.stat().st_size
+    assert size <= read < 1.3 * size, (read, size)
+
+
+def test_an_archive_in_parts_unpacks_without_a_joined_copy(tmp_path):
+    """SSv2 ships one tar.gz cut into numbered parts. They are read in order as one stream:
+    on a filesystem holding the parts and room for what they unpack to, but not for a
+    joined copy as well, the parts unpack and nothing else is written."""
+    whole = tmp_path / "whole.tar.gz"
+    members = _clips_tar_gz(whole)
+    data = whole.read_bytes()
+    unpacked = sum(len(d) for d in members.values())
+    size = f"{(len(data) + unpacked) // 1024 + 1200}k"  # the parts, the clips, some slack
+    with tmpfs(tmp_path / "disk", size) as disk:
+        cut = [data[i:i + 1_000_000] for i in range(0, len(data), 1_000_000)]
+        paths = []
+        for i, chunk in enumerate(cut):
+            paths.append(disk / f"part-{i:02d}")
+            paths[-1].write_bytes(chunk)
+        assert len(paths) >= 3 and shutil.disk_usage(disk).free < len(data) + unpacked
+        out = archives.extract(archives.Parts(paths, str(disk / "whole.joined")), disk / "out")
+        assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*")
+                if p.is_file()} == members
+        assert sorted(p.name for p in disk.iterdir()) == sorted([*(p.name for p in paths), "out"])

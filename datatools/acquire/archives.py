@@ -17,6 +17,7 @@ in that order of trust (7z, unar, bsdtar) until one succeeds.
 from __future__ import annotations
 
 import errno
+import io
 import json
 import lzma
 import os
@@ -27,7 +28,8 @@ import subprocess
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,19 +76,30 @@ def sniff(path: Path) -> str | None:
     return None
 
 
-def extract(archive: Path, dest: Path, rar_tools: Iterable[str] | None = None,
+def extract(archive: Path | Parts, dest: Path, rar_tools: Iterable[str] | None = None,
             keep_links: bool = False) -> Path:
     """Extract `archive` into the folder `dest` (replaced if it exists), atomically: `dest`
-    appears complete or not at all. Returns `dest`.
+    appears complete or not at all. Returns `dest`. An archive in `Parts` is read as one
+    stream (a tar); a zip or RAR in parts needs random access, so its parts are joined into
+    one file first, removed afterwards.
 
     Links are refused unless `keep_links`: dataset archives have none, and what the download
     does next (moving a wrapped folder up a level, sorting clips into class folders) would
     carry a link somewhere its target was never checked from. With `keep_links`, zip and tar
     links that stay inside `dest` are kept (RAR: always refused)."""
-    kind = sniff(archive)
+    first = archive.paths[0] if isinstance(archive, Parts) else archive
+    kind = sniff(first)
     if kind is None:
+        with open(first, "rb") as f:
+            head = f.read(8)
         raise ArchiveError(f"{archive}: not a zip, tar or RAR archive (first bytes "
-                           f"{archive.read_bytes()[:8]!r}); the download may be an error page")
+                           f"{head!r}); the download may be an error page")
+    if isinstance(archive, Parts) and kind != "tar":
+        joined = _joined_copy(archive)
+        try:
+            return extract(joined, dest, rar_tools, keep_links)
+        finally:
+            joined.unlink(missing_ok=True)
     tmp = dest.with_name(f".{dest.name}.unpacking")
     for leftover in (tmp, dest):  # from a run that was interrupted
         if leftover.is_symlink() or leftover.is_file():
@@ -133,9 +146,11 @@ def extract(archive: Path, dest: Path, rar_tools: Iterable[str] | None = None,
 MAX_LINK_HOPS = 40  # as the kernel's limit on symbolic links in one path lookup
 
 
-def check_members(archive: Path, members: Iterable[Member], keep_links: bool = False) -> list[Member]:
+def check_members(archive, members: Iterable[Member], keep_links: bool = False,
+                  whole: bool = True) -> list[Member]:
     """The members with normalised names, or UnsafeArchive naming the first unsafe one;
-    without `keep_links`, any link is unsafe."""
+    without `keep_links`, any link is unsafe. `whole=False`: only the rules each member
+    meets on its own (a stream checks every member as it comes, the tree at its end)."""
     out: list[Member] = []
     for m in members:
         name = _normalise(m.name)
@@ -146,6 +161,8 @@ def check_members(archive: Path, members: Iterable[Member], keep_links: bool = F
             _refuse(archive, m.name, reason)
         if name:  # "./" names the destination itself
             out.append(Member(name, m.kind, m.target, m.size, m.ref))
+    if not whole:
+        return out
     tree: dict[str, Member] = {}
     for m in out:
         key = m.name.casefold()
@@ -258,29 +275,36 @@ def check_space(archive: Path, members: list[Member], dest: Path) -> None:
                         f"{mount_point(dest)}; free some space (or move the root), then re-run")
 
 
-def _write_tree(tmp: Path, members: list[Member], open_member, link_member=None) -> None:
-    """Write checked members: folders and files in archive order, then the links. Nothing is
-    opened through a link (there are none until the end, and O_NOFOLLOW says so)."""
+def _write_tree(tmp: Path, members: list[Member], open_member) -> None:
+    """Write checked members: folders, files and hard links in archive order, then the
+    symbolic links. Nothing is opened through a link (there are none until the end, and
+    O_NOFOLLOW says so)."""
     links = []
     for m in members:
-        target = tmp / m.name
-        if m.kind == "dir":
-            target.mkdir(parents=True, exist_ok=True)
-        elif m.kind == "file":
-            target.parent.mkdir(parents=True, exist_ok=True)
-            mode = 0o777 if _executable(m) else 0o666
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-            with os.fdopen(fd, "wb") as dst, open_member(m) as src:
-                shutil.copyfileobj(src, dst, 1 << 20)
-        elif m.kind == "hardlink":
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.link(tmp / _normalise(m.target), target, follow_symlinks=False)
-        else:
+        if m.kind == "symlink":
             links.append(m)
+        else:
+            _write_member(tmp, m, open_member)
     for m in links:
         target = tmp / m.name
         target.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(m.target, target)
+
+
+def _write_member(tmp: Path, m: Member, open_member) -> None:
+    """A folder, a file (its content from `open_member(m)`) or a hard link."""
+    target = tmp / m.name
+    if m.kind == "dir":
+        target.mkdir(parents=True, exist_ok=True)
+    elif m.kind == "file":
+        target.parent.mkdir(parents=True, exist_ok=True)
+        mode = 0o777 if _executable(m) else 0o666
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+        with os.fdopen(fd, "wb") as dst, open_member(m) as src:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    elif m.kind == "hardlink":
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(tmp / _normalise(m.target), target, follow_symlinks=False)
 
 
 def _executable(m: Member) -> bool:
@@ -338,17 +362,109 @@ def _tar_member(t: tarfile.TarInfo) -> Member:
     return Member(t.name, "special", ref=t)
 
 
-def _extract_tar(archive: Path, tmp: Path, keep_links: bool) -> None:
+def _extract_tar(archive, tmp: Path, keep_links: bool) -> None:
+    """One pass over the (compressed) stream, parts read in order where the archive is in
+    parts: each member is checked by the rules that need only itself and written into the
+    hidden temporary folder as it comes; the links wait. Then the whole tree is checked
+    (check_members) before any link is made and before anything leaves that folder, so a
+    refused archive still leaves nothing behind, and the archive is decompressed once (a
+    listing first would decompress it twice)."""
+    free = free_bytes(tmp)
+    declared = 0
+    seen: list[Member] = []
+    deferred: list[Member] = []  # links, made after the whole tree is checked
     try:
-        with tarfile.open(archive, "r:*") as tf:
-            members = check_members(archive, [_tar_member(t) for t in tf.getmembers()], keep_links)
-            check_space(archive, members, tmp)
-            _write_tree(tmp, members, lambda m: tf.extractfile(m.ref))
+        with _stream(archive) as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
+            for info in tf:
+                m = _tar_member(info)
+                checked = check_members(archive, [m], keep_links, whole=False)
+                if not checked:
+                    continue  # "./": the destination itself
+                m = checked[0]
+                seen.append(m)
+                if m.kind == "file":
+                    declared += m.size
+                    if declared > free:
+                        raise DiskError(f"{archive}: unpacking needs more than {gib(declared)}, "
+                                        f"{gib(free)} free on {mount_point(tmp)}; free some space "
+                                        "(or move the root), then re-run")
+                if m.kind in ("symlink", "hardlink"):
+                    deferred.append(m)
+                    continue
+                try:
+                    _write_member(tmp, m, lambda m: tf.extractfile(m.ref))
+                except OSError as exc:
+                    if exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ELOOP):
+                        check_members(archive, seen, keep_links)  # says which member, and why
+                    raise
+        check_members(archive, seen, keep_links)
+        _write_tree(tmp, deferred, None)
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as exc:
         if isinstance(exc, OSError) and exc.errno is not None:
             raise  # the disk, not the archive (a decompressor sets no errno)
         raise ArchiveError(f"{archive}: cannot read the tar archive ({exc}); it may be "
                            "truncated, delete it and download again") from None
+
+
+class Parts:
+    """One archive cut into numbered parts (SSv2's 00…19): read as one stream, part after
+    part, never joined into a copy on disk."""
+
+    def __init__(self, paths: list[Path], name: str):
+        self.paths = [Path(p) for p in paths]
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"{self.name} ({len(self.paths)} parts: {self.paths[0]} …)"
+
+
+class _Joined(io.RawIOBase):
+    """The parts' bytes in order, as one readable stream."""
+
+    def __init__(self, paths: list[Path]):
+        self._paths = list(paths)
+        self._file = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while True:
+            if self._file is None:
+                if not self._paths:
+                    return 0
+                self._file = open(self._paths.pop(0), "rb")
+            n = self._file.readinto(buffer)
+            if n:
+                return n
+            self._file.close()
+            self._file = None
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        super().close()
+
+
+def _joined_copy(parts: Parts) -> Path:
+    """The parts joined into one file beside the first (for kinds that seek)."""
+    joined = parts.paths[0].with_name(Path(parts.name).name)
+    tmp = joined.with_name(joined.name + ".tmp")
+    with _stream(parts) as src, open(tmp, "wb") as out:
+        shutil.copyfileobj(src, out, 8 << 20)
+    os.replace(tmp, joined)
+    return joined
+
+
+@contextmanager
+def _stream(archive) -> Iterator:
+    """The archive's bytes from the start, sequentially (a file, or parts in order)."""
+    if isinstance(archive, Parts):
+        with io.BufferedReader(_Joined(archive.paths), 1 << 20) as f:
+            yield f
+    else:
+        with open(archive, "rb") as f:
+            yield f
 
 
 # --- RAR ---------------------------------------------------------------------------------

@@ -309,22 +309,17 @@ class Session:
 
     def run_joined(self, parts: list[Item], joined_name: str, place: Callable[[Path, str], None]) -> None:
         """Numbered parts that joined in catalog order form one archive: get every part,
-        join them, place the whole (once: a re-run skips what was placed)."""
+        place the whole, read as one stream part after part (archives.Parts: no joined copy,
+        so the free space needed is what it unpacks to), once: a re-run skips what was
+        placed."""
         if self.still_placed(joined_name):
             self.result.skipped.append(joined_name)
             return
         self.run(parts)
         if self.result.failures:
             return
-        joined = self.downloads / joined_name
-        tmp = joined.with_name(joined.name + ".tmp")
-        with open(tmp, "wb") as out:
-            for part in parts:
-                with open(part.path, "rb") as f:
-                    shutil.copyfileobj(f, out, 8 << 20)
-        os.replace(tmp, joined)
-        placed = self.placing(place, joined, joined_name)
-        joined.unlink()
+        whole = archives.Parts([part.path for part in parts], str(self.downloads / joined_name))
+        placed = self.placing(place, whole, joined_name)
         self.records.put(joined_name, stage="unpacked", parts=[p.remote.name for p in parts],
                          placed=placed)
         self.result.unpacked.append(joined_name)

@@ -1,13 +1,15 @@
 """Safe archive extraction: zip, tar (.gz/.bz2/.xz), RAR (single, multi-volume, nested).
 
 The kind of an archive is read from its first bytes, never from its name (SSv2's parts carry
-no extension; a mirror may rename files). Every member is listed and checked before anything
-is written (`check_members`, one rule for every kind: see there), and so is the space the
+no extension; a mirror may rename files). Every member is checked by one rule for every kind
+(`check_members`, see there) before anything reaches the destination, and so is the space the
 members declare against the disk's free space. A hostile archive is refused with one line and
-nothing is extracted. zip and tar members are written here, never through a link; RAR goes
-through an external reader, and archives with links are refused. Extraction goes into a
-hidden temporary folder beside the destination, which is checked once more (what was actually
-written) and only then moved into place.
+nothing is extracted. zip members are listed and checked before any is written; a tar is read
+once, as a stream, each member checked as it comes and written into the hidden temporary
+folder, the whole tree checked at its end before any link is made. zip and tar members are
+written here, never through a link; RAR goes through an external reader, and archives with
+links are refused. Extraction goes into a hidden temporary folder beside the destination,
+which is checked once more (what was actually written) and only then moved into place.
 
 RAR has no free writer and three free readers that differ: unar cannot read some RAR5 files,
 bsdtar reads RAR5 but not multi-volume sets, 7z reads both. Whichever are installed are tried

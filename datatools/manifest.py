@@ -7,11 +7,15 @@ lists MMAction2 reads are exports of it (`export_lists`).
 
 from __future__ import annotations
 
+import bisect
+import collections
 import dataclasses
+import itertools
 import json
 import operator
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +114,7 @@ class ManifestMeta:
     level: int = 2
     steps: dict = dataclasses.field(default_factory=dict)  # step name -> its arguments
     disk: dict = dataclasses.field(default_factory=dict)  # what its scan read (lists/fingerprint.py)
+    lists: list = dataclasses.field(default_factory=list)  # what build-lists wrote with it (rerun.py)
     schema_version: int = SCHEMA_VERSION
     tool_version: str = __version__
 
@@ -125,8 +130,12 @@ class ManifestUnreadable(UserError):
 def write_manifest(root: Path, records: list[VideoRecord], meta: ManifestMeta,
                    lists: dict[Path, bytes] | None = None) -> Path:
     """Write the manifest atomically (fsio.atomic_write), with `lists` (path -> content) as
-    part of the same step: nothing is renamed until every file is written."""
+    part of the same step: nothing is renamed until every file is written. `meta.lists`
+    describes lists written with these rows: without `lists`, it is cleared (the rows may no
+    longer be what the lists on disk were made from)."""
     path = manifest_path(root)
+    if not lists:
+        meta = dataclasses.replace(meta, lists=[])
     atomic_write_many({**(lists or {}), path: manifest_bytes(records, meta)})
     return path
 
@@ -179,36 +188,104 @@ def read_manifest(root: Path) -> tuple[list[VideoRecord], ManifestMeta] | None:
     if not path.exists():
         return None
     try:
-        # ParquetFile rather than read_table: the latter imports pyarrow.dataset, 0.3 s of
-        # every command's start-up, for a single file it does not need it to read.
-        parquet = pq.ParquetFile(path)
-        schema = parquet.schema_arrow
-        raw = json.loads((schema.metadata or {}).get(META_KEY, b"{}"))
-        if not isinstance(raw, dict) or "dataset" not in raw:
-            raise ValueError("no datatools metadata in it")
-        known = {f.name for f in dataclasses.fields(ManifestMeta)}
-        meta = ManifestMeta(**{k: v for k, v in raw.items() if k in known})
-        present = [name for name in FIELDS if name in schema.names]
-        records = []
-        make = (lambda row: VideoRecord(*row)) if present == FIELDS else (
-            lambda row: VideoRecord(**dict(zip(present, row))))
-        # In batches: the rows are made from one batch's Python values at a time.
-        for batch in parquet.iter_batches(batch_size=ROW_GROUP, columns=present):
-            columns = [_python_values(batch.column(i)) for i in range(batch.num_columns)]
-            records.extend(map(make, zip(*columns)))
+        parquet, meta = _open(path)
+        records = _rows(parquet, range(parquet.metadata.num_rows))
     except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ManifestUnreadable(
             f"{path}: unreadable ({reason}); rebuild it with `datatools <dataset> build-lists "
             f"--root {shell_word(root)}` (it recreates the manifest from the annotations, the files on disk "
             "and the completion records, and keeps this file aside)") from None
+    return records, meta
+
+
+def read_meta(root: Path) -> ManifestMeta | None:
+    """The metadata alone (the file's footer), or None without a readable manifest."""
+    try:
+        return _open(manifest_path(root))[1]
+    except (pa.ArrowException, OSError, ValueError, TypeError):
+        return None
+
+
+def _open(path: Path) -> tuple[pq.ParquetFile, ManifestMeta]:
+    # ParquetFile rather than read_table: the latter imports pyarrow.dataset, 0.3 s of
+    # every command's start-up, for a single file it does not need it to read.
+    parquet = pq.ParquetFile(path)
+    raw = json.loads((parquet.schema_arrow.metadata or {}).get(META_KEY, b"{}"))
+    if not isinstance(raw, dict) or "dataset" not in raw:
+        raise ValueError("no datatools metadata in it")
+    known = {f.name for f in dataclasses.fields(ManifestMeta)}
+    return parquet, ManifestMeta(**{k: v for k, v in raw.items() if k in known})
+
+
+def _rows(parquet: pq.ParquetFile, wanted: range | list[int]) -> list[VideoRecord]:
+    """The records at the row numbers `wanted` (ascending), made one row group at a time."""
+    present = [name for name in FIELDS if name in parquet.schema_arrow.names]
+    make = VideoRecord if present == FIELDS else (
+        lambda *row: VideoRecord(**dict(zip(present, row))))  # an older schema: defaults for the rest
+    records: list[VideoRecord] = []
+    groups = list(range(parquet.metadata.num_row_groups))
+    starts = list(itertools.accumulate((parquet.metadata.row_group(g).num_rows for g in groups),
+                                       initial=0))
+    if not isinstance(wanted, range):  # only the row groups that hold a wanted row
+        groups = sorted({bisect.bisect_right(starts, n) - 1 for n in wanted})
+    taken = 0
+    for group in groups:
+        table = parquet.read_row_group(group, columns=present)
+        if not table.num_rows:
+            continue
+        batch = table.combine_chunks().to_batches()[0]
+        start = starts[group]
+        end = start + batch.num_rows
+        if isinstance(wanted, range):
+            part = batch
+        else:
+            upto = taken
+            while upto < len(wanted) and wanted[upto] < end:
+                upto += 1
+            part = batch.take(pa.array([i - start for i in wanted[taken:upto]], pa.int64()))
+            taken = upto
+        if part.num_rows:
+            columns = [_python_values(part.column(i)) for i in range(part.num_columns)]
+            records.extend(itertools.starmap(make, zip(*columns)))
     if "probe_status" not in present:  # schema 1: status held the probe's verdict
         for r in records:
             if r.probe_level is not None and r.status not in ("missing", "extra"):
                 r.probe_status = r.status
-    return records, meta
+    return records
 
 
+def read_rows(root: Path, wanted: list[int]) -> list[VideoRecord]:
+    """Some rows of the manifest by row number (ascending), without making the others."""
+    return _rows(_open(manifest_path(root))[0], wanted)
+
+
+def read_columns(root: Path, names: tuple[str, ...]):
+    """The rows as named tuples of a few columns, a row group at a time."""
+    Row = collections.namedtuple("Row", names)
+    for batch in _open(manifest_path(root))[0].iter_batches(batch_size=ROW_GROUP, columns=list(names)):
+        yield from map(Row._make, zip(*(batch.column(name).to_pylist() for name in names)))
+
+
+class ManifestRows(Sequence):
+    """Every row of a manifest, read the first time one is asked for."""
+
+    def __init__(self, root: Path, count: int):
+        self.root, self.count, self._rows = root, count, None
+
+    def _load(self) -> list[VideoRecord]:
+        if self._rows is None:
+            self._rows = read_manifest(self.root)[0]
+        return self._rows
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index):
+        return self._load()[index]
+
+    def __iter__(self):
+        return iter(self._load())
 
 
 def _python_values(column: pa.Array) -> list:

@@ -149,7 +149,7 @@ def print_build_summary(result, root) -> None:
              "rebuilt from the annotations, the files on disk and the completion "
              "records")
     if result.unchecked:
-        console.print(f"{len(result.unchecked):,} listed video(s) were never checked (status "
+        console.print(f"{result.unchecked:,} listed video(s) were never checked (status "
                       f"unchecked); `datatools {result.dataset} validate --root {shell_word(root)}` checks "
                       "them and later lists leave out the bad ones")
     if result.bad:

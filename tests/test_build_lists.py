@@ -252,3 +252,38 @@ def test_kinetics_row_with_missing_field_is_named(tmp_path):
     res = run_cli("kinetics400", "build-lists", "--root", root)
     assert res.exit_code == 2
     assert "kinetics_val.csv:10: 'abseiling,-x9F2kDqt1o,17': expected 6 fields" in res.output
+
+
+def test_a_rerun_on_an_unchanged_root_is_answered_from_the_manifest_and_any_change_rescans(tmp_path):
+    """With nothing changed, a second build-lists reports what the first did (the same lists,
+    the same missing and extra videos) from the manifest's columns and writes nothing; a file
+    rewritten in place, a file added, or an annotation file touched makes it scan again."""
+    import os
+    import time
+
+    from datatools.manifest import ManifestRows
+    root = ucf101_root(tmp_path)
+    (root / "videos/ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi").unlink()
+    touch(root / "videos/ApplyEyeMakeup/v_ApplyEyeMakeup_g99_c99.avi")  # in no split
+    time.sleep(0.01)
+    first = build_lists("ucf101", root, ["videos"])
+    manifest = (root / "manifest.parquet").stat().st_mtime_ns
+
+    def summary(r):
+        return ([r.video_id for r in r.missing], [r.video_path for r in r.extra], r.unchecked,
+                [(lf.name, lf.lines, lf.expected) for lf in r.lists])
+
+    again = build_lists("ucf101", root, ["videos"])
+    assert isinstance(again.records, ManifestRows) and not isinstance(first.records, ManifestRows)
+    assert summary(again) == summary(first) and len(again.records) == len(first.records)
+    assert (root / "manifest.parquet").stat().st_mtime_ns == manifest
+    video = root / "videos/YoYo/v_YoYo_g01_c01.avi"
+    changes = [lambda: os.utime(video, ns=(time.time_ns(), time.time_ns())),  # same size, new mtime
+               lambda: touch(root / "videos/YoYo/v_YoYo_g77_c01.avi"),
+               lambda: os.utime(root / "annotations/classInd.txt")]
+    for change in changes:
+        change()
+        rescanned = build_lists("ucf101", root, ["videos"])
+        assert not isinstance(rescanned.records, ManifestRows)
+        assert isinstance(build_lists("ucf101", root, ["videos"]).records, ManifestRows)
+    assert len(rescanned.extra) == 2

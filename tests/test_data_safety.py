@@ -245,7 +245,8 @@ def test_a_file_changed_after_validate_is_probed_again_before_it_is_used(tmp_pat
     garbage = root / "videos/Real/v_Real_g02_c01.avi"
     garbage.write_bytes(data[:12] + random.Random(1).randbytes(len(data) - 12))
     built = build_lists("ucf101", root)
-    assert [(r.status, r.frame_count) for r in built.unchecked] == [("unchecked", None)] * 2
+    assert built.unchecked == 2
+    assert [(r.status, r.frame_count) for r in records_by_id(root).values()] == [("unchecked", None)] * 2
     res = extract(root, ExtractOptions(task="rgb"), cluster=ONE)
     assert res.counts == {"failed": 2}
     recs = records_by_id(root)

@@ -20,7 +20,7 @@ from trees import ucf101_style_root
 from datatools.extract.options import ExtractOptions
 from datatools.extract.run import extract
 from datatools.lists.build import build_lists
-from datatools.manifest import read_manifest
+from datatools.manifest import ManifestRows, read_manifest
 from datatools.schedule.client import ClusterOptions
 from datatools.schedule.tasks import FLOOR, QUEUED_PER_SLOT
 from datatools.validate.run import validate
@@ -147,11 +147,16 @@ def test_quick_probes_go_in_chunks_and_a_rerun_sends_no_work(dask_procs, tmp_pat
         assert again.probed == 0 and again.kept == 600
         records, _ = read_manifest(root)
         assert all(r.frame_mtime_ns and r.made_with for r in records)
+        build_lists("ucf101", root, ["videos", "rawframes"])
         manifest = (root / "manifest.parquet").stat()
         with get_task_stream(observer) as stream:
             skipped = extract(root, ExtractOptions(task="rgb"), cluster=cluster)
-            build_lists("ucf101", root)
+            rebuilt = build_lists("ucf101", root, ["videos", "rawframes"])
         assert skipped.counts == {"skipped": 600}
         assert not stream.data  # nothing was sent to a worker
-    # Nothing changed, nothing written: the root was as the last scan saw it.
+    # Nothing changed, nothing written: the root was as the last scan saw it, and the lists
+    # come out as before, answered from the manifest.
     assert (root / "manifest.parquet").stat().st_mtime_ns == manifest.st_mtime_ns
+    assert [(lf.name, lf.lines) for lf in rebuilt.lists if lf.subset == "train" and lf.split == 1] == [
+        ("ucf101_train_split_1_videos.txt", 600), ("ucf101_train_split_1_rawframes.txt", 600)]
+    assert isinstance(rebuilt.records, ManifestRows) and len(rebuilt.records) == 600

@@ -21,7 +21,6 @@ from ..fsio import atomic_write_many, disk_errors
 from ..lock import root_lock
 from ..manifest import (
     LIST_FORMATS,
-    UNLISTED_EXTRACTIONS,
     ManifestMeta,
     ManifestUnreadable,
     VideoRecord,
@@ -34,13 +33,12 @@ from ..manifest import (
     split_members,
     write_manifest,
 )
-from ..status import COMPLETE, DONE, EMPTY, EXTRA, FAILED, INCOMPLETE, MISSING, OK, STALE, UNCHECKED
+from ..status import COMPLETE, DONE, EMPTY, EXTRA, FAILED, INCOMPLETE, STALE, UNCHECKED
 from ..validate import quarantine
+from . import rerun
 from .fingerprint import fingerprint, unchanged
+from .result import FLOW_MISMATCH, BuildResult, ListFile, categories
 from .scan import DiskIndex, FrameFolder, scan_frames, scan_videos, settled_mtime
-
-# Recorded for a frame folder holding unequal numbers of flow_x and flow_y files.
-FLOW_MISMATCH = "flow_x/flow_y counts differ"
 
 # What a probe learned about a file: kept with the file until it changes (size, mtime or
 # inode) or a new probe replaces it, and kept while the file is missing.
@@ -52,43 +50,6 @@ EXTRACT_FIELDS = ("rgb_template", "flow_template", "start_index", "flow_algo", "
 # What a done frame folder's row says about the folder itself: kept while the folder is
 # unchanged, else read again from its completion record (never carried over on its own).
 FRAME_FIELDS = ("frame_dir", "rgb_count", "flow_count", "frame_mtime_ns", "made_with")
-
-
-@dataclass
-class ListFile:
-    name: str
-    split: int
-    subset: str
-    fmt: str
-    lines: int
-    expected: int  # videos the annotations put in this split/subset
-
-
-@dataclass
-class BuildResult:
-    dataset: str
-    records: list[VideoRecord]
-    lists: list[ListFile] = field(default_factory=list)
-    missing: list[VideoRecord] = field(default_factory=list)
-    extra: list[VideoRecord] = field(default_factory=list)
-    no_frames: list[VideoRecord] = field(default_factory=list)  # frame folder with 0 img_ files
-    flow_mismatch: list[VideoRecord] = field(default_factory=list)  # flow_x count != flow_y
-    incomplete: list[VideoRecord] = field(default_factory=list)  # fewer files than recorded
-    unchecked: list[VideoRecord] = field(default_factory=list)  # listed, never probed
-    bad: list[VideoRecord] = field(default_factory=list)  # a probe (or size 0) said bad
-    label_source: str = ""
-    rebuilt_from: Path | None = None  # an unreadable manifest, kept aside there
-
-    @property
-    def no_extraction(self) -> bool:
-        """Frame lists were asked for, and no video of the root has a frame folder yet."""
-        asked = any(lf.fmt in ("rawframes", "flow") for lf in self.lists)
-        return asked and not any(r.frame_dir for r in self.records)
-
-    @property
-    def problems(self) -> int:
-        return (len(self.missing) + len(self.no_frames) + len(self.flow_mismatch)
-                + len(self.incomplete))
 
 
 @dataclass
@@ -122,14 +83,18 @@ class ScannedRoot:
     rebuilt_from: Path | None = None  # an unreadable manifest set aside by this scan
     disk: dict = field(default_factory=dict)  # what this scan read (fingerprint.py)
     as_before: bool = False  # the root is as the previous manifest's scan saw it: its rows
+    lists_written: list = field(default_factory=list)  # the previous manifest's (rerun.py)
 
     def save(self, step: str, args: dict, lists: dict[Path, bytes] | None = None,
-             changed: bool = True) -> None:
-        """Write the manifest (and `lists` with it, as one step); a full or read-only disk
-        stops the step with one line, leaving the previous files in place. `changed=False`:
-        the step changed no row; with the root as before and the same arguments, only lists
-        whose content differs from the file are written."""
-        if not changed and self.as_before and self.steps.get(step) == args:
+             changed: bool = True, planned=()) -> None:
+        """Write the manifest (and `lists` with it, as one step, `planned` their ListFiles);
+        a full or read-only disk stops the step with one line, leaving the previous files in
+        place. `changed=False`: the step changed no row; with the root as before, the same
+        arguments and the same lists described, only list files whose content differs from
+        what is planned are written."""
+        described = rerun.describe(lists, planned) if lists else []
+        if (not changed and self.as_before and self.steps.get(step) == args
+                and (lists is None or described == self.lists_written)):
             lists = {path: data for path, data in (lists or {}).items() if not _holds(path, data)}
             if not lists:
                 return
@@ -139,7 +104,7 @@ class ScannedRoot:
         self.steps[step] = args
         meta = ManifestMeta(dataset=self.dataset.name, label_map=self.label_map,
                             label_source=self.label_source, level=self.level, steps=self.steps,
-                            disk=self.disk)
+                            disk=self.disk, lists=described)
         with disk_errors(manifest_path(self.root)):
             write_manifest(self.root, self.records, meta, lists)
 
@@ -185,7 +150,7 @@ def scan_root(dataset: str | None, root: Path, level: int | None = None,
             previous[1].disk, disk, root, previous[0]):
         meta = previous[1]
         return ScannedRoot(ds, root, level, previous[0], meta.label_map, meta.label_source, steps,
-                           rebuilt_from, disk, as_before=True)
+                           rebuilt_from, disk, as_before=True, lists_written=meta.lists)
     ann = ds.parse(root / "annotations")
     # One row per video at a time: each previous row and each annotation is let go once its
     # new row is made (a driver of Kinetics-700 would otherwise hold both, docs/scale.md).
@@ -213,30 +178,22 @@ def build_lists(dataset: str, root: Path, formats: list[str] | None = None, leve
     """Scan `root`, update its manifest and write the MMAction2 lists for `formats`."""
     formats = formats or ["videos"]
     with root_lock(root, "build-lists"):
+        args = {"formats": formats, "level": level, "shuffle": shuffle, "seed": seed}
+        again = rerun.as_left(dataset, root, args)
+        if again is not None:
+            return again
         scanned = scan_root(dataset, root, level, rebuild=True)
         records = scanned.records
         result = BuildResult(dataset, records, label_source=scanned.label_source,
                              rebuilt_from=scanned.rebuilt_from)
+        frame_lists = any(f != "videos" for f in formats)
         for r in records:
-            if r.status == MISSING:
-                result.missing.append(r)
-            elif r.status == EXTRA:
-                result.extra.append(r)
-            elif r.status == UNCHECKED:
-                result.unchecked.append(r)
-            elif r.status != OK:
-                result.bad.append(r)
-        if any(f != "videos" for f in formats):
-            for r in records:
-                if r.frame_dir and not r.rgb_count and r.status != EXTRA:
-                    result.no_frames.append(r)
-        result.flow_mismatch = [r for r in records if r.extract_error == FLOW_MISMATCH]
-        result.incomplete = [r for r in records if r.extract_status in UNLISTED_EXTRACTIONS]
+            for where in result.add(r, categories(r, frame_lists)):
+                getattr(result, where).append(r)
         planned = plan_lists(scanned.dataset, records, formats, shuffle, seed)
-        scanned.save("build-lists", {"formats": formats, "level": level, "shuffle": shuffle,
-                                     "seed": seed},
-                     lists={root / lf.name: "".join(lines).encode()
-                            for lf, lines in planned}, changed=False)
+        scanned.save("build-lists", args, lists={root / lf.name: "".join(lines).encode()
+                                                 for lf, lines in planned}, changed=False,
+                     planned=[lf for lf, _ in planned])
         result.lists = [lf for lf, _ in planned]
         return result
 

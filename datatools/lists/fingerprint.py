@@ -19,7 +19,6 @@ import os
 from pathlib import Path
 
 from ..datasets.base import Dataset
-from ..manifest import VideoRecord
 from ..validate import quarantine
 from .scan import settled_mtime
 
@@ -57,27 +56,37 @@ def _mtime(path: Path) -> int | None:
         return ABSENT
 
 
-def unchanged(recorded: dict | None, now: dict, root: Path, records: list[VideoRecord]) -> bool:
-    """Whether the root is as the scan that made `records` saw it (`recorded`: that scan's
-    fingerprint; `now`: this one's)."""
-    if not recorded or recorded != now or _has_none(now):
-        return False
-    for rec in records:
-        if rec.exists and rec.video_path:
-            try:
-                st = os.stat(os.path.join(root, rec.video_path))
-            except OSError:
-                return False
-            if (st.st_size, st.st_mtime_ns, st.st_ino) != (rec.size, rec.mtime_ns, rec.inode):
-                return False
-        if rec.frame_dir:
-            if rec.frame_mtime_ns is None:
-                return False  # never counted with a settled mtime: list it again
-            try:
-                if os.stat(os.path.join(root, rec.frame_dir)).st_mtime_ns != rec.frame_mtime_ns:
-                    return False
-            except OSError:
-                return False
+def unchanged(recorded: dict | None, now: dict, root: Path, rows) -> bool:
+    """Whether the root is as the scan that made `rows` saw it (`recorded`: that scan's
+    fingerprint; `now`: this one's). `rows`: records, or anything with their video_path,
+    exists, size, mtime_ns, inode, frame_dir and frame_mtime_ns."""
+    prefix = f"{root}{os.sep}"
+    return same_folders(recorded, now) and all(row_unchanged(prefix, row) for row in rows)
+
+
+def same_folders(recorded: dict | None, now: dict) -> bool:
+    """The annotations, the folders and the quarantine as recorded (and every mtime
+    recorded one a later change could not keep)."""
+    return bool(recorded) and recorded == now and not _has_none(now)
+
+
+def row_unchanged(prefix: str, row) -> bool:
+    """A row's video file and frame folder as the row recorded them (`prefix`: the root and
+    a separator; the paths are relative to it)."""
+    if row.exists and row.video_path:
+        try:
+            st = os.stat(prefix + row.video_path)
+        except OSError:
+            return False
+        if (st.st_size, st.st_mtime_ns, st.st_ino) != (row.size, row.mtime_ns, row.inode):
+            return False
+    if row.frame_dir:
+        if row.frame_mtime_ns is None:
+            return False  # never counted with a settled mtime: list it again
+        try:
+            return os.stat(prefix + row.frame_dir).st_mtime_ns == row.frame_mtime_ns
+        except OSError:
+            return False
     return True
 
 

@@ -119,7 +119,11 @@ def _extract(root: Path, opts: ExtractOptions, sel: Selection, cluster: ClusterO
         with (dask_client(cluster) if todo else contextlib.nullcontext()) as client, \
                 progress_bar(len(todo), "extract", unit="frames") as advance:
             gpu = bool(todo) and gpu_work(device, client, cluster)
-            for job, outcome in map_tasks(client, run, [job for _, job in todo], gpu=gpu) if todo else ():
+            # CPU videos in chunks where they are short (one task each cost the driver 4.7 ms
+            # against 0.8 ms, docs/scale.md); a GPU worker's threads share its batches, so
+            # GPU videos go one per task.
+            for job, outcome in map_tasks(client, run, [job for _, job in todo], gpu=gpu,
+                                          chunked=not gpu) if todo else ():
                 if isinstance(outcome, TaskError):
                     failures.add(job.video_path, outcome)
                     advance()

@@ -173,7 +173,7 @@ def main() -> None:
           f"{gib(max(ext_first[1], ext_second[1]) - base_rss)} |")
     print(f"\ndriver CPU (driver, client and scheduler threads) of the first extract: "
           f"{cpu_first:.1f} s, {1000 * cpu_first / args.extracted:.2f} ms per video "
-          f"({args.extracted / ext_first[0]:.0f} tasks/s); of the re-run: {cpu_second:.1f} s")
+          f"({args.extracted / ext_first[0]:.0f} videos/s); of the re-run: {cpu_second:.1f} s")
     print(f"\ninterpreter + libraries (build-lists of 6 clips): {gib(base_rss)} GiB peak RSS")
     print(f"manifest: {manifest / made:.0f} bytes per row ({manifest / 2**20:.0f} MiB for {made} rows)")
 

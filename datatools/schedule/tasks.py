@@ -38,7 +38,7 @@ FLOOR = 4  # tasks submitted while no worker (or no GPU worker, for GPU work) is
 REFRESH_SECONDS = 1.0  # how often the driver asks the scheduler which workers there are
 MAX_TASKS_PER_SECOND = 200  # chunked work: what the scheduler is asked to handle at most
 CHUNK_SECONDS = 0.5  # chunked work: the least a task should last
-MAX_CHUNK = 512  # items per task at most (a chunk's results travel back in one message)
+MAX_CHUNK = 2048  # items per task at most (a chunk's results travel back in one message)
 
 
 @dataclass

@@ -159,16 +159,10 @@ def worktree(rev: str, where: Path) -> Path:
 
 
 def tiny_table(args) -> None:
-    from scale import tiny_clip
+    from scale import copies_root, tiny_clip
     base = args.out / "tiny-files"
     base.mkdir(parents=True, exist_ok=True)
-    clip = tiny_clip(base)
-    files = {f"C{i % 100:03d}/v_C{i % 100:03d}_g{i:06d}_c01.mp4": None for i in range(args.tiny_files)}
-    root = ucf101_style_root(base / "root", files)
-    for rel in files:
-        dest = root / "videos" / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.link(clip, dest)
+    root = copies_root(base / "root", tiny_clip(base), args.tiny_files)
     then = worktree(args.against, args.out / f"rev-{args.against}")
     try:
         ours, theirs = [], []

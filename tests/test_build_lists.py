@@ -287,3 +287,6 @@ def test_a_rerun_on_an_unchanged_root_is_answered_from_the_manifest_and_any_chan
         assert not isinstance(rescanned.records, ManifestRows)
         assert isinstance(build_lists("ucf101", root, ["videos"]).records, ManifestRows)
     assert len(rescanned.extra) == 2
+    (root / "annotations/notes.txt").symlink_to(tmp_path / "gone")  # a dangling link: rescans
+    assert not isinstance(build_lists("ucf101", root, ["videos"]).records, ManifestRows)
+    assert not isinstance(build_lists("ucf101", root, ["videos"]).records, ManifestRows)

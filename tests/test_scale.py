@@ -160,3 +160,21 @@ def test_quick_probes_go_in_chunks_and_a_rerun_sends_no_work(dask_procs, tmp_pat
     assert [(lf.name, lf.lines) for lf in rebuilt.lists if lf.subset == "train" and lf.split == 1] == [
         ("ucf101_train_split_1_videos.txt", 600), ("ucf101_train_split_1_rawframes.txt", 600)]
     assert isinstance(rebuilt.records, ManifestRows) and len(rebuilt.records) == 600
+
+
+def test_where_an_extractor_computes_follows_its_build_and_its_algorithm(tmp_path):
+    """A CUDA build computes TV-L1 on the GPU (GPU work, recorded as build=cuda) and Farneback
+    on the CPU (CPU work, recorded as any build's); a denseflow, which does not report its
+    build, is GPU work recorded as it always was."""
+    from datatools.extract.backends.external import DenseflowFlow, NativeFlow
+    from datatools.schedule.resources import CPU_ONLY, CUDA_ONLY
+    cuda, silent = tmp_path / "cuda-build", tmp_path / "denseflow"
+    cuda.write_text('#!/bin/sh\n[ "$1" = "--show-build" ] && echo \'{"cuda": true}\'\n')
+    silent.write_text("#!/bin/sh\nexit 1\n")
+    for tool in (cuda, silent):
+        tool.chmod(0o755)
+    tvl1, farneback = NativeFlow("tvl1", str(cuda)), NativeFlow("farneback", str(cuda))
+    assert (tvl1.runs_on, tvl1.build_params()) == (CUDA_ONLY, {"build": "cuda"})
+    assert (farneback.runs_on, farneback.build_params()) == (CPU_ONLY, {})
+    dense = DenseflowFlow("tvl1", str(silent))
+    assert (dense.runs_on, dense.build_params()) == (CUDA_ONLY, {})

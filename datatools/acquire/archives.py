@@ -97,9 +97,15 @@ def extract(archive: Path | Parts, dest: Path, rar_tools: Iterable[str] | None =
         raise ArchiveError(f"{archive}: not a zip, tar or RAR archive (first bytes "
                            f"{head!r}); the download may be an error page")
     if isinstance(archive, Parts) and kind != "tar":
-        joined = _joined_copy(archive)
+        joined = dest.with_name(f".{dest.name}.joined")  # ours, beside the destination
         try:
+            _join(archive, joined)
             return extract(joined, dest, rar_tools, keep_links)
+        except OSError as exc:
+            if is_disk_error(exc):
+                raise disk_error(exc, dest.parent) from None
+            raise ArchiveError(f"{archive}: cannot join its parts into {joined} "
+                               f"({exc.strerror or exc})") from None
         finally:
             joined.unlink(missing_ok=True)
     tmp = dest.with_name(f".{dest.name}.unpacking")
@@ -273,8 +279,12 @@ def check_space(archive: Path, members: list[Member], dest: Path) -> None:
     needed = sum(m.size for m in members if m.kind == "file")
     free = free_bytes(dest)
     if needed > free:
-        raise DiskError(f"{archive}: unpacking needs {gib(needed)}, {gib(free)} free on "
-                        f"{mount_point(dest)}; free some space (or move the root), then re-run")
+        raise _no_space(archive, gib(needed), free, dest)
+
+
+def _no_space(archive, needed: str, free: int, dest: Path) -> DiskError:
+    return DiskError(f"{archive}: unpacking needs {needed}, {gib(free)} free on "
+                     f"{mount_point(dest)}; free some space (or move the root), then re-run")
 
 
 def _write_tree(tmp: Path, members: list[Member], open_member) -> None:
@@ -387,9 +397,7 @@ def _extract_tar(archive, tmp: Path, keep_links: bool) -> None:
                 if m.kind == "file":
                     declared += m.size
                     if declared > free:
-                        raise DiskError(f"{archive}: unpacking needs more than {gib(declared)}, "
-                                        f"{gib(free)} free on {mount_point(tmp)}; free some space "
-                                        "(or move the root), then re-run")
+                        raise _no_space(archive, f"more than {gib(declared)}", free, tmp)
                 if m.kind in ("symlink", "hardlink"):
                     deferred.append(m)
                     continue
@@ -448,14 +456,12 @@ class _Joined(io.RawIOBase):
         super().close()
 
 
-def _joined_copy(parts: Parts) -> Path:
-    """The parts joined into one file beside the first (for kinds that seek)."""
-    joined = parts.paths[0].with_name(Path(parts.name).name)
-    tmp = joined.with_name(joined.name + ".tmp")
-    with _stream(parts) as src, open(tmp, "wb") as out:
+def _join(parts: Parts, joined: Path) -> None:
+    """The parts joined into one file (for the kinds that seek: zip, RAR)."""
+    dest = joined.parent
+    dest.mkdir(parents=True, exist_ok=True)
+    with _stream(parts) as src, open(joined, "wb") as out:
         shutil.copyfileobj(src, out, 8 << 20)
-    os.replace(tmp, joined)
-    return joined
 
 
 @contextmanager

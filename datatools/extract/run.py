@@ -115,6 +115,7 @@ def _extract(root: Path, opts: ExtractOptions, sel: Selection, cluster: ClusterO
     todo.sort(key=lambda pair: -(pair[0].size or 0))
     run = functools.partial(extract_video, opts=opts)
     failures = TaskFailures(root, "extract")
+    skipped_here = len(result.outcomes)  # by the driver, before any task
     try:
         with (dask_client(cluster) if todo else contextlib.nullcontext()) as client, \
                 progress_bar(len(todo), "extract", unit="frames") as advance:
@@ -139,7 +140,7 @@ def _extract(root: Path, opts: ExtractOptions, sel: Selection, cluster: ClusterO
                 advance(outcome.written_rgb or outcome.written_flow)
         failures.check()
     except DiskError as exc:
-        left = len(todo) - len(result.outcomes)
+        left = len(todo) - (len(result.outcomes) - skipped_here)
         raise DiskError(f"{exc} ({left} video(s) not extracted; about "
                         f"{_space_per_video(result)} each)") from None
     finally:

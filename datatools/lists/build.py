@@ -95,7 +95,8 @@ class ScannedRoot:
         described = rerun.describe(lists, planned) if lists else []
         if (not changed and self.as_before and self.steps.get(step) == args
                 and (lists is None or described == self.lists_written)):
-            lists = {path: data for path, data in (lists or {}).items() if not _holds(path, data)}
+            lists = {path: data for (path, data), d in zip((lists or {}).items(), described)
+                     if not rerun.holds(path, d["bytes"], d["sha256"])}
             if not lists:
                 return
             with disk_errors(next(iter(lists))):
@@ -107,14 +108,6 @@ class ScannedRoot:
                             disk=self.disk, lists=described)
         with disk_errors(manifest_path(self.root)):
             write_manifest(self.root, self.records, meta, lists)
-
-
-def _holds(path: Path, data: bytes) -> bool:
-    """Whether the file at `path` has exactly this content."""
-    try:
-        return path.stat().st_size == len(data) and path.read_bytes() == data
-    except OSError:
-        return False
 
 
 def scan_root(dataset: str | None, root: Path, level: int | None = None,
@@ -146,8 +139,8 @@ def scan_root(dataset: str | None, root: Path, level: int | None = None,
         raise UserError(f"--level {level}: must be 1 (flat folders) or 2 (class folders)")
     steps = dict(previous[1].steps) if previous else {}
     disk = fingerprint(ds, root, level)  # before anything is read: a change meanwhile shows next time
-    if previous is not None and previous[1].dataset == ds.name and unchanged(
-            previous[1].disk, disk, root, previous[0]):
+    if previous is not None and previous[1].dataset == ds.name and rerun.written_by_this_version(
+            previous[1]) and unchanged(previous[1].disk, disk, root, previous[0]):
         meta = previous[1]
         return ScannedRoot(ds, root, level, previous[0], meta.label_map, meta.label_source, steps,
                            rebuilt_from, disk, as_before=True, lists_written=meta.lists)

@@ -29,7 +29,11 @@ def fingerprint(ds: Dataset, root: Path, level: int) -> dict:
     for folder, _, files in os.walk(root / "annotations"):
         for name in files:
             path = os.path.join(folder, name)
-            st = os.stat(path)
+            try:
+                st = os.stat(path)
+            except OSError:  # a dangling link, a file gone meanwhile: never matches
+                annotations[os.path.relpath(path, root)] = [None, None, None]
+                continue
             annotations[os.path.relpath(path, root)] = [st.st_size, settled_mtime(st.st_mtime_ns),
                                                         st.st_ino]
     dirs = {}
@@ -38,10 +42,13 @@ def fingerprint(ds: Dataset, root: Path, level: int) -> dict:
     for top in sorted(tops):
         dirs[top] = _mtime(root / top)
         if dirs[top] != ABSENT and level == 2:
-            with os.scandir(root / top) as it:
-                for entry in it:
-                    if entry.is_dir() and not entry.name.startswith("."):
-                        dirs[f"{top}/{entry.name}"] = settled_mtime(entry.stat().st_mtime_ns)
+            try:
+                with os.scandir(root / top) as it:
+                    for entry in it:
+                        if entry.is_dir() and not entry.name.startswith("."):
+                            dirs[f"{top}/{entry.name}"] = settled_mtime(entry.stat().st_mtime_ns)
+            except OSError:  # unreadable: never matches, and the scan says why
+                dirs[top] = None
     held = _mtime(quarantine.records_path(root))
     return {"level": level, "annotations": annotations, "dirs": dirs, "quarantine": held}
 

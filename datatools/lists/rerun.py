@@ -16,8 +16,10 @@ import hashlib
 import os
 from pathlib import Path
 
-from .. import datasets
-from ..manifest import ManifestRows, read_columns, read_meta, read_rows
+import pyarrow as pa
+
+from .. import __version__, datasets
+from ..manifest import SCHEMA_VERSION, ManifestRows, read_columns, read_meta, read_rows
 from .fingerprint import fingerprint, row_unchanged, same_folders
 from .result import BuildResult, ListFile, categories
 
@@ -38,13 +40,28 @@ def as_left(dataset: str, root: Path, args: dict):
     None when anything may have changed (then the caller scans)."""
     root = Path(root)
     meta = read_meta(root)
-    if (meta is None or meta.dataset != dataset or not meta.lists
-            or meta.steps.get("build-lists") != args or meta.level != args["level"]):
-        return None
+    if (meta is None or not written_by_this_version(meta) or meta.dataset != dataset
+            or not meta.lists or meta.steps.get("build-lists") != args
+            or meta.level != args["level"] or (args["shuffle"] and args["seed"] is None)):
+        return None  # (a shuffle without a seed is a new shuffle each run)
+    try:
+        return _answer(root, meta, args)
+    except (pa.ArrowException, OSError, ValueError, TypeError):
+        return None  # a damaged manifest: the scan sets it aside and rebuilds
+
+
+def written_by_this_version(meta) -> bool:
+    """Rows a re-run may start from: written by this version of datatools (another may list,
+    count or scan differently)."""
+    return meta.tool_version == __version__ and meta.schema_version == SCHEMA_VERSION
+
+
+def _answer(root: Path, meta, args: dict):
+    dataset = meta.dataset
     if not same_folders(meta.disk, fingerprint(datasets.get(dataset), root, meta.level)):
         return None
     for d in meta.lists:
-        if not _holds(root / d["name"], d["bytes"], d["sha256"]):
+        if not holds(root / d["name"], d["bytes"], d["sha256"]):
             return None
     frame_lists = any(f != "videos" for f in args["formats"])
     count = 0
@@ -73,7 +90,8 @@ def as_left(dataset: str, root: Path, args: dict):
     return result
 
 
-def _holds(path: Path, size: int, sha256: str) -> bool:
+def holds(path: Path, size: int, sha256: str) -> bool:
+    """Whether the file at `path` has this size and content (sha256)."""
     try:
         if path.stat().st_size != size:
             return False

@@ -278,6 +278,13 @@ def gpu_work(device: str, client: Client, options: ClusterOptions | None) -> boo
                         "cluster has one: on this machine `nvidia-smi -L` lists "
                         + (", ".join(visible_gpus()) or "none") + "; pass --gpus (local) or "
                         "--slurm gpus_per_job=N, or use a CPU build or backend")
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES") == ""  # the workers inherit it
+    if not offered and options.kind == "local" and not options.scheduler and not hidden \
+            and visible_gpus():
+        # Local CPU workers see this machine's GPUs: each would put its own batches on GPU 0.
+        raise UserError(f"this machine has GPUs ({', '.join(visible_gpus())}, `nvidia-smi -L`) "
+                        "and no GPU workers were asked for: pass --gpus all (or ids), or hide "
+                        "them with CUDA_VISIBLE_DEVICES= to compute on the CPU")
     return offered
 
 

@@ -27,7 +27,7 @@ from .torch_flow import TorchFlow
 class FlowBackend(Protocol):
     name: str
     algo: str
-    device: str  # where it computes: resources.CPU_ONLY, EITHER or CUDA_ONLY
+    runs_on: str  # where it computes: resources.CPU_ONLY, EITHER or CUDA_ONLY
 
     def compute(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
         ...
@@ -58,7 +58,7 @@ def prepare(opts: ExtractOptions) -> tuple[ExtractOptions, str]:
     if not opts.flow:
         return opts, CPU_ONLY  # a video tool writing RGB only computes no flow
     build = getattr(backend, "build_params", dict)().get("build")
-    return (replace(opts, build=build) if build else opts), backend.device
+    return (replace(opts, build=build) if build else opts), backend.runs_on
 
 
 def is_video_tool(name: str) -> bool:

@@ -115,18 +115,24 @@ class _VideoTool:
 
     @property
     def cuda(self) -> bool:
+        """Whether it computes this algorithm with CUDA (a CUDA build computes TV-L1 there;
+        Farneback stays on the CPU in every build)."""
+        if self.algo != "tvl1":
+            return False
         report = build_of(self.binary)
         return report["cuda"] if report is not None else self.cuda_unless_told
 
     @property
-    def device(self) -> str:
+    def runs_on(self) -> str:
         return CUDA_ONLY if self.cuda else CPU_ONLY
 
     def build_params(self) -> dict:
-        """Recorded with the flow's parameters: OpenCV's CUDA TV-L1 is another algorithm (no
-        median filter, inner x outer iterations in one loop), so a folder made by one build
-        is never taken for the other's."""
-        return {"build": "cuda"} if self.cuda else {}
+        """Recorded with the flow's parameters where the tool reports a CUDA build: OpenCV's
+        CUDA TV-L1 is another algorithm (no median filter, inner x outer iterations in one
+        loop), so a folder made by one build is never taken for the other's. A tool that does
+        not report its build (denseflow) records what it always did."""
+        report = build_of(self.binary)
+        return {"build": "cuda"} if self.cuda and report is not None and report["cuda"] else {}
 
     def extract_into(self, video: str, folder: str, opts: ExtractOptions) -> ToolResult:
         """Write `video`'s frame folder contents into `folder`; returns the counts written."""

@@ -15,7 +15,7 @@ FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, po
 
 class OpenCVFlow:
     name = "opencv"
-    device = CPU_ONLY
+    runs_on = CPU_ONLY
 
     def __init__(self, algo: str, params: TVL1Params = TVL1):
         import cv2

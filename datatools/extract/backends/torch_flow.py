@@ -45,7 +45,7 @@ class TorchFlow:
     video_tool = False
     # GPU workers where the cluster has them, whatever the driver has (a login node without
     # CUDA drives GPU workers); on CPU workers without (slowly). Each worker picks its device.
-    device = EITHER
+    runs_on = EITHER
 
     def __init__(self, algo: str, device: str | None = None, params: TVL1Params = TVL1):
         if algo != "tvl1":

@@ -27,8 +27,9 @@ FLT_EPSILON = float(np.finfo(np.float32).eps)  # OpenCV's guard before dividing 
 CPU_BATCH = 32  # pairs computed together on the CPU
 SYNC_EVERY = 5  # inner iterations between the host's looks at which pairs still iterate
 MAX_BATCH = 256
-BYTES_PER_PIXEL = 4 * 48  # float32 tensors alive per pixel of a pair, pyramid included (measured
-                          # peak on CUDA: bench/torch_flow.py reports it)
+# An estimate, never measured on a GPU (none has run this code yet): 48 float32 values alive
+# per pixel of a pair, pyramid included. bench/torch_flow.py reports the real peak on CUDA.
+BYTES_PER_PIXEL = 4 * 48
 
 
 def _torch():

@@ -3,7 +3,6 @@ the Dask cluster, and record what was made in the manifest (only the driver writ
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 from collections import Counter
@@ -23,7 +22,7 @@ from ..schedule.client import (
     ClusterOptions,
     TaskError,
     WorkerCrash,
-    dask_client,
+    cluster_for,
     gpu_work,
     map_tasks,
 )
@@ -117,14 +116,14 @@ def _extract(root: Path, opts: ExtractOptions, sel: Selection, cluster: ClusterO
     failures = TaskFailures(root, "extract")
     skipped_here = len(result.outcomes)  # by the driver, before any task
     try:
-        with (dask_client(cluster) if todo else contextlib.nullcontext()) as client, \
+        with cluster_for(bool(todo), cluster) as client, \
                 progress_bar(len(todo), "extract", unit="frames") as advance:
             gpu = bool(todo) and gpu_work(device, client, cluster)
             # CPU videos in chunks where they are short (one task each cost the driver 4.7 ms
             # against 0.8 ms, docs/scale.md); a GPU worker's threads share its batches, so
             # GPU videos go one per task.
             for job, outcome in map_tasks(client, run, [job for _, job in todo], gpu=gpu,
-                                          chunked=not gpu) if todo else ():
+                                          chunked=not gpu):
                 if isinstance(outcome, TaskError):
                     failures.add(job.video_path, outcome)
                     advance()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..completion import FileStamp
 from ..datasets.base import Dataset
 from ..validate import quarantine
 from .scan import settled_mtime
@@ -81,11 +82,8 @@ def row_unchanged(prefix: str, row) -> bool:
     """A row's video file and frame folder as the row recorded them (`prefix`: the root and
     a separator; the paths are relative to it)."""
     if row.exists and row.video_path:
-        try:
-            st = os.stat(prefix + row.video_path)
-        except OSError:
-            return False
-        if (st.st_size, st.st_mtime_ns, st.st_ino) != (row.size, row.mtime_ns, row.inode):
+        seen = FileStamp.at(prefix + row.video_path)
+        if not FileStamp(row.size, row.mtime_ns, row.inode).matches(seen):
             return False
     if row.frame_dir:
         if row.frame_mtime_ns is None:

@@ -120,6 +120,12 @@ def dask_client(options: ClusterOptions | None = None) -> Iterator[Client]:
                 cluster.close()
 
 
+def cluster_for(needed: bool, options: ClusterOptions | None = None):
+    """`dask_client(options)` when there is work to send, else nothing (None): a step with
+    nothing left starts no cluster."""
+    return dask_client(options) if needed else contextlib.nullcontext()
+
+
 def _reachable(address: str) -> None:
     """A TCP scheduler address that nothing listens on is said at once (Dask's client would
     retry until its timeout)."""

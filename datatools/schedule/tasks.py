@@ -57,6 +57,11 @@ class TaskError:
     exc: BaseException | None = None
     traceback: str = ""
 
+    @classmethod
+    def of(cls, exc: BaseException, tb) -> TaskError:
+        return cls(f"{type(exc).__name__}: {exc}", exc,
+                   "".join(traceback.format_exception(type(exc), exc, tb)))
+
 
 class Capacity:
     """The slots of the workers connected now: task threads, or GPU units for GPU work."""
@@ -99,24 +104,17 @@ class ChunkSizer:
         return max(1, min(MAX_CHUNK, round(target / per_item)))
 
 
-@dataclass
-class _Raised:
-    """An item's exception, caught on the worker so that the rest of its chunk goes on."""
-
-    exc: BaseException
-    traceback: str
-
-
 def run_chunk(fn: Callable, items: list) -> tuple[list, float]:
-    """Worker side: fn(item) for each item, an exception kept as that item's result; with the
-    seconds it took (the driver sizes later chunks from it)."""
+    """Worker side: fn(item) for each item, an exception kept as that item's result (a
+    TaskError: the rest of the chunk goes on); with the seconds it took (the driver sizes
+    later chunks from it)."""
     start = time.perf_counter()
     out = []
     for item in items:
         try:
             out.append(fn(item))
         except Exception as exc:
-            out.append(_Raised(exc, "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))))
+            out.append(TaskError.of(exc, exc.__traceback__))
     return out, time.perf_counter() - start
 
 
@@ -126,7 +124,8 @@ def map_tasks(client: Client, fn: Callable, items: Iterable, *, retries: int = 1
 
     A failed item yields a `TaskError`; one whose worker died `retries + 1` times a
     `WorkerCrash`. `gpu=True` runs tasks only on workers declaring the GPU resource, one unit
-    per task. `chunked=True` groups cheap items (see the module's docstring).
+    per task. `chunked=True` groups cheap items (see the module's docstring). No items: no
+    task, and `client` may be None (client.cluster_for).
     """
     items = list(items)
     resources = {GPU: 1} if gpu else None
@@ -171,15 +170,12 @@ def map_tasks(client: Client, fn: Callable, items: Iterable, *, retries: int = 1
                 fut.release()
                 sizer.observe(len(indices), seconds)
                 for index, res in zip(indices, results):
-                    if isinstance(res, _Raised):
-                        res = TaskError(f"{type(res.exc).__name__}: {res.exc}", res.exc, res.traceback)
                     yield items[index], res
                 continue
             if fut.status == "cancelled":  # not by this loop: the scheduler restarted or went away
                 raise UserError("the Dask scheduler dropped this run's tasks (restarted, or the "
                                 "connection was lost); run the same command again to resume")
-            exc = fut.exception()
-            tb = "".join(traceback.format_exception(type(exc), exc, fut.traceback()))
+            exc, tb = fut.exception(), fut.traceback()
             fut.release()
             if len(indices) > 1:
                 again.extend(indices)  # which item it was is not known: each alone
@@ -192,7 +188,7 @@ def map_tasks(client: Client, fn: Callable, items: Iterable, *, retries: int = 1
                     continue
                 yield items[index], WorkerCrash("worker process died while running it")
                 continue
-            yield items[index], TaskError(f"{type(exc).__name__}: {exc}", exc, tb)
+            yield items[index], TaskError.of(exc, tb)
     finally:
         for _, fut in in_flight.values():  # an interrupted run leaves nothing queued
             fut.release()

@@ -16,7 +16,7 @@ from ..lists.build import scan_root
 from ..lock import root_lock
 from ..manifest import VideoRecord
 from ..report import progress_bar
-from ..schedule.client import ClusterOptions, TaskError, WorkerCrash, dask_client, map_tasks
+from ..schedule.client import ClusterOptions, TaskError, WorkerCrash, cluster_for, map_tasks
 from ..status import BAD, EMPTY, EXTRA, MISSING, OK, PROBE_LEVELS, UNREADABLE
 from . import quarantine
 from .probe import ProbeResult, probe_task
@@ -121,12 +121,12 @@ def validate(dataset: str, root: Path, level: str = "quick", cluster: ClusterOpt
         checkpoint = Checkpoint(lambda: scanned.save("validate", {"level": level, "quarantine": False,
                                                                   "interrupted": True}))
         try:
-            with (dask_client(cluster) if targets else contextlib.nullcontext()) as client, \
+            with cluster_for(bool(targets), cluster) as client, \
                     progress_bar(len(targets), "validate") as advance:
                 tasks = [(str(root / r.video_path), level) for r in targets]
                 by_path = {t[0]: r for t, r in zip(tasks, targets)}
                 # A quick probe takes milliseconds: chunks of them per task (schedule/tasks.py).
-                for (path, _), res in map_tasks(client, probe_task, tasks, chunked=True) if targets else ():
+                for (path, _), res in map_tasks(client, probe_task, tasks, chunked=True):
                     if isinstance(res, TaskError):  # a bug, not a verdict on the file
                         failures.add(path, res)
                     else:

@@ -108,6 +108,9 @@ def test_gpu_work_goes_to_the_worker_declaring_a_gpu_from_a_driver_without_cuda(
     CUDA (a wrapper answers --show-build as a CUDA build would); that build is recorded."""
     pytest.importorskip("torch")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    # Where the work goes is the question here, not the flow: the workers skip compiling the
+    # torch steps (tests/test_torch_flow.py runs the compiled ones through extract).
+    monkeypatch.setenv("DATATOOLS_TORCH_COMPILE", "0")
     dask_procs.add_workers(2, name="cpu")
     dask_procs.add_workers(1, nthreads=4, resources="GPU=4", name="gpu")
     cuda_build = tmp_path / "datatools-flow-cuda"

@@ -103,6 +103,69 @@ def test_stopped_pairs_leave_the_batch_and_every_pair_computes_what_it_does_alon
             assert np.array_equal(flow, batch[k]), f"pair {k} differs from alone (lag {lag})"
 
 
+def _one_pair_as_opencv_loops(i0, i1, p, steps):
+    """The reference: one pair, OpenCV's loop structure (tvl1flow.cpp procOneScale) written
+    out plainly, no batch, no compaction, the host looking at the error after every step."""
+    from datatools.extract.backends import tvl1_kernels as K
+    from datatools.extract.backends import tvl1_solver as S
+    inner_step, median = steps
+    levels = [(i0, i1)]
+    while len(levels) < p.scales:
+        h, w = levels[-1][0].shape[-2:]
+        nh, nw = S._cv_round(h * p.scale_step), S._cv_round(w * p.scale_step)
+        if nh < 16 or nw < 16:
+            break
+        levels.append(tuple(S._resize_by(t, nh, nw, p.scale_step) for t in levels[-1]))
+    u1 = u2 = torch.zeros_like(levels[-1][0])
+    for s in range(len(levels) - 1, -1, -1):
+        a, b = levels[s]
+        h, w = a.shape[-2:]
+        if u1.shape[-2:] != (h, w):
+            u1, u2 = (S._resize_to(u, h, w) * (1.0 / p.scale_step) for u in (u1, u2))
+        threshold = torch.tensor(int(p.epsilon ** 2 * h * w * K.FIXED_POINT))
+        bx, by = S._centered_gradient(b)
+        duals = [torch.zeros_like(a) for _ in range(4)]
+        ys, xs = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+        for _ in range(p.warps):
+            x, y = xs + u1, ys + u2
+            bw, bwx, bwy = (S._sample(t, x, y, "bicubic", "zeros") for t in (b, bx, by))
+            grad = bwx * bwx + bwy * bwy
+            rho_c = bw - bwx * u1 - bwy * u2 - a
+            going = torch.ones(1, dtype=torch.bool)
+            for _ in range(p.outer):
+                if not going:
+                    break
+                u1, u2 = median(u1, p.median), median(u2, p.median)
+                count = torch.zeros(1, dtype=torch.int32)
+                going = torch.ones(1, dtype=torch.bool)
+                for _ in range(p.inner):
+                    u1, u2, *duals, going, count = inner_step(
+                        u1, u2, *duals, bwx, bwy, grad, rho_c, going, count, threshold,
+                        p.lambda_ * p.theta, p.theta, p.tau / p.theta)
+                    if not going:
+                        break
+    return torch.stack([u1, u2], dim=-1)[0].numpy()
+
+
+def test_the_batched_solver_computes_opencvs_loops_pair_by_pair():
+    """Compaction against the loops it replaces: 8 real pairs (64x48) through the solver, with
+    the host's view of the mask at once and MASK_LAG["cuda"] late, equal bitwise the same
+    steps run one pair at a time in OpenCV's loop structure."""
+    from datatools.extract.backends import tvl1_kernels, tvl1_solver
+    from datatools.extract.tvl1 import TVL1
+    steps = tvl1_kernels.eager()
+    pairs = [p for name in ("test.mp4", "bikes.mp4", "test.avi", "demo.mp4")
+             for p in gray_pairs(name, 2, size=(64, 48), every=5)]
+    i0 = torch.from_numpy(np.stack([a for a, _ in pairs])).float()
+    i1 = torch.from_numpy(np.stack([b for _, b in pairs])).float()
+    expected = [_one_pair_as_opencv_loops(i0[k:k + 1], i1[k:k + 1], TVL1, steps) for k in range(len(pairs))]
+    for lag in (0, tvl1_solver.MASK_LAG["cuda"]):
+        u1, u2 = tvl1_solver.tvl1(i0, i1, steps=steps, lag=lag)
+        flows = torch.stack([u1, u2], dim=-1).numpy()
+        for k, want in enumerate(expected):
+            assert np.array_equal(flows[k], want), f"pair {k}, lag {lag}"
+
+
 def test_the_median_network_is_the_5x5_median_with_replicated_borders():
     from datatools.extract.backends.tvl1_kernels import median, median_network
     assert len(median_network(25)) < 120  # pruned: the full odd-even merge sort has more

@@ -19,7 +19,7 @@ if not torch.cuda.is_available():
 
 from test_torch_flow import gray_pairs  # noqa: E402
 
-from datatools.extract.backends.torch_flow import MAX_BATCH, TorchFlow  # noqa: E402
+from datatools.extract.backends.torch_flow import TorchFlow  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +82,25 @@ def test_compaction_on_the_gpu_computes_within_1_15x_of_the_pairs_own_iterations
 
 
 def test_the_batcher_overlaps_batches_and_returns_each_pairs_flow(backend):
+    """Batches of 4, so about ten are staged, computed and copied back while others are in
+    flight: every pair's flow is the one computed on its own batch."""
     from datatools.extract.batcher import PairBatcher
+
+    class FourAtATime:
+        def batch_size(self, width, height):
+            return 4
+
+        def upload(self, pairs):
+            return backend.upload(pairs)
+
+        def start(self, staged, bound):
+            return backend.start(staged, bound)
+
     pairs = real_pairs(40)
-    batcher = PairBatcher(backend, 20.0)
+    batcher = PairBatcher(FourAtATime(), 20.0)
     futures = [batcher.submit(a, b, k % 3) for k, (a, b) in enumerate(pairs)]
     flows = [f.result(timeout=300) for f in futures]
     expected = backend.compute_batch_quantized(pairs, 20.0)
-    assert all(np.array_equal(x, y) for x, y in zip(flows, expected))
-    assert batcher.stats["pairs"] == 40
-    assert 1 <= backend.batch_size(340, 256) <= MAX_BATCH
+    for k, (x, y) in enumerate(zip(flows, expected)):
+        assert np.abs(x.astype(int) - y.astype(int)).max() <= 1, f"pair {k}"
+    assert batcher.stats["pairs"] == 40 and batcher.stats["batches"] >= 10

@@ -155,5 +155,6 @@ def batch_stats() -> dict:
     total: Counter = Counter()
     for b in _batchers.values():
         total.update(b.stats)
-        total.update(getattr(b.backend, "stats", {}))  # inner iterations (tvl1_solver.Work)
+        # inner iterations (tvl1_solver.Work); dict.copy, not iteration: the compute thread adds keys
+        total.update(dict.copy(getattr(b.backend, "stats", {})))
     return dict(total)

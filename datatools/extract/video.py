@@ -312,7 +312,7 @@ def _extract_into(job: VideoJob, opts: ExtractOptions, folder: str) -> VideoOutc
                 size = output_size(frame.shape[1], frame.shape[0], opts)
                 out.width, out.height = size
                 if batched:  # enough pairs in flight for this video alone to fill a batch
-                    limit = batcher.backend.batch_size(*size)
+                    limit = 2 * batcher.backend.batch_size(*size)  # and stage the next one
             frame = resize(frame, size)
             if opts.rgb:
                 writer.write(rgb_tmpl.format(start + i), frame)

@@ -14,6 +14,7 @@ On the CPU the same stages run with nothing to overlap.
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,7 +106,7 @@ class TorchFlow:
         if self._side is None:
             return Staged(frames.to(self.device), None)
         frames = frames.pin_memory()
-        with torch.cuda.stream(self._side):
+        with torch.cuda.device(self.device), torch.cuda.stream(self._side):
             on_device = frames.to(self.device, non_blocking=True)
             ready = torch.cuda.Event()
             ready.record(self._side)
@@ -116,7 +117,8 @@ class TorchFlow:
         not); on CUDA returns before the device has finished."""
         from .tvl1_solver import tvl1
         torch = self.torch
-        with torch.no_grad():
+        on_cuda = self.device.type == "cuda"
+        with torch.no_grad(), torch.cuda.device(self.device) if on_cuda else nullcontext():
             if staged.ready is not None:
                 stream = torch.cuda.current_stream(self.device)
                 stream.wait_event(staged.ready)
@@ -127,10 +129,10 @@ class TorchFlow:
             if bound is not None:
                 u1, u2 = quantize(u1, bound), quantize(u2, bound)
             flow = torch.stack([u1, u2], dim=-1)
-            if self.device.type != "cuda":
+            if not on_cuda:
                 return Pending(flow, None)
             host = flow.to("cpu", non_blocking=True)  # pinned: the copy is asynchronous
-            done = torch.cuda.Event()
+            done = torch.cuda.Event(blocking=True)  # the finish thread sleeps, not spins, on it
             done.record()
             return Pending(host, done)
 
@@ -140,7 +142,7 @@ class Staged:
     """A batch's frames on the device (uint8, (2, B, H, W)) and the event of their copy."""
     frames: object
     ready: object
-    keep: object = None  # the pinned source, alive until the copy is done
+    keep: object = None  # the pinned source (PyTorch's pinned allocator also holds it until copied)
 
     def __len__(self) -> int:
         return int(self.frames.shape[1])

@@ -17,11 +17,12 @@ import os
 import numpy as np
 
 FLT_EPSILON = float(np.finfo(np.float32).eps)  # OpenCV's guard before dividing by |grad I1|^2
-# The stopping sum in fixed point: each pixel's squared update (float32) times 2^24, truncated
-# to an integer, summed as int64. Integer addition has no order, so the sum is the same however
-# the device splits the reduction (a float sum's value depends on the batch's shape on CUDA).
-# 2^-24 px^2 per pixel is 1/1700 of epsilon^2; an update is under ~15 px (|d| <= lambda*theta*255
-# plus theta * 4), so a 4K frame's sum stays far inside int64.
+# The stopping sum in fixed point: each pixel's squared update (float32) times 2^24, rounded
+# to the nearest integer (truncating would bias the sum low and stop pairs early), summed as
+# int64. Integer addition has no order, so the sum is the same however the device splits the
+# reduction (a float sum's value depends on the batch's shape on CUDA). 2^-24 px^2 per pixel
+# is 1/1700 of epsilon^2; an update is under ~15 px (|d| <= lambda*theta*255 plus theta * 4),
+# so a 4K frame's sum stays far inside int64.
 FIXED_POINT = float(2 ** 24)
 COMPILE_ENV = "DATATOOLS_TORCH_COMPILE"  # 0: run the steps uncompiled (debugging, or no C compiler)
 
@@ -44,7 +45,7 @@ def inner_step(u1, u2, p11, p12, p21, p22, i1wx, i1wy, grad, rho_c, active, coun
     new_u1 = (u1 + d1) + theta * divergence(p11, p12)
     new_u2 = (u2 + d2) + theta * divergence(p21, p22)
     change = (new_u1 - u1) ** 2 + (new_u2 - u2) ** 2
-    error = (change * FIXED_POINT).to(torch.int64).sum(dim=(1, 2))
+    error = torch.round(change * FIXED_POINT).to(torch.int64).sum(dim=(1, 2))
     u1 = torch.where(m, new_u1, u1)
     u2 = torch.where(m, new_u2, u2)
     u1x, u1y = forward_gradient(u1)

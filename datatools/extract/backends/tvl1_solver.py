@@ -127,9 +127,7 @@ def _one_scale(i0, i1, u1, u2, p: TVL1Params, steps, lag: int, work: Work):
                 if stopped == batch.size:
                     break
                 if stopped and stopped * COMPACT_FRACTION >= batch.size:
-                    keep = np.flatnonzero(view)
-                    batch.keep(keep)
-                    active = active[torch.from_numpy(keep).to(active.device)]
+                    active = active[batch.keep(np.flatnonzero(view))]
                     seen.clear()  # those copies index the batch before compaction
             # Which pairs go on to the next outer iteration: the host must know, so it waits.
             going_on = np.flatnonzero(active.cpu().numpy())
@@ -159,19 +157,22 @@ class _Batch:
     def size(self) -> int:
         return int(self.ids.shape[0])
 
-    def keep(self, keep: np.ndarray) -> None:
-        """Keep the working pairs at these positions; write the others back."""
-        import torch
-        if len(keep) == self.size:
-            return
-        device = self.ids.device
-        keep_t = torch.from_numpy(keep).to(device)
-        leave = torch.from_numpy(np.setdiff1d(np.arange(self.size), keep)).to(device)
-        self._write_back(leave)
+    def keep(self, keep: np.ndarray):
+        """Keep the working pairs at these positions and write the others back; returns the
+        positions kept, on the device."""
+        leave = np.setdiff1d(np.arange(self.size), keep)
+        # One copy to the device for both index lists, from pinned memory without waiting
+        # for the device (a copy from pageable memory would wait for all queued work).
+        both = _to_device(np.concatenate([keep, leave]), self.ids.device)
+        keep_t, leave_t = both[:len(keep)], both[len(keep):]
+        if not len(leave):
+            return keep_t
+        self._write_back(leave_t)
         self.ids = self.ids[keep_t]
         self.state = [t[keep_t] for t in self.state]
         self.invariants = [t[keep_t] for t in self.invariants]
         self.count = self.count[keep_t]
+        return keep_t
 
     def finish(self, work: Work) -> list:
         import torch
@@ -186,14 +187,22 @@ class _Batch:
         self.full_count.index_copy_(0, ids, self.count[rows])
 
 
+def _to_device(index: np.ndarray, device):
+    import torch
+    index = torch.from_numpy(index.astype(np.int64))
+    if device.type != "cuda":
+        return index
+    return index.pin_memory().to(device, non_blocking=True)
+
+
 def _to_host(active):
     """An asynchronous copy of the mask (CUDA: into pinned memory, with an event to wait on)."""
     import torch
     if active.device.type != "cuda":
         return active.clone(), None
-    event = torch.cuda.Event()
     host = active.to("cpu", non_blocking=True)
-    event.record()
+    event = torch.cuda.Event()
+    event.record(torch.cuda.current_stream(active.device))
     return host, event
 
 

@@ -496,6 +496,45 @@ def extract(
         raise typer.Exit(EXIT_PROBLEMS)
 
 
+FRAMES_DIR = typer.Option("rawframes", "--frames-dir", metavar="NAME",
+                          help="The frames folder under the root")
+THREADS = typer.Option(None, "--threads", min=1, metavar="N",
+                       help="Folders converted at once (default: one per core)")
+
+
+@app.command()
+@command
+def pack(root: Path = typer.Option(..., callback=root_path, metavar="DIR", help="Data root"),
+         frames_dir: str = FRAMES_DIR, threads: Optional[int] = THREADS):
+    """Turn frame folders (ours, MMAction2's, denseflow's) into one stored zip per video."""
+    from .packing import pack_root
+    _convert_root("pack", pack_root, root, frames_dir, threads, "folders")
+
+
+@app.command()
+@command
+def unpack(root: Path = typer.Option(..., callback=root_path, metavar="DIR", help="Data root"),
+           frames_dir: str = FRAMES_DIR, threads: Optional[int] = THREADS):
+    """Turn packs back into frame folders, byte for byte."""
+    from .packing import unpack_root
+    _convert_root("unpack", unpack_root, root, frames_dir, threads, "packs")
+
+
+def _convert_root(step: str, convert, root: Path, frames_dir: str, threads, what: str) -> None:
+    from .packing import frame_folders, packs_under
+    from .report import plain, progress_bar, report_failure
+    top = root / frames_dir
+    total = len(frame_folders(top) if step == "pack" else packs_under(top)) if top.is_dir() else 0
+    with progress_bar(total, step, what) as advance:
+        result = convert(root, frames_dir, threads, advance)
+    for _, why in result.failed:
+        report_failure(f"{step}: {why}")
+    plain(f"{step}: {len(result.converted)} {what} converted, {len(result.already)} finished from "
+          f"an interrupted run, {len(result.failed)} failed")
+    if result.failed:
+        raise typer.Exit(EXIT_PROBLEMS)
+
+
 @app.command()
 @command(log=False)
 def doctor():

@@ -1,0 +1,149 @@
+"""Packed frame storage: one file per video in place of its frame folder.
+
+`rawframes/<Class>/<name>.zip` holds exactly the files the folder `rawframes/<Class>/<name>/`
+would hold, byte for byte (the JPEGs and, where there is one, the completion record), as
+stored (uncompressed) members of a zip, plus an index member written last.
+
+Why a stored zip: any machine reads it with standard tools (`unzip -l`, `unzip`, Python's
+zipfile) and no datatools code; every member carries a CRC-32; a stored member's bytes lie
+contiguous in the file, so with the index (each member's data offset and length) one frame is
+one `pread`; and a video is one file where a folder is hundreds (inode quotas, copies to
+node-local disk). JPEGs do not compress, so storing them costs nothing: a pack is the frames'
+bytes plus ~100 bytes per member, less than the 4 KiB block each small file takes.
+
+A pack is written under a hidden temporary name (`.<name>.zip.tmp`), fsynced and renamed into
+place: a pack at its final name is complete; anything else is a leftover to delete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+
+from .fsio import fsync_dir
+
+SUFFIX = ".zip"
+INDEX = ".datatools-pack.json"  # {"version": 1, "members": {name: [data offset, length]}}
+INDEX_VERSION = 1
+FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # member timestamps: the same bytes for the same frames
+
+
+def pack_path(frame_dir: str) -> str:
+    return frame_dir.rstrip("/") + SUFFIX
+
+
+def temporary_path(final: str) -> str:
+    parent, name = os.path.split(final)
+    return os.path.join(parent, f".{name}.tmp")
+
+
+class PackError(Exception):
+    """A file at a pack's name that is not a complete pack of ours."""
+
+
+class PackWriter:
+    """Members added one by one to the temporary file; `finish` adds the index and renames."""
+
+    def __init__(self, final: str):
+        self.final = final
+        self.tmp = temporary_path(final)
+        self._zip = zipfile.ZipFile(self.tmp, "w", zipfile.ZIP_STORED, allowZip64=True)
+        self.members: dict[str, list[int]] = {}
+
+    def add(self, name: str, data: bytes) -> None:
+        if name in self.members or name == INDEX:
+            raise ValueError(f"{name} is already in {self.tmp}")
+        info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
+        info.compress_type = zipfile.ZIP_STORED
+        info.external_attr = 0o644 << 16
+        self._zip.writestr(info, data)
+        # A stored member's data is the last thing written for it: it ends where the file is now.
+        self.members[name] = [self._zip.fp.tell() - len(data), len(data)]
+
+    def finish(self) -> None:
+        index = json.dumps({"version": INDEX_VERSION, "members": self.members}, sort_keys=True)
+        info = zipfile.ZipInfo(INDEX, date_time=FIXED_TIME)
+        info.external_attr = 0o644 << 16
+        self._zip.writestr(info, index)
+        self._zip.close()
+        fd = os.open(self.tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(self.tmp, self.final)
+        fsync_dir(os.path.dirname(self.final) or ".")
+
+    def abort(self) -> None:
+        try:
+            self._zip.close()
+        except (OSError, ValueError):
+            pass
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+
+
+@dataclass
+class Pack:
+    """A complete pack, opened for reading: its members' offsets and lengths."""
+
+    path: str
+    members: dict[str, tuple[int, int]]
+    fd: int
+
+    @classmethod
+    def open(cls, path: str) -> Pack:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                index = json.loads(zf.read(INDEX))
+        except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+            raise PackError(f"{path} is not a complete frame pack ({exc}); delete it and run "
+                            "the step that made it again") from None
+        if index.get("version") != INDEX_VERSION:
+            raise PackError(f"{path}: pack index version {index.get('version')!r}, this datatools "
+                            f"reads {INDEX_VERSION}; upgrade datatools")
+        members = {name: (int(off), int(n)) for name, (off, n) in index["members"].items()}
+        return cls(path, members, os.open(path, os.O_RDONLY))
+
+    def names(self) -> list[str]:
+        return sorted(self.members)
+
+    def read(self, name: str) -> bytes:
+        offset, length = self.members[name]
+        data = os.pread(self.fd, length, offset)
+        if len(data) != length:
+            raise PackError(f"{self.path} is shorter than its index says ({name})")
+        return data
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> Pack:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def verify(path: str) -> str | None:
+    """None when every member's CRC-32 holds and the index matches the zip's own directory,
+    else what is wrong."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+            if bad is not None:
+                return f"{path}: member {bad} fails its CRC-32"
+            listed = {i.filename for i in zf.infolist()} - {INDEX}
+    except (zipfile.BadZipFile, OSError) as exc:
+        return f"{path}: {exc}"
+    try:
+        with Pack.open(path) as pack:
+            if set(pack.members) != listed:
+                return f"{path}: the index does not list the zip's members"
+    except PackError as exc:
+        return str(exc)
+    return None

@@ -211,12 +211,12 @@ LISTS = OptionGroup("listing", [
 # --- extract ---------------------------------------------------------------------------------
 
 def _extract(task, algo, backend, denseflow_bin, new_short, new_size, bound, naming,
-             jpeg_quality, split, subset, limit):
+             jpeg_quality, store, split, subset, limit):
     from .extract.options import ExtractOptions, parse_size
     from .extract.run import Selection
     opts = ExtractOptions(task=task, algo=algo, backend=backend, new_short=new_short,
                           new_size=parse_size(new_size), bound=bound, naming=naming,
-                          jpeg_quality=jpeg_quality, denseflow_bin=denseflow_bin)
+                          jpeg_quality=jpeg_quality, denseflow_bin=denseflow_bin, store=store)
     return opts, Selection(split, subset, limit)
 
 
@@ -238,6 +238,10 @@ EXTRACT = OptionGroup("extracting", [
                                  help="mmaction: 1-based names; denseflow: 0-based")),
     ("jpeg_quality", int, typer.Option(95, min=1, max=100, metavar="Q",
                                        help="JPEG quality of RGB and flow images")),
+    ("store", str, typer.Option("files", metavar="files|packed",
+                                help="files: a folder of JPEGs per video; packed: one stored zip per "
+                                     "video (rawframes/<Class>/<name>.zip), read by MMAction2 "
+                                     "through io_backend='datatools_packed'")),
     ("split", int, typer.Option(1, min=1, metavar="N", help="Which split's membership selects videos")),
     ("subset", Optional[str], typer.Option(None, metavar="NAME",
                                            help="Only this subset of the split: train, val or test "

@@ -37,7 +37,21 @@ RECORD_VERSION = 2
 
 def read_done(frame_dir: str) -> dict | None:
     """The folder's record in the current format (older records are converted), or None."""
-    record = read_record(os.path.join(frame_dir, DONE))
+    return _current(read_record(os.path.join(frame_dir, DONE)))
+
+
+def read_done_in_pack(pack) -> dict | None:
+    """The record a pack (packs.Pack) holds as its member DONE, or None."""
+    if DONE not in pack.members:
+        return None
+    try:
+        record = json.loads(pack.read(DONE))
+    except ValueError:
+        return None
+    return _current(record if isinstance(record, dict) else None)
+
+
+def _current(record: dict | None) -> dict | None:
     if record is None:
         return None
     if "parts" not in record:

@@ -29,7 +29,8 @@ from .fsio import atomic_write_many
 
 # 2: status `unchecked`; probe_status, mtime_ns and inode (a probe stays attached to its file)
 # 3: made_with and frame_mtime_ns (a re-run trusts an unchanged frame folder without listing it)
-SCHEMA_VERSION = 3
+# 4: frame_storage (files or packed)
+SCHEMA_VERSION = 4
 MANIFEST_NAME = "manifest.parquet"
 ROW_GROUP = 16384  # manifest rows written, read and turned into records at a time
 META_KEY = b"datatools"
@@ -84,6 +85,7 @@ class VideoRecord:
     extract_error: str | None = None
     made_with: str | None = None  # per part, a digest of its parameters (frame_folder.made_with)
     frame_mtime_ns: int | None = None  # the frame folder's mtime when last counted
+    frame_storage: str | None = None  # "files" (a folder) or "packed" (frame_dir + ".zip")
 
     def subset(self, split: int) -> str | None:
         return getattr(self, f"subset_{split}")

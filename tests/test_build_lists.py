@@ -176,7 +176,7 @@ def test_manifest_is_plain_parquet_with_provenance(tmp_path):
     assert table.num_rows == 13320
     import json
     meta = json.loads(table.schema.metadata[b"datatools"])
-    assert meta["schema_version"] == 3 and meta["dataset"] == "ucf101"
+    assert meta["schema_version"] == 4 and meta["dataset"] == "ucf101"
     assert len(meta["label_map"]) == 101 and meta["steps"]["build-lists"]["level"] == 2
     df = pq.read_table(root / "manifest.parquet", columns=["key", "class_index", "subset_1",
                                                          "status"]).to_pandas()

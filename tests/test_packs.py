@@ -162,3 +162,83 @@ def test_mmaction_reads_packs_through_its_own_pipelines_as_it_reads_folders(extr
             a, b = folders[i], packs[i]
             assert len(a["imgs"]) == len(b["imgs"]) >= 8
             assert all(np.array_equal(x, y) for x, y in zip(a["imgs"], b["imgs"])), (modality, i)
+
+
+CLIPS = {"Real/v_Real_g01_c01.avi": "test.avi", "Real/v_Real_g02_c01.mp4": "short_32f.mp4",
+         "Bikes/v_Bikes_g01_c01.mp4": "short_32f.mp4"}
+
+
+def clips_root(base: Path, copies: int = 0) -> Path:
+    """The CLIPS (plus `copies` more of short_32f.mp4) in a UCF101-layout root's split 1 train
+    set, and one more short clip as its test set (configs need a val set)."""
+    files = {rel: str(VIDEOS / name) for rel, name in CLIPS.items()}
+    files.update({f"Copies/v_Copies_g{i:02d}_c01.mp4": str(VIDEOS / "short_32f.mp4") for i in range(copies)})
+    root = ucf101_style_root(base, files)
+    shutil.copy(VIDEOS / "short_32f.mp4", root / "videos" / "Real" / "v_Real_g09_c01.mp4")
+    (root / "annotations" / "testlist01.txt").write_text("Real/v_Real_g09_c01.mp4\r\n")
+    run_datatools("ucf101", "build-lists", "--root", str(root))
+    return root
+
+
+def frames_in(top: Path) -> dict[str, bytes]:
+    """Frame files by relative path, from folders and packs alike (records and indexes aside:
+    records hold times)."""
+    return {k: v for k, v in frames_held(top).items()
+            if not k.endswith((".datatools-done.json", INDEX))}
+
+
+def test_extract_store_packed_writes_what_files_writes_and_resumes_skips_and_adds_parts(tmp_path):
+    common = ["--task", "rgb", "--new-short", "96", "--workers", "2"]
+    files, packed = clips_root(tmp_path / "files"), clips_root(tmp_path / "packed")
+    run_datatools("extract", "--root", str(files), *common)
+    run_datatools("extract", "--root", str(packed), *common, "--store", "packed")
+    assert count_packs(packed) == 4 and not [p for p in (packed / "rawframes").rglob("*") if p.is_dir()
+                                             and p.parent.name != "rawframes"]
+    assert frames_in(packed / "rawframes") == frames_in(files / "rawframes")
+    stamps = {p: p.stat().st_mtime_ns for p in (packed / "rawframes").rglob("*.zip")}
+    again = run_datatools("extract", "--root", str(packed), *common, "--store", "packed")
+    assert "skipped" in again.stdout and {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+    # flow added later to packs holding RGB: the pack then holds both, as the folder does
+    flow = ["--task", "flow", "--algo", "farneback", "--new-short", "96", "--workers", "2"]
+    run_datatools("extract", "--root", str(files), *flow)
+    run_datatools("extract", "--root", str(packed), *flow, "--store", "packed")
+    held = frames_in(packed / "rawframes")
+    assert held == frames_in(files / "rawframes") and any("/flow_y_" in k for k in held)
+
+    # lists as for folders; the manifest says where the frames are; the config reads packs
+    for root in (files, packed):
+        run_datatools("ucf101", "build-lists", "--root", str(root), "--format", "rawframes,flow")
+    for name in ("ucf101_train_split_1_rawframes.txt", "ucf101_train_split_1_flow.txt"):
+        assert (packed / name).read_text() == (files / name).read_text() != ""
+    from datatools.manifest import read_manifest
+    records, _ = read_manifest(packed)
+    assert {r.frame_storage for r in records} == {"packed"}
+    config = tmp_path / "tsn.py"
+    run_datatools("mmaction", "config", "--root", str(packed), "--input", "rawframes", "--out", str(config))
+    assert "io_backend='datatools_packed'" in config.read_text()
+    run_datatools("mmaction", "config", "--root", str(files), "--input", "rawframes", "--out", str(config))
+    assert "datatools_packed" not in config.read_text()
+
+
+def test_extract_store_packed_killed_resumes_to_the_same_bytes(tmp_path):
+    """SIGKILL `extract --store packed` once some packs are complete: the re-run leaves every
+    video packed with the bytes an unkilled files run writes; no pack is half written."""
+    args = ["--task", "both", "--algo", "farneback", "--new-short", "64", "--workers", "2"]
+    files, packed = clips_root(tmp_path / "files", copies=9), clips_root(tmp_path / "packed", copies=9)
+    run_datatools("extract", "--root", str(files), *args)
+    proc = subprocess.Popen([str(BIN / "datatools"), "extract", "--root", str(packed), *args,
+                             "--store", "packed"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while count_packs(packed) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers
+    proc.wait()
+    assert 3 <= count_packs(packed) < 13, "killed too late: the run had finished"
+    for pack in (packed / "rawframes").rglob("*.zip"):
+        if not pack.name.startswith("."):
+            assert verify(str(pack)) is None, pack
+    run_datatools("extract", "--root", str(packed), *args, "--store", "packed")
+    assert count_packs(packed) == 13
+    assert frames_in(packed / "rawframes") == frames_in(files / "rawframes")

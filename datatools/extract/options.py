@@ -14,6 +14,7 @@ from ..errors import UserError
 from ..frame_folder import NAMINGS
 
 TASKS = ("rgb", "flow", "both")
+STORES = ("files", "packed")  # a folder of JPEGs per video, or one pack (packs.py)
 DEFAULT_BACKEND = "opencv"  # what --backend auto means: needs nothing beyond the pip install
 ALGOS = ("tvl1", "farneback")
 
@@ -30,6 +31,7 @@ class ExtractOptions:
     jpeg_quality: int = 95
     denseflow_bin: str | None = None  # the executable of --backend denseflow
     build: str | None = None  # the extractor's build where it computes another algorithm ("cuda")
+    store: str = "files"  # where the frames go; not a parameter of the frames (the same bytes)
 
     def __post_init__(self):
         object.__setattr__(self, "backend", resolve_backend(self.backend))  # recorded by its real name
@@ -37,6 +39,8 @@ class ExtractOptions:
             raise UserError(f"--task {self.task!r}: choose {', '.join(TASKS)}")
         if self.algo not in ALGOS:
             raise UserError(f"--algo {self.algo!r}: choose {', '.join(ALGOS)}")
+        if self.store not in STORES:
+            raise UserError(f"--store {self.store!r}: choose {', '.join(STORES)}")
         if self.naming not in NAMINGS:
             raise UserError(f"--naming {self.naming!r}: choose {', '.join(NAMINGS)}")
         if self.new_short is not None and self.new_size is not None:
@@ -96,6 +100,7 @@ class ExtractOptions:
         p = asdict(self)
         p["new_size"] = list(self.new_size) if self.new_size else None
         del p["denseflow_bin"]  # where the tool lives is not a property of the output
+        del p["store"]  # nor where the frames are kept
         if not self.flow:  # flow settings do not change RGB-only output
             p.update(algo=None, backend=None, bound=None, build=None)
         if p["build"] is None:

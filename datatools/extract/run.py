@@ -17,6 +17,7 @@ from ..lists.build import scan_root
 from ..lists.scan import settled_mtime
 from ..lock import root_lock
 from ..manifest import LISTED_STATUSES, VideoRecord
+from ..packs import pack_path
 from ..report import progress_bar, report_failure
 from ..schedule.client import (
     ClusterOptions,
@@ -95,7 +96,8 @@ def _extract(root: Path, opts: ExtractOptions, sel: Selection, cluster: ClusterO
         if rec.status not in LISTED_STATUSES or not rec.video_path:
             result.not_ok.append(rec)
             continue
-        if not force and rec.status != UNCHECKED and already_made(rec, made_with):
+        if (not force and rec.status != UNCHECKED and already_made(rec, made_with)
+                and (opts.store == "files" or rec.frame_storage == opts.store)):
             # The scan trusted its folder's record, which holds these parts with these
             # parameters: the worker would only say so.
             rec.extract_status, rec.extract_error = SKIPPED, None
@@ -173,7 +175,9 @@ def _record(rec: VideoRecord, job: VideoJob, out: VideoOutcome, root: Path) -> N
     for name, value in manifest_fields(out.record).items():
         setattr(rec, name, value)
     rec.made_with = made_with(out.record)
+    rec.frame_storage = out.storage
+    where = pack_path(job.frame_dir) if out.storage == "packed" else job.frame_dir
     try:  # the folder as the worker left it: the next scan need not list it (lists/scan.py)
-        rec.frame_mtime_ns = settled_mtime(os.stat(job.frame_dir).st_mtime_ns)
+        rec.frame_mtime_ns = settled_mtime(os.stat(where).st_mtime_ns)
     except OSError:
         rec.frame_mtime_ns = None

@@ -1,6 +1,11 @@
 """One video's extraction, the Dask work unit: decode once, write RGB and flow JPEGs into a
 temporary folder, add a completion record (done.py), and rename the folder into place.
 
+With `--store packed` the finished folder then becomes its pack (packing.pack_folder: written,
+verified, renamed, and only then the folder deleted), and a folder found done is packed too. A
+video whose pack holds what is asked is skipped from the pack's record and member names; one
+with more to do (a part added, --force) is unpacked first and goes the folder's way.
+
 A folder without a completion record is never counted as done: Ctrl-C, a killed worker or a
 crash leaves at most a `.<name>.tmp` folder, which the next run removes and redoes. Adding a
 part (flow to RGB) builds the new folder from hard links to the kept files plus the new ones,
@@ -15,12 +20,15 @@ import shutil
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ..completion import FileStamp
-from ..frame_folder import PART_PREFIXES, made_from, read_done, trusted_parts, write_done
+from ..frame_folder import PART_PREFIXES, made_from, read_done, read_done_in_pack, trusted_parts, write_done
 from ..fsio import failed_for_space, fsync_dir
+from ..packing import pack_folder, unpack_pack
+from ..packs import Pack, pack_path
 from ..runlog import exception_text
 from ..schedule.resources import CPU_THREADS
 from ..status import DONE, FAILED, OK, REFUSED, SKIPPED
@@ -59,6 +67,7 @@ class VideoOutcome:
     written_rgb: int = 0  # what this run wrote of it
     written_flow: int = 0
     record: dict | None = None  # the folder's completion record (done, skipped)
+    storage: str = "files"  # where the frames are afterwards: files or packed
     probe: ProbeResult | None = None  # when the worker probed the video first
     detail: str | None = None  # a failure's traceback or the tool's output, for the run's log
 
@@ -73,14 +82,16 @@ class Plan:
     dropped: tuple[str, ...] = ()  # parts the record counts whose files are not all there
 
 
-def plan_parts(job: VideoJob, opts: ExtractOptions, existing: dict | None) -> Plan:
+def plan_parts(job: VideoJob, opts: ExtractOptions, existing: dict | None,
+               names: list[str] | None = None) -> Plan:
     """Tasks are additive: the requested parts are written unless done with the same
     parameters (always with --force); the folder's other parts are kept. A folder whose
-    common parameters (size, naming) differ is refused, naming what --force would delete."""
+    common parameters (size, naming) differ is refused, naming what --force would delete.
+    `names`: what the folder holds (default: its listing; a pack's member names)."""
     wanted = opts.parts
     if existing is None:
         return Plan(wanted)
-    trusted = trusted_parts(existing, _listing(job.frame_dir))
+    trusted = trusted_parts(existing, _listing(job.frame_dir) if names is None else names)
     have = {p: info for p, info in existing["parts"].items() if trusted.get(p)}
     if not made_from(existing, FileStamp(job.size, job.mtime_ns)):
         return Plan(wanted)  # made from a file that has changed since: nothing to keep
@@ -132,6 +143,40 @@ def extract_video(job: VideoJob, opts: ExtractOptions) -> VideoOutcome:
         if probe.status != OK:
             return VideoOutcome(job.video_id, FAILED, error=f"{probe.status}: {probe.error}",
                                 probe=probe, seconds=time.perf_counter() - t0)
+    pack = pack_path(job.frame_dir)
+    if os.path.isfile(pack):
+        outcome = _from_pack(job, opts, pack, probe)
+        if outcome is not None:
+            return outcome
+    outcome = _extract_folder(job, opts, probe, t0)
+    if opts.store == "packed" and outcome.status in (DONE, SKIPPED):
+        pack_folder(Path(job.frame_dir))
+        outcome.storage = "packed"
+    return outcome
+
+
+def _from_pack(job: VideoJob, opts: ExtractOptions, pack: str, probe) -> VideoOutcome | None:
+    """Skipped or refused from what the video's pack holds; None when there is work to do,
+    for which the pack has been unpacked into the folder."""
+    with Pack.open(pack) as p:
+        existing, names = read_done_in_pack(p), p.names()
+    plan = plan_parts(job, opts, existing, names)
+    if plan.refusal:
+        return VideoOutcome(job.video_id, REFUSED, error=plan.refusal, probe=probe, storage="packed")
+    if os.path.isdir(job.frame_dir):
+        # A pack at its final name is complete; a folder beside it is what a killed `pack`
+        # had not deleted yet.
+        shutil.rmtree(job.frame_dir)
+    if existing is not None and not (plan.todo or plan.dropped):
+        parts = existing["parts"]
+        return VideoOutcome(job.video_id, SKIPPED, parts.get("rgb", {}).get("count", 0),
+                            parts.get("flow", {}).get("count", 0), existing.get("width"),
+                            existing.get("height"), record=existing, probe=probe, storage="packed")
+    unpack_pack(Path(pack))
+    return None
+
+
+def _extract_folder(job: VideoJob, opts: ExtractOptions, probe, t0: float) -> VideoOutcome:
     expected = probe.frame_count if probe is not None else job.frames
     _recover(job.frame_dir)
     existing = read_done(job.frame_dir)

@@ -49,7 +49,7 @@ EXTRACT_FIELDS = ("rgb_template", "flow_template", "start_index", "flow_algo", "
                   "backend", "extract_status", "extract_error")
 # What a done frame folder's row says about the folder itself: kept while the folder is
 # unchanged, else read again from its completion record (never carried over on its own).
-FRAME_FIELDS = ("frame_dir", "rgb_count", "flow_count", "frame_mtime_ns", "made_with")
+FRAME_FIELDS = ("frame_dir", "rgb_count", "flow_count", "frame_mtime_ns", "made_with", "frame_storage")
 
 
 @dataclass
@@ -248,6 +248,7 @@ def _unchanged(frames: FrameFolder, rec: VideoRecord, prev: VideoRecord) -> bool
     """Whether `prev` still describes this frame folder: done, the folder's mtime as recorded
     then (no file added, removed or renamed), made from the same video file."""
     return (prev.extract_status in COMPLETE and prev.frame_dir == frames.path
+            and (prev.frame_storage or "files") == frames.storage
             and prev.frame_mtime_ns is not None and prev.frame_mtime_ns == frames.mtime_ns
             and rec.size is not None and same_file(rec, prev))
 
@@ -261,6 +262,7 @@ def _set_frames(rec: VideoRecord, frames: FrameFolder) -> None:
     """A frame folder's counts as on disk; what its completion record says, if it has one
     and the files it counts are there (else the folder is `incomplete` and not listed)."""
     rec.frame_dir = frames.path
+    rec.frame_storage = frames.storage
     rec.rgb_count = frames.rgb
     if frames.flow_x != frames.flow_y:
         # Half a flow pair on disk: list no flow for this video and say why.

@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..frame_folder import DONE, count_names, read_done, trusted_parts
+from ..frame_folder import DONE, count_names, read_done, read_done_in_pack, trusted_parts
+from ..packs import SUFFIX, Pack, PackError
 
 
 @dataclass
@@ -27,21 +28,34 @@ class FrameFolder:
     flow_y: int = 0
     record: dict | None = None  # its completion record, if it has one
     trusted: bool = False  # the record's counts and last file names match the folder
-    mtime_ns: int | None = None  # the folder's, when the scan found it
+    mtime_ns: int | None = None  # the folder's (or pack's), when the scan found it
     location: str | None = None  # where to list it; None once loaded
+    storage: str = "files"  # or "packed": `location` is the pack (packs.py)
 
     def load(self) -> FrameFolder:
         """Count its files and read its completion record (once)."""
         if self.location is not None:
-            names = os.listdir(self.location)
+            if self.storage == "packed":
+                names, record = _pack_contents(self.location)
+            else:
+                names = os.listdir(self.location)
+                record = read_done(self.location) if DONE in names else None
             self.rgb, self.flow_x, self.flow_y = count_names(names)
-            if DONE in names:
-                self.record = read_done(self.location)
-                if self.record is not None:
-                    self.trusted = all(trusted_parts(self.record, names,
-                                                     (self.rgb, self.flow_x, self.flow_y)).values())
+            if record is not None:
+                self.record = record
+                self.trusted = all(trusted_parts(self.record, names,
+                                                 (self.rgb, self.flow_x, self.flow_y)).values())
             self.location = None
         return self
+
+
+def _pack_contents(path: str) -> tuple[list[str], dict | None]:
+    """A pack's member names and record; a damaged pack holds nothing (it is not listed)."""
+    try:
+        with Pack.open(path) as pack:
+            return pack.names(), read_done_in_pack(pack)
+    except (PackError, OSError):
+        return [], None
 
 
 def _visible(folder) -> list:
@@ -119,17 +133,32 @@ def found_folder(entry: os.DirEntry, rel: str) -> FrameFolder:
     return FrameFolder(rel, mtime_ns=entry.stat().st_mtime_ns, location=entry.path)
 
 
+def found_pack(entry: os.DirEntry, rel: str) -> FrameFolder:
+    """A pack (`<rel>.zip`) standing for the frame folder `rel`, not yet loaded."""
+    return FrameFolder(rel[: -len(SUFFIX)], mtime_ns=entry.stat().st_mtime_ns, location=entry.path,
+                       storage="packed")
+
+
+def _is_pack(entry: os.DirEntry) -> bool:
+    return entry.name.endswith(SUFFIX) and entry.is_file()
+
+
 def scan_frames(root: Path, frames_dir: str, level: int) -> DiskIndex:
     """Index of frame folders under `root/frames_dir`: key -> FrameFolder (not loaded, except
     the top-level ones at level 2).
 
-    At level 2 a top-level folder that itself holds frames is a flat (unlabelled) one.
+    At level 2 a top-level folder that itself holds frames is a flat (unlabelled) one. A pack
+    (`<name>.zip`, packs.py) stands where its folder would; where both are (a `datatools pack`
+    killed before it deleted the folder), the pack is the one: it is complete.
     """
     items = {}
     top = root / frames_dir
     if not top.is_dir():
         return DiskIndex(items)
     for first in _visible(top):
+        if _is_pack(first):
+            items[first.name[: -len(SUFFIX)]] = found_pack(first, f"{frames_dir}/{first.name}")
+            continue
         if not first.is_dir():
             continue
         found = found_folder(first, f"{frames_dir}/{first.name}")
@@ -137,7 +166,9 @@ def scan_frames(root: Path, frames_dir: str, level: int) -> DiskIndex:
             items[first.name] = found
             continue
         for e in _visible(first.path):
-            if e.is_dir():
-                rel = f"{first.name}/{e.name}"
+            rel = f"{first.name}/{e.name}"
+            if _is_pack(e):
+                items[rel[: -len(SUFFIX)]] = found_pack(e, f"{frames_dir}/{rel}")
+            elif e.is_dir() and rel not in items:
                 items[rel] = found_folder(e, f"{frames_dir}/{rel}")
     return DiskIndex(items)

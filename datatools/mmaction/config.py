@@ -100,7 +100,13 @@ def make_config(root: Path, opts: ConfigOptions) -> str:
 
     fmt_shape = "NCHW" if spec.dims == 2 else "NCTHW"
     decode = ([_call("DecordInit")] if fmt == "videos" else [])
-    decoder = _call("DecordDecode") if fmt == "videos" else _call("RawFrameDecode")
+    if fmt == "videos":
+        decoder = _call("DecordDecode")
+    elif any(r.frame_storage == "packed" for r in records if listed(r, fmt)):
+        # Packs (or packs and folders): the backend reads both (mmaction/packed.py).
+        decoder = _call("RawFrameDecode", io_backend="datatools_packed")
+    else:
+        decoder = _call("RawFrameDecode")
     sample = dict(clip_len=clip_len, frame_interval=spec.frame_interval, num_clips=clips)
     train_pipeline = decode + [
         _call("SampleFrames", **sample), decoder,

@@ -505,8 +505,23 @@ THREADS = typer.Option(None, "--threads", min=1, metavar="N",
 @app.command()
 @command
 def pack(root: Path = typer.Option(..., callback=root_path, metavar="DIR", help="Data root"),
-         frames_dir: str = FRAMES_DIR, threads: Optional[int] = THREADS):
-    """Turn frame folders (ours, MMAction2's, denseflow's) into one stored zip per video."""
+         frames_dir: str = FRAMES_DIR, threads: Optional[int] = THREADS,
+         to: str = typer.Option("zip", "--to", metavar="zip|lmdb",
+                                help="zip: one stored zip per video, replacing its folder; lmdb: "
+                                     "every frame in ROOT/rawframes.lmdb for MMAction2's stock "
+                                     "lmdb backend (the frames stay)")):
+    """Turn frame folders (ours, MMAction2's, denseflow's) into one stored zip per video, or
+    export every frame to one LMDB."""
+    if to == "lmdb":
+        from .lmdb_export import export_lmdb
+        from .report import plain, progress_bar
+        with progress_bar(0, "pack --to lmdb", "frames") as advance:
+            path, count = export_lmdb(root, frames_dir, advance)
+        plain(f"pack: {count} frames in {path}; read them with RawFrameDecode(io_backend='lmdb', "
+              f"db_path='{path}') and the dataset's data_prefix=dict(img='')")
+        return
+    if to != "zip":
+        raise UserError(f"--to {to!r}: choose zip or lmdb")
     from .packing import pack_root
     _convert_root("pack", pack_root, root, frames_dir, threads, "folders")
 

@@ -28,6 +28,8 @@ SUFFIX = ".zip"
 INDEX = ".datatools-pack.json"  # {"version": 1, "members": {name: [data offset, length]}}
 INDEX_VERSION = 1
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # member timestamps: the same bytes for the same frames
+COMMENT = "datatools-pack"  # the zip comment: "datatools-pack <index offset> <index length>"
+TAIL = 256  # bytes read from the end to find the comment (the end record is 22 + the comment)
 
 
 def pack_path(frame_dir: str) -> str:
@@ -63,10 +65,13 @@ class PackWriter:
         self.members[name] = [self._zip.fp.tell() - len(data), len(data)]
 
     def finish(self) -> None:
-        index = json.dumps({"version": INDEX_VERSION, "members": self.members}, sort_keys=True)
+        index = json.dumps({"version": INDEX_VERSION, "members": self.members}, sort_keys=True).encode()
         info = zipfile.ZipInfo(INDEX, date_time=FIXED_TIME)
         info.external_attr = 0o644 << 16
         self._zip.writestr(info, index)
+        # Where the index lies, in the zip's comment (the file's last bytes): a reader finds
+        # it with one read of the tail instead of parsing the whole central directory.
+        self._zip.comment = f"{COMMENT} {self._zip.fp.tell() - len(index)} {len(index)}".encode()
         self._zip.close()
         fd = os.open(self.tmp, os.O_RDONLY)
         try:
@@ -97,17 +102,18 @@ class Pack:
 
     @classmethod
     def open(cls, path: str) -> Pack:
+        fd = os.open(path, os.O_RDONLY)
         try:
-            with zipfile.ZipFile(path) as zf:
-                index = json.loads(zf.read(INDEX))
-        except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+            index = json.loads(_index_bytes(fd, path))
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+            os.close(fd)
             raise PackError(f"{path} is not a complete frame pack ({exc}); delete it and run "
                             "the step that made it again") from None
         if index.get("version") != INDEX_VERSION:
             raise PackError(f"{path}: pack index version {index.get('version')!r}, this datatools "
                             f"reads {INDEX_VERSION}; upgrade datatools")
         members = {name: (int(off), int(n)) for name, (off, n) in index["members"].items()}
-        return cls(path, members, os.open(path, os.O_RDONLY))
+        return cls(path, members, fd)
 
     def names(self) -> list[str]:
         return sorted(self.members)
@@ -127,6 +133,23 @@ class Pack:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _index_bytes(fd: int, path: str) -> bytes:
+    """The index member's bytes: located by the zip comment our writer leaves, or (a pack
+    whose comment was lost, e.g. rewritten by another zip tool) through the zip's directory."""
+    size = os.fstat(fd).st_size
+    tail = os.pread(fd, min(size, TAIL), max(0, size - TAIL))
+    end = tail.rfind(b"PK\x05\x06")
+    if end >= 0 and len(tail) >= end + 22:
+        words = tail[end + 22:].split()
+        if len(words) == 3 and words[0] == COMMENT.encode():
+            offset, length = int(words[1]), int(words[2])
+            data = os.pread(fd, length, offset)
+            if len(data) == length:
+                return data
+    with zipfile.ZipFile(path) as zf:
+        return zf.read(INDEX)
 
 
 def verify(path: str) -> str | None:

@@ -242,3 +242,45 @@ def test_extract_store_packed_killed_resumes_to_the_same_bytes(tmp_path):
     run_datatools("extract", "--root", str(packed), *args, "--store", "packed")
     assert count_packs(packed) == 13
     assert frames_in(packed / "rawframes") == frames_in(files / "rawframes")
+
+
+def test_the_lmdb_export_is_read_by_mmactions_stock_lmdb_backend(extracted, tmp_path):
+    """`pack --to lmdb` from a root half packed, half folders: MMAction2's RawframeDataset +
+    RawFrameDecode(io_backend='lmdb') give the arrays the folders give, RGB and Flow; a frame
+    path that is not ASCII is refused in one line, with nothing written."""
+    pytest.importorskip("mmaction")
+    pytest.importorskip("lmdb")
+    from mmaction.datasets import RawframeDataset
+    from mmengine.registry import init_default_scope
+    init_default_scope("mmaction")
+    root = tmp_path / "root"
+    shutil.copytree(extracted, root)
+    from datatools.packing import pack_folder
+    pack_folder(root / "rawframes" / "Real" / "v_Real_g02_c01")  # one packed, the others folders
+    done = run_datatools("pack", "--root", str(root), "--to", "lmdb")
+    db = root / "rawframes.lmdb"
+    assert "frames in" in done.stdout and db.is_dir()
+
+    def dataset(modality: str, decode: dict, prefix: str):
+        kind = "rawframes" if modality == "RGB" else "flow"
+        sample = dict(type="SampleFrames", clip_len=2, frame_interval=3, num_clips=3, test_mode=True)
+        return RawframeDataset(
+            str(root / f"ucf101_train_split_1_{kind}.txt"), data_prefix=dict(img=prefix), modality=modality,
+            filename_tmpl="img_{:05d}.jpg" if modality == "RGB" else "flow_{}_{:05d}.jpg",
+            pipeline=[sample, decode])
+
+    for modality in ("RGB", "Flow"):
+        folders = dataset(modality, dict(type="RawFrameDecode"), str(extracted / "rawframes"))
+        stock = dataset(modality, dict(type="RawFrameDecode", io_backend="lmdb", db_path=str(db)), "")
+        assert len(folders) == len(stock) >= 2
+        for i in range(len(folders)):
+            a, b = folders[i]["imgs"], stock[i]["imgs"]
+            assert len(a) == len(b) >= 6 and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+    odd = tmp_path / "odd"
+    shutil.copytree(extracted, odd)
+    (odd / "rawframes" / "Real" / "v_Real_g01_c01").rename(odd / "rawframes" / "Real" / "v_Réal_g01_c01")
+    refused = run_datatools("pack", "--root", str(odd), "--to", "lmdb", check=False)
+    assert refused.returncode == 2 and "ASCII" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert not (odd / "rawframes.lmdb").exists() and not list(odd.glob(".rawframes.lmdb*"))

@@ -1,0 +1,86 @@
+"""`datatools pack --to lmdb`: every frame of a root in one LMDB, for MMAction2's stock backend.
+
+`ROOT/rawframes.lmdb` maps each frame's path relative to the frames folder
+(`<Class>/<name>/img_00001.jpg`, as the lists' frame_dir joined with the file name) to its
+JPEG bytes, from folders and packs alike. MMAction2 reads it with no datatools code:
+
+    dict(type='RawFrameDecode', io_backend='lmdb', db_path='ROOT/rawframes.lmdb')
+    # and the dataset's data_prefix=dict(img=''), so that frame_dir is the key's prefix
+
+mmengine encodes keys as ASCII, so a frame path that is not ASCII is refused before anything is
+written. The database is written under a temporary name and renamed when complete; a run
+killed midway starts again. The frames are left where they are (this is an export).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from .errors import UserError
+from .packing import frame_folders, packs_under
+from .packs import SUFFIX, Pack
+
+NAME = "rawframes.lmdb"
+BATCH = 2048  # frames per write transaction
+
+
+def frames_of(top: Path):
+    """(key, size, reader) for every frame file below `top`, in folders and in packs; the
+    reader returns the bytes."""
+    for folder in frame_folders(top):
+        rel = folder.relative_to(top).as_posix()
+        for name in sorted(os.listdir(folder)):
+            if not name.startswith("."):
+                path = folder / name
+                yield f"{rel}/{name}", path.stat().st_size, path.read_bytes
+    for path in packs_under(top):
+        rel = path.relative_to(top).as_posix()[: -len(SUFFIX)]
+        with Pack.open(str(path)) as pack:
+            members = {n: length for n, (_, length) in pack.members.items() if not n.startswith(".")}
+        for name, length in sorted(members.items()):
+            yield f"{rel}/{name}", length, (lambda p=str(path), n=name: _read_member(p, n))
+
+
+_last: list = []  # the pack read last: its members come one after another
+
+
+def _read_member(path: str, name: str) -> bytes:
+    if not _last or _last[0].path != path:
+        while _last:
+            _last.pop().close()
+        _last.append(Pack.open(path))
+    return _last[0].read(name)
+
+
+def export_lmdb(root: Path, frames_dir: str = "rawframes", advance=lambda amount=0: None) -> tuple[Path, int]:
+    """Write ROOT/rawframes.lmdb; returns its path and the number of frames."""
+    import lmdb
+    top = root / frames_dir
+    if not top.is_dir():
+        raise UserError(f"{top} does not exist: nothing to export (extract frames first)")
+    frames = list(frames_of(top))
+    for key, _, _ in frames:
+        if not key.isascii():
+            raise UserError(f"{top / key}: LMDB keys are ASCII in mmengine's lmdb backend; rename "
+                            "the folder (or keep this root as files or packs)")
+    size = sum(length for _, length, _ in frames)
+    final, tmp = root / NAME, root / f".{NAME}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    env = lmdb.open(str(tmp), map_size=max(2 * size, 1 << 24), subdir=True, lock=False)
+    try:
+        for start in range(0, len(frames), BATCH):
+            with env.begin(write=True) as txn:
+                for key, _, read in frames[start:start + BATCH]:
+                    txn.put(key.encode("ascii"), read())
+            advance(min(BATCH, len(frames) - start))
+        env.sync(True)
+    finally:
+        env.close()
+        while _last:
+            _last.pop().close()
+    shutil.rmtree(final, ignore_errors=True)
+    os.rename(tmp, final)
+    return final, len(frames)
+

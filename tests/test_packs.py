@@ -1,7 +1,9 @@
-"""Packed frame storage (datatools/packs.py, packing.py, mmaction/packed.py): `datatools pack`
-and `unpack` on real extracted frames, byte for byte both ways, through a SIGKILL; packs read
-by standard tools; MMAction2's own RawframeDataset + SampleFrames + RawFrameDecode through the
-`datatools_packed` backend give the arrays the folders give, RGB and Flow."""
+"""Packed frame storage (datatools/packs.py, packing.py, mmaction/packed.py, lmdb_export.py):
+`datatools pack` and `unpack` on real extracted frames, byte for byte both ways, through a
+SIGKILL; packs read by standard tools; MMAction2's own RawframeDataset (and our
+ManifestRawframeDataset) + SampleFrames + RawFrameDecode through the `datatools_packed` backend
+give the arrays the folders give, RGB and Flow; `extract --store packed` against files; the
+LMDB export through MMAction2's stock lmdb backend."""
 
 from __future__ import annotations
 
@@ -154,14 +156,23 @@ def test_mmaction_reads_packs_through_its_own_pipelines_as_it_reads_folders(extr
             modality=modality, filename_tmpl="img_{:05d}.jpg" if modality == "RGB" else "flow_{}_{:05d}.jpg",
             pipeline=[sample, dict(type="RawFrameDecode", io_backend=backend)])
 
+    from datatools.mmaction.datasets import ManifestRawframeDataset
+    run_datatools("ucf101", "build-lists", "--root", str(packed), "--format", "rawframes,flow")
     for modality in ("RGB", "Flow"):
         folders = dataset(extracted, modality, "disk")
         packs = dataset(packed, modality, "datatools_packed")
-        assert len(folders) == len(packs) >= 2
+        sample = dict(type="SampleFrames", clip_len=2, frame_interval=3, num_clips=4, test_mode=True)
+        manifest = ManifestRawframeDataset(
+            str(packed / "manifest.parquet"), modality=modality,
+            pipeline=[sample, dict(type="RawFrameDecode", io_backend="datatools_packed")])
+        assert len(folders) == len(packs) == len(manifest) >= 2
+        by_video = {Path(manifest[i]["frame_dir"]).name: manifest[i]["imgs"] for i in range(len(manifest))}
         for i in range(len(folders)):
             a, b = folders[i], packs[i]
-            assert len(a["imgs"]) == len(b["imgs"]) >= 8
+            c = by_video[Path(a["frame_dir"]).name]
+            assert len(a["imgs"]) == len(b["imgs"]) == len(c) >= 8
             assert all(np.array_equal(x, y) for x, y in zip(a["imgs"], b["imgs"])), (modality, i)
+            assert all(np.array_equal(x, y) for x, y in zip(a["imgs"], c)), (modality, i)
 
 
 CLIPS = {"Real/v_Real_g01_c01.avi": "test.avi", "Real/v_Real_g02_c01.mp4": "short_32f.mp4",

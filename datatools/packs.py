@@ -97,7 +97,7 @@ class Pack:
     """A complete pack, opened for reading: its members' offsets and lengths."""
 
     path: str
-    members: dict[str, tuple[int, int]]
+    members: dict[str, list[int]]
     fd: int
 
     @classmethod
@@ -112,8 +112,7 @@ class Pack:
         if index.get("version") != INDEX_VERSION:
             raise PackError(f"{path}: pack index version {index.get('version')!r}, this datatools "
                             f"reads {INDEX_VERSION}; upgrade datatools")
-        members = {name: (int(off), int(n)) for name, (off, n) in index["members"].items()}
-        return cls(path, members, fd)
+        return cls(path, index["members"], fd)  # name -> [offset, length], as the writer wrote them
 
     def names(self) -> list[str]:
         return sorted(self.members)

@@ -522,8 +522,8 @@ def pack(root: Path = typer.Option(..., callback=root_path, metavar="DIR", help=
         return
     if to != "zip":
         raise UserError(f"--to {to!r}: choose zip or lmdb")
-    from .packing import pack_root
-    _convert_root("pack", pack_root, root, frames_dir, threads, "folders")
+    from .packing import pack_all, to_pack
+    _convert_root("pack", pack_all, to_pack(root, frames_dir), threads, "folders")
 
 
 @app.command()
@@ -531,17 +531,14 @@ def pack(root: Path = typer.Option(..., callback=root_path, metavar="DIR", help=
 def unpack(root: Path = typer.Option(..., callback=root_path, metavar="DIR", help="Data root"),
            frames_dir: str = FRAMES_DIR, threads: Optional[int] = THREADS):
     """Turn packs back into frame folders, byte for byte."""
-    from .packing import unpack_root
-    _convert_root("unpack", unpack_root, root, frames_dir, threads, "packs")
+    from .packing import to_unpack, unpack_all
+    _convert_root("unpack", unpack_all, to_unpack(root, frames_dir), threads, "packs")
 
 
-def _convert_root(step: str, convert, root: Path, frames_dir: str, threads, what: str) -> None:
-    from .packing import frame_folders, packs_under
+def _convert_root(step: str, convert, items: list, threads, what: str) -> None:
     from .report import plain, progress_bar, report_failure
-    top = root / frames_dir
-    total = len(frame_folders(top) if step == "pack" else packs_under(top)) if top.is_dir() else 0
-    with progress_bar(total, step, what) as advance:
-        result = convert(root, frames_dir, threads, advance)
+    with progress_bar(len(items), step, what) as advance:
+        result = convert(items, threads, advance)
     for _, why in result.failed:
         report_failure(f"{step}: {why}")
     plain(f"{step}: {len(result.converted)} {what} converted, {len(result.already)} finished from "

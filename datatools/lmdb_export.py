@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from .errors import UserError
-from .packing import frame_folders, packs_under
+from .packing import frame_folders, frames_top, packs_under
 from .packs import SUFFIX, Pack
 
 NAME = "rawframes.lmdb"
@@ -57,9 +57,7 @@ def _read_member(path: str, name: str) -> bytes:
 def export_lmdb(root: Path, frames_dir: str = "rawframes", advance=lambda amount=0: None) -> tuple[Path, int]:
     """Write ROOT/rawframes.lmdb; returns its path and the number of frames."""
     import lmdb
-    top = root / frames_dir
-    if not top.is_dir():
-        raise UserError(f"{top} does not exist: nothing to export (extract frames first)")
+    top = frames_top(root, frames_dir)
     frames = list(frames_of(top))
     for key, _, _ in frames:
         if not key.isascii():

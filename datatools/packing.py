@@ -47,20 +47,27 @@ def packs_under(top: Path) -> list[Path]:
     return sorted(p for p in top.rglob(f"*{SUFFIX}") if not p.name.startswith("."))
 
 
-def pack_root(root: Path, frames_dir: str = "rawframes", threads: int | None = None,
-              advance=lambda amount=0: None) -> ConvertResult:
-    top = _frames_top(root, frames_dir)
-    folders = frame_folders(top)
-    # A folder whose pack is complete was packed by a run killed before it deleted the folder.
+def to_pack(root: Path, frames_dir: str = "rawframes") -> list[Path]:
+    """The frame folders `datatools pack` converts."""
+    return frame_folders(frames_top(root, frames_dir))
+
+
+def to_unpack(root: Path, frames_dir: str = "rawframes") -> list[Path]:
+    """The packs `datatools unpack` converts."""
+    return packs_under(frames_top(root, frames_dir))
+
+
+def pack_all(folders: list[Path], threads: int | None = None,
+             advance=lambda amount=0: None) -> ConvertResult:
     return _convert(folders, pack_folder, threads, advance)
 
 
-def unpack_root(root: Path, frames_dir: str = "rawframes", threads: int | None = None,
-                advance=lambda amount=0: None) -> ConvertResult:
-    return _convert(packs_under(_frames_top(root, frames_dir)), unpack_pack, threads, advance)
+def unpack_all(packs: list[Path], threads: int | None = None,
+               advance=lambda amount=0: None) -> ConvertResult:
+    return _convert(packs, unpack_pack, threads, advance)
 
 
-def _frames_top(root: Path, frames_dir: str) -> Path:
+def frames_top(root: Path, frames_dir: str) -> Path:
     top = root / frames_dir
     if not top.is_dir():
         raise UserError(f"{top} does not exist: nothing to convert (extract frames first, or "
@@ -123,9 +130,11 @@ def pack_folder(folder: Path) -> str | None:
     return None
 
 
-def _same_as_folder(final: str, folder: Path, names: list[str], partial: bool = False) -> None:
-    """The pack holds exactly `names` of the folder (with `partial`, at least), byte for byte."""
-    problem = verify(final)
+def _same_as_folder(final: str, folder: Path, names: list[str], partial: bool = False,
+                    verified: bool = False) -> None:
+    """The pack holds exactly `names` of the folder (with `partial`, at least), byte for byte;
+    its CRCs and index are checked first unless the caller has (`verified`)."""
+    problem = None if verified else verify(final)
     if problem:
         raise PackError(f"{problem}; the folder {folder} is kept")
     with Pack.open(final) as pack:
@@ -147,7 +156,7 @@ def unpack_pack(path: Path) -> str | None:
         raise PackError(f"{problem}; nothing unpacked")
     if os.path.isdir(final):
         names = sorted(e.name for e in os.scandir(final) if e.is_file())
-        _same_as_folder(str(path), Path(final), names)
+        _same_as_folder(str(path), Path(final), names, verified=True)
         os.unlink(path)
         return "already"
     tmp = temporary_path(final)
@@ -165,7 +174,7 @@ def unpack_pack(path: Path) -> str | None:
                 finally:
                     os.close(fd)
         fsync_dir(Path(tmp))
-        _same_as_folder(str(path), Path(tmp), sorted(os.listdir(tmp)))
+        _same_as_folder(str(path), Path(tmp), sorted(os.listdir(tmp)), verified=True)
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -168,12 +168,17 @@ def _from_pack(job: VideoJob, opts: ExtractOptions, pack: str, probe) -> VideoOu
         # had not deleted yet.
         shutil.rmtree(job.frame_dir)
     if existing is not None and not (plan.todo or plan.dropped):
-        parts = existing["parts"]
-        return VideoOutcome(job.video_id, SKIPPED, parts.get("rgb", {}).get("count", 0),
-                            parts.get("flow", {}).get("count", 0), existing.get("width"),
-                            existing.get("height"), record=existing, probe=probe, storage="packed")
+        return _skipped(job, existing, probe, "packed")
     unpack_pack(Path(pack))
     return None
+
+
+def _skipped(job: VideoJob, record: dict, probe, storage: str) -> VideoOutcome:
+    """Nothing to do: what the record says the folder (or pack) holds."""
+    parts = record["parts"]
+    return VideoOutcome(job.video_id, SKIPPED, parts.get("rgb", {}).get("count", 0),
+                        parts.get("flow", {}).get("count", 0), record.get("width"),
+                        record.get("height"), record=record, probe=probe, storage=storage)
 
 
 def _extract_folder(job: VideoJob, opts: ExtractOptions, probe, t0: float) -> VideoOutcome:
@@ -184,10 +189,7 @@ def _extract_folder(job: VideoJob, opts: ExtractOptions, probe, t0: float) -> Vi
     if plan.refusal:
         return VideoOutcome(job.video_id, REFUSED, error=plan.refusal, probe=probe)
     if not plan.todo and not plan.dropped:
-        parts = existing["parts"]
-        return VideoOutcome(job.video_id, SKIPPED, parts.get("rgb", {}).get("count", 0),
-                            parts.get("flow", {}).get("count", 0), existing.get("width"),
-                            existing.get("height"), record=existing, probe=probe)
+        return _skipped(job, existing, probe, "files")
     parent, name = os.path.split(job.frame_dir)
     tmp = os.path.join(parent, f".{name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)  # left over from an interrupted run

@@ -18,7 +18,7 @@ from typing import Optional
 import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
-from . import __version__, datasets
+from . import __version__, datasets, interruption
 from .cli_options import (
     DOWNLOAD,
     EXTRACT,
@@ -570,7 +570,7 @@ def _terminate(signum, frame):
     global _stopped_by
     _stopped_by = signum
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
-    raise KeyboardInterrupt
+    interruption.stop()
 
 
 def _tidy_help(cmd):
@@ -616,6 +616,7 @@ def main() -> None:
     # SIGTERM (a batch scheduler's stop, `kill`) ends a command as Ctrl-C does: what finished
     # is saved, and the line says how to resume.
     signal.signal(signal.SIGTERM, _terminate)
+    interruption.handle_ctrl_c()
     try:
         code = _tidy_help(typer.main.get_command(app)).main(sys.argv[1:], prog_name="datatools",
                                                             standalone_mode=False)

@@ -13,6 +13,7 @@ from ..errors import UserError
 from ..failures import TaskFailures
 from ..frame_folder import already_made, made_with, made_with_of, manifest_fields
 from ..fsio import DiskError, gib
+from ..interruption import together
 from ..lists.build import scan_root
 from ..lists.scan import settled_mtime
 from ..lock import root_lock
@@ -133,12 +134,13 @@ def _extract(root: Path, opts: ExtractOptions, sel: Selection, cluster: ClusterO
                 if isinstance(outcome, WorkerCrash):
                     outcome = VideoOutcome(job.video_id, FAILED, error=f"worker: {outcome.reason}")
                 rec = by_id[job.video_id]
-                _record(rec, job, outcome, root)
-                result.outcomes.append((rec, outcome))
+                with together():  # saved as done = counted as done, also when stopped here
+                    _record(rec, job, outcome, root)
+                    result.outcomes.append((rec, outcome))
+                    advance(outcome.written_rgb or outcome.written_flow)
                 if outcome.status in (FAILED, REFUSED):
                     report_failure(f"{outcome.status}: {rec.video_path}: {outcome.error}",
                                    outcome.detail)
-                advance(outcome.written_rgb or outcome.written_flow)
         failures.check()
     except DiskError as exc:
         left = len(todo) - (len(result.outcomes) - skipped_here)

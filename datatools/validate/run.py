@@ -12,6 +12,7 @@ from pathlib import Path
 from ..errors import NothingToDo, UserError, root_not_found
 from ..failures import TaskFailures
 from ..fsio import DiskError
+from ..interruption import together
 from ..lists.build import scan_root
 from ..lock import root_lock
 from ..manifest import VideoRecord
@@ -127,11 +128,12 @@ def validate(dataset: str, root: Path, level: str = "quick", cluster: ClusterOpt
                 by_path = {t[0]: r for t, r in zip(tasks, targets)}
                 # A quick probe takes milliseconds: chunks of them per task (schedule/tasks.py).
                 for (path, _), res in map_tasks(client, probe_task, tasks, chunked=True):
-                    if isinstance(res, TaskError):  # a bug, not a verdict on the file
-                        failures.add(path, res)
-                    else:
-                        apply_probe(by_path[path], res)
-                    advance()
+                    with together():  # saved as probed = counted as probed
+                        if isinstance(res, TaskError):  # a bug, not a verdict on the file
+                            failures.add(path, res)
+                        else:
+                            apply_probe(by_path[path], res)
+                        advance()
                     checkpoint.maybe()
             failures.check()
         except BaseException:

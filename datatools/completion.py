@@ -55,8 +55,13 @@ class FileStamp:
 
 def write_record(path: str | Path, record: dict) -> None:
     """A JSON record, written last and atomically, with the tool version and the time."""
-    record = {**record, "tool_version": __version__, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    atomic_write(str(path), json.dumps(record))
+    atomic_write(str(path), record_text(record))
+
+
+def record_text(record: dict) -> str:
+    """A record as write_record writes it (where it goes elsewhere, e.g. into a pack)."""
+    return json.dumps({**record, "tool_version": __version__,
+                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
 
 def read_record(path: str | Path) -> dict | None:

@@ -20,7 +20,7 @@ import json
 import os
 
 from . import status
-from .completion import FileStamp, read_record, write_record
+from .completion import FileStamp, read_record, record_text, write_record
 
 DONE = ".datatools-done.json"
 RGB_PREFIX = "img_"
@@ -77,6 +77,11 @@ def _from_version_1(old: dict) -> dict:
 
 def write_done(folder: str, record: dict) -> None:
     write_record(os.path.join(folder, DONE), {**record, "version": RECORD_VERSION})
+
+
+def done_bytes(record: dict) -> bytes:
+    """The record as write_done writes it, for a pack's member DONE."""
+    return record_text({**record, "version": RECORD_VERSION}).encode()
 
 
 def count_names(names) -> tuple[int, int, int]:

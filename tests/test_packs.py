@@ -255,6 +255,36 @@ def test_extract_store_packed_killed_resumes_to_the_same_bytes(tmp_path):
     assert frames_in(packed / "rawframes") == frames_in(files / "rawframes")
 
 
+def test_a_damaged_file_at_a_packs_name_is_redone_not_an_error(tmp_path):
+    """What a folder without a record is: nothing in it is kept, the video is extracted again
+    and the file replaced, for `--store packed` and `files` alike; --force redoes a good pack."""
+    common = ["--task", "rgb", "--new-short", "96", "--workers", "1"]
+    files, packed = clips_root(tmp_path / "files"), clips_root(tmp_path / "packed")
+    run_datatools("extract", "--root", str(files), *common)
+    run_datatools("extract", "--root", str(packed), *common, "--store", "packed")
+    pack_files = sorted(p for p in (packed / "rawframes").rglob("*.zip") if not p.name.startswith("."))
+    truncated, foreign, good = pack_files[0], pack_files[1], pack_files[2]
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    foreign.write_bytes(b"not a zip at all\n")
+    stamp = good.stat().st_mtime_ns
+    again = run_datatools("extract", "--root", str(packed), *common, "--store", "packed", check=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert verify(str(truncated)) is None and verify(str(foreign)) is None
+    assert good.stat().st_mtime_ns == stamp  # a good pack is skipped
+    assert frames_in(packed / "rawframes") == frames_in(files / "rawframes")
+
+    forced = run_datatools("extract", "--root", str(packed), *common, "--store", "packed", "--force")
+    from datatools.manifest import read_manifest
+    assert good.stat().st_mtime_ns != stamp and "written now: 0 RGB" not in forced.stdout
+    assert {r.extract_status for r in read_manifest(packed)[0] if r.subset_1 == "train"} == {"done"}
+    assert frames_in(packed / "rawframes") == frames_in(files / "rawframes")
+
+    foreign.write_bytes(b"not a zip at all\n")  # to folders: the file goes, a folder comes
+    back = run_datatools("extract", "--root", str(packed), *common, check=False)
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert not foreign.exists() and foreign.with_suffix("").is_dir()
+
+
 def test_the_lmdb_export_is_read_by_mmactions_stock_lmdb_backend(extracted, tmp_path):
     """`pack --to lmdb` from a root half packed, half folders: MMAction2's RawframeDataset +
     RawFrameDecode(io_backend='lmdb') give the arrays the folders give, RGB and Flow; a frame

@@ -1,15 +1,19 @@
 """One video's extraction, the Dask work unit: decode once, write RGB and flow JPEGs into a
 temporary folder, add a completion record (done.py), and rename the folder into place.
 
-With `--store packed` the finished folder then becomes its pack (packing.pack_folder: written,
-verified, renamed, and only then the folder deleted), and a folder found done is packed too. A
-video whose pack holds what is asked is skipped from the pack's record and member names; one
-with more to do (a part added, --force) is unpacked first and goes the folder's way.
+With `--store packed` the JPEGs go straight into the video's pack (packs.PackWriter: a
+temporary file renamed when complete, its record the last member); parts kept from an
+earlier run (RGB when flow is added) are copied member by member from the old pack, which
+stays whole until the new one replaces it. A video whose pack holds what is asked is skipped
+from the pack's record and member names. Where a frame folder is there already (made with
+`--store files`) or a whole-video tool writes the frames, the folder is finished first and
+then packed (packing.pack_folder: written, verified, renamed, only then the folder deleted).
 
 A folder without a completion record is never counted as done: Ctrl-C, a killed worker or a
 crash leaves at most a `.<name>.tmp` folder, which the next run removes and redoes. Adding a
 part (flow to RGB) builds the new folder from hard links to the kept files plus the new ones,
-so the old folder is whole until the new one replaces it.
+so the old folder is whole until the new one replaces it. A file at a pack's name that is not
+a complete pack is what a folder without a record is: nothing to keep, replaced.
 """
 
 from __future__ import annotations
@@ -25,10 +29,19 @@ from pathlib import Path
 import numpy as np
 
 from ..completion import FileStamp
-from ..frame_folder import PART_PREFIXES, made_from, read_done, read_done_in_pack, trusted_parts, write_done
+from ..frame_folder import DONE as RECORD_NAME
+from ..frame_folder import (
+    PART_PREFIXES,
+    done_bytes,
+    made_from,
+    read_done,
+    read_done_in_pack,
+    trusted_parts,
+    write_done,
+)
 from ..fsio import failed_for_space, fsync_dir
 from ..packing import pack_folder, unpack_pack
-from ..packs import Pack, pack_path
+from ..packs import Pack, PackError, PackWriter, pack_path
 from ..runlog import exception_text
 from ..schedule.resources import CPU_THREADS
 from ..status import DONE, FAILED, OK, REFUSED, SKIPPED
@@ -37,7 +50,7 @@ from .backends import create as create_backend
 from .backends import is_batch_backend, is_video_tool
 from .backends.external import ToolError
 from .batcher import batcher_for
-from .frames import DecodeError, JpegWriter, iter_frames, resize, to_gray
+from .frames import DecodeError, JpegWriter, files_in, iter_frames, resize, to_gray
 from .options import ExtractOptions, output_size
 from .quantize import quantize_flow
 
@@ -144,6 +157,9 @@ def extract_video(job: VideoJob, opts: ExtractOptions) -> VideoOutcome:
             return VideoOutcome(job.video_id, FAILED, error=f"{probe.status}: {probe.error}",
                                 probe=probe, seconds=time.perf_counter() - t0)
     pack = pack_path(job.frame_dir)
+    _recover(job.frame_dir)
+    if opts.store == "packed" and not is_video_tool(opts.backend) and not os.path.isdir(job.frame_dir):
+        return _extract_pack(job, opts, pack, probe, t0)
     if os.path.isfile(pack):
         outcome = _from_pack(job, opts, pack, probe)
         if outcome is not None:
@@ -155,11 +171,23 @@ def extract_video(job: VideoJob, opts: ExtractOptions) -> VideoOutcome:
     return outcome
 
 
+def _read_pack(pack: str) -> tuple[dict | None, list[str]]:
+    """The pack's record and member names; (None, []) for a file at the pack's name that is
+    not a complete pack (nothing in it is kept)."""
+    try:
+        with Pack.open(pack) as p:
+            return read_done_in_pack(p), p.names()
+    except PackError:
+        return None, []
+
+
 def _from_pack(job: VideoJob, opts: ExtractOptions, pack: str, probe) -> VideoOutcome | None:
     """Skipped or refused from what the video's pack holds; None when there is work to do,
-    for which the pack has been unpacked into the folder."""
-    with Pack.open(pack) as p:
-        existing, names = read_done_in_pack(p), p.names()
+    for which the pack has been unpacked into the folder (or, damaged, deleted)."""
+    existing, names = _read_pack(pack)
+    if existing is None and not names:
+        os.unlink(pack)
+        return None
     plan = plan_parts(job, opts, existing, names)
     if plan.refusal:
         return VideoOutcome(job.video_id, REFUSED, error=plan.refusal, probe=probe, storage="packed")
@@ -173,6 +201,41 @@ def _from_pack(job: VideoJob, opts: ExtractOptions, pack: str, probe) -> VideoOu
     return None
 
 
+def _extract_pack(job: VideoJob, opts: ExtractOptions, pack: str, probe, t0: float) -> VideoOutcome:
+    """The frames straight into the video's pack: the parts to do written, the parts to
+    keep copied from the old pack, the record last, then renamed over the old pack."""
+    existing, names = _read_pack(pack) if os.path.isfile(pack) else (None, [])
+    plan = plan_parts(job, opts, existing, names)
+    if plan.refusal:
+        return VideoOutcome(job.video_id, REFUSED, error=plan.refusal, probe=probe, storage="packed")
+    if existing is not None and not (plan.todo or plan.dropped):
+        return _skipped(job, existing, probe, "packed")
+    parent, name = os.path.split(job.frame_dir)
+    for leftover in (f".{name}.tmp", f".{name}.tmp.old"):  # folders of an interrupted files run
+        shutil.rmtree(os.path.join(parent, leftover), ignore_errors=True)
+    expected = probe.frame_count if probe is not None else job.frames
+    writer = PackWriter(pack)
+    try:
+        outcome = _write_parts(job, opts, plan, existing, writer.add, writer.abort, expected, t0)
+        outcome.probe = probe
+        if outcome.status == FAILED:
+            return outcome
+        prefixes = tuple(p for part in plan.keep for p in PART_PREFIXES[part])
+        if prefixes:
+            with Pack.open(pack) as old:
+                for member in names:
+                    if member.startswith(prefixes):
+                        writer.add(member, old.read(member))
+        writer.add(RECORD_NAME, done_bytes(outcome.record))
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    outcome.storage = "packed"
+    outcome.seconds = time.perf_counter() - t0
+    return outcome
+
+
 def _skipped(job: VideoJob, record: dict, probe, storage: str) -> VideoOutcome:
     """Nothing to do: what the record says the folder (or pack) holds."""
     parts = record["parts"]
@@ -183,7 +246,6 @@ def _skipped(job: VideoJob, record: dict, probe, storage: str) -> VideoOutcome:
 
 def _extract_folder(job: VideoJob, opts: ExtractOptions, probe, t0: float) -> VideoOutcome:
     expected = probe.frame_count if probe is not None else job.frames
-    _recover(job.frame_dir)
     existing = read_done(job.frame_dir)
     plan = plan_parts(job, opts, existing)
     if plan.refusal:
@@ -194,29 +256,13 @@ def _extract_folder(job: VideoJob, opts: ExtractOptions, probe, t0: float) -> Vi
     tmp = os.path.join(parent, f".{name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)  # left over from an interrupted run
     os.makedirs(tmp)
-    if plan.todo:
-        outcome = _write_parts(job, opts.only(plan.todo), tmp, expected, t0)
+    try:
+        outcome = _write_parts(job, opts, plan, existing, tmp,
+                               lambda: shutil.rmtree(tmp, ignore_errors=True), expected, t0)
         outcome.probe = probe
         if outcome.status == FAILED:
             return outcome
-    else:  # only a part whose files went missing to leave out: the folder is rebuilt without it
-        outcome = VideoOutcome(job.video_id, DONE, width=existing.get("width"),
-                               height=existing.get("height"), probe=probe)
-    try:
         _link_parts(job.frame_dir, tmp, plan.keep)
-        outcome.written_rgb, outcome.written_flow = outcome.rgb_count, outcome.flow_count
-        parts = dict(plan.keep)
-        for part in plan.todo:
-            count = outcome.rgb_count if part == "rgb" else outcome.flow_count
-            parts[part] = {"count": count, "params": opts.part_params(part)}
-        outcome.record = {
-            "common": opts.common_params(), "parts": parts,
-            "templates": [opts.rgb_template, opts.flow_template], "start_index": opts.start_index,
-            "width": outcome.width, "height": outcome.height,
-            "video": os.path.basename(job.video_path), "video_size": job.size,
-            "video_mtime_ns": job.mtime_ns}
-        outcome.rgb_count = parts.get("rgb", {}).get("count", 0)
-        outcome.flow_count = parts.get("flow", {}).get("count", 0)
         write_done(tmp, outcome.record)
         fsync_dir(tmp)
         _replace_dir(tmp, job.frame_dir)
@@ -228,32 +274,50 @@ def _extract_folder(job: VideoJob, opts: ExtractOptions, probe, t0: float) -> Vi
     return outcome
 
 
-def _write_parts(job: VideoJob, work: ExtractOptions, tmp: str, expected: int | None,
-                 t0: float) -> VideoOutcome:
-    """Decode the video and write `work`'s parts into `tmp`; a failed outcome for a bad
-    video (tmp removed), an exception for anything else."""
-    try:
+def _write_parts(job: VideoJob, opts: ExtractOptions, plan: Plan, existing: dict | None, into,
+                 discard, expected: int | None, t0: float) -> VideoOutcome:
+    """Decode the video and write the plan's parts `into` a folder (a path) or a pack (its
+    writer's `add`); the outcome carries the record of what the result holds, the kept parts
+    included. A bad video: a failed outcome, what was written discarded; anything else raises
+    (the caller discards)."""
+    if plan.todo:
+        work = opts.only(plan.todo)
         try:
-            if is_video_tool(work.backend):
-                outcome = _tool_into(job, work, tmp)
-            else:
-                outcome = _extract_into(job, work, tmp)
-            _check_complete(outcome, work, expected)
-        except ToolError:
-            if failed_for_space(tmp):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp) from None
-            raise
-    except (DecodeError, ToolError) as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        what = "decoding failed: " if isinstance(exc, DecodeError) else ""
-        return VideoOutcome(job.video_id, FAILED, error=f"{what}{exc}",
-                            seconds=time.perf_counter() - t0, detail=exception_text(exc))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if outcome.rgb_count == 0 and (work.rgb or outcome.flow_count == 0):
-        shutil.rmtree(tmp, ignore_errors=True)
-        outcome.status, outcome.error = FAILED, "no frame could be decoded"
+            try:
+                if is_video_tool(work.backend):
+                    outcome = _tool_into(job, work, into)
+                else:
+                    outcome = _extract_into(job, work, files_in(into) if isinstance(into, str) else into)
+                _check_complete(outcome, work, expected)
+            except ToolError:
+                if failed_for_space(into):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), into) from None
+                raise
+        except (DecodeError, ToolError) as exc:
+            discard()
+            what = "decoding failed: " if isinstance(exc, DecodeError) else ""
+            return VideoOutcome(job.video_id, FAILED, error=f"{what}{exc}",
+                                seconds=time.perf_counter() - t0, detail=exception_text(exc))
+        if outcome.rgb_count == 0 and (work.rgb or outcome.flow_count == 0):
+            discard()
+            outcome.status, outcome.error = FAILED, "no frame could be decoded"
+            return outcome
+    else:  # only a part whose files went missing to leave out: rebuilt without it
+        outcome = VideoOutcome(job.video_id, DONE, width=existing.get("width"),
+                               height=existing.get("height"))
+    outcome.written_rgb, outcome.written_flow = outcome.rgb_count, outcome.flow_count
+    parts = dict(plan.keep)
+    for part in plan.todo:
+        count = outcome.rgb_count if part == "rgb" else outcome.flow_count
+        parts[part] = {"count": count, "params": opts.part_params(part)}
+    outcome.record = {
+        "common": opts.common_params(), "parts": parts,
+        "templates": [opts.rgb_template, opts.flow_template], "start_index": opts.start_index,
+        "width": outcome.width, "height": outcome.height,
+        "video": os.path.basename(job.video_path), "video_size": job.size,
+        "video_mtime_ns": job.mtime_ns}
+    outcome.rgb_count = parts.get("rgb", {}).get("count", 0)
+    outcome.flow_count = parts.get("flow", {}).get("count", 0)
     return outcome
 
 
@@ -326,10 +390,11 @@ def _tool_into(job: VideoJob, opts: ExtractOptions, folder: str) -> VideoOutcome
     return VideoOutcome(job.video_id, DONE, rgb, flow, width, height)
 
 
-def _extract_into(job: VideoJob, opts: ExtractOptions, folder: str) -> VideoOutcome:
+def _extract_into(job: VideoJob, opts: ExtractOptions, put) -> VideoOutcome:
+    """Decode, compute and encode; each JPEG's bytes go to `put(name, data)`."""
     import cv2
     cv2.setNumThreads(CPU_THREADS)  # a forked worker's OpenCV was loaded before WORKER_ENV
-    writer = JpegWriter(folder, opts.jpeg_quality)
+    writer = JpegWriter(opts.jpeg_quality, put)
     batched = opts.flow and is_batch_backend(opts.backend)
     backend = create_backend(opts.backend, opts.algo) if opts.flow and not batched else None
     batcher = batcher_for(opts.backend, opts.algo, opts.bound) if batched else None

@@ -1,6 +1,7 @@
 """Benchmark: packed frame storage (`extract --store packed`) against a folder of JPEGs per video.
 
-    python bench/packs.py [--clips 100] [--clip short_32f.mp4] [--repeat 3] [--workers 2] [--extract-only | --loading-only]
+    python bench/packs.py [--clips 100] [--clip short_32f.mp4] [--repeat 3] [--workers 2]
+                          [--extract-only | --loading-only]
 
 On a root of --clips copies (hard links) of one real clip, in the same run, alternating:
   extract     `datatools extract --task rgb`, then `--task flow --algo farneback`, with

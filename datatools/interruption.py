@@ -18,9 +18,10 @@ _held = False  # a stop arrived inside one: raised when the outermost ends
 
 
 def stop() -> None:
-    """What a signal handler calls: KeyboardInterrupt now, or at the end of the section."""
+    """What a signal handler calls: KeyboardInterrupt now, or at the end of the section (a
+    second stop while one is held: now, should a section hang)."""
     global _held
-    if _depth:
+    if _depth and not _held:
         _held = True
         return
     raise KeyboardInterrupt
@@ -39,7 +40,9 @@ def handle_ctrl_c() -> None:
 
 @contextmanager
 def together() -> Iterator[None]:
-    """Run the block whole: a stop that arrives inside it is raised when it ends."""
+    """Run the block whole: a stop that arrives inside it is raised when it ends. Where the
+    block raises, its own exception goes on (it ends the step as the stop would, and says
+    more: a full disk, a bug)."""
     global _depth, _held
     if threading.current_thread() is not threading.main_thread():
         yield  # handlers never run in another thread: nothing to hold back
@@ -47,8 +50,12 @@ def together() -> Iterator[None]:
     _depth += 1
     try:
         yield
-    finally:
+    except BaseException:
         _depth -= 1
-        if _depth == 0 and _held:
+        if _depth == 0:
             _held = False
-            raise KeyboardInterrupt
+        raise
+    _depth -= 1
+    if _depth == 0 and _held:
+        _held = False
+        raise KeyboardInterrupt

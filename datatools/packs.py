@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 from .fsio import fsync_dir
@@ -42,7 +43,11 @@ def temporary_path(final: str) -> str:
 
 
 class PackError(Exception):
-    """A file at a pack's name that is not a complete pack of ours."""
+    """A pack that cannot be used as it is (unreadable, or another version's)."""
+
+
+class PackDamaged(PackError):
+    """A file at a pack's name that is not a complete pack of ours: nothing in it is trusted."""
 
 
 class PackWriter:
@@ -105,11 +110,17 @@ class Pack:
         fd = os.open(path, os.O_RDONLY)
         try:
             index = json.loads(_index_bytes(fd, path))
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+            if not isinstance(index, dict) or not isinstance(index.get("members"), dict):
+                raise ValueError("its index is not a pack index")
+        except (zipfile.BadZipFile, KeyError, ValueError) as exc:
             os.close(fd)
-            raise PackError(f"{path} is not a complete frame pack ({exc}); delete it and run "
-                            "the step that made it again") from None
+            raise PackDamaged(f"{path} is not a complete frame pack ({exc}); delete it and run "
+                              "the step that made it again") from None
+        except OSError as exc:  # the disk's error, not the file's content
+            os.close(fd)
+            raise PackError(f"{path}: {exc}") from None
         if index.get("version") != INDEX_VERSION:
+            os.close(fd)
             raise PackError(f"{path}: pack index version {index.get('version')!r}, this datatools "
                             f"reads {INDEX_VERSION}; upgrade datatools")
         return cls(path, index["members"], fd)  # name -> [offset, length], as the writer wrote them
@@ -121,8 +132,25 @@ class Pack:
         offset, length = self.members[name]
         data = os.pread(self.fd, length, offset)
         if len(data) != length:
-            raise PackError(f"{self.path} is shorter than its index says ({name})")
+            raise PackDamaged(f"{self.path} is shorter than its index says ({name})")
         return data
+
+    def damaged(self, names: list[str]) -> set[str]:
+        """Those of `names` whose bytes fail the CRC-32 the zip's directory holds for them
+        (or that it does not list): reads them all."""
+        try:
+            with zipfile.ZipFile(self.path) as zf:
+                crcs = {info.filename: info.CRC for info in zf.infolist()}
+        except (zipfile.BadZipFile, OSError):
+            return set(names)
+        bad = set()
+        for name in names:
+            try:
+                if zlib.crc32(self.read(name)) != crcs.get(name):
+                    bad.add(name)
+            except (PackDamaged, KeyError):
+                bad.add(name)
+        return bad
 
     def close(self) -> None:
         os.close(self.fd)

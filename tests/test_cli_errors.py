@@ -20,6 +20,7 @@ from trees import ucf101_style_root
 
 from datatools.lists.build import build_lists
 from datatools.manifest import read_manifest
+from datatools.report import PROGRESS_ENV
 
 BIN = Path(sys.executable).parent / "datatools"
 URL = "http://127.0.0.1:9/file.bin"
@@ -220,15 +221,19 @@ def test_a_stopped_extract_says_how_far_it_got_and_a_rerun_finishes(tmp_path, si
     build_lists("ucf101", root)
     args = [str(BIN), "extract", "--root", str(root), "--task", "rgb", "--workers", "2"]
     # As from a shell with job control: Ctrl-C is not ignored (a test runner started in the
-    # background may pass SIGINT on ignored, and Python then leaves it so).
+    # background may pass SIGINT on ignored, and Python then leaves it so). A plain progress
+    # line per video recorded: the stop comes once the driver has counted one.
+    env = {**os.environ, PROGRESS_ENV: "0", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True,
+                            start_new_session=True, env=env,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     marks = lambda: list((root / "rawframes").rglob(".datatools-done.json"))  # noqa: E731
-    deadline = time.monotonic() + 120
-    while len(marks()) < 2 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be stopped"
+    counted = 0
+    for line in proc.stdout:
+        if line.startswith("extract: ") and not line.startswith("extract: 0/"):
+            counted = int(line.split()[1].split("/")[0])
+            break
+    assert proc.poll() is None and 1 <= counted < 8, "the run ended before it could be stopped"
     if group:
         os.killpg(proc.pid, signum)
     else:
@@ -240,9 +245,9 @@ def test_a_stopped_extract_says_how_far_it_got_and_a_rerun_finishes(tmp_path, si
     assert len(said) == 1 and "of 8 videos done in extract; run the same command again to resume" \
         in said[0], stderr
     done = int(said[0].split()[1])
-    # Workers finish folders before the driver hears of them (a chunk of videos reports at
-    # once): the count said may be below the folders on disk, never above; the rerun keeps them.
-    assert done <= len(marks())
+    # At least what was counted before the stop; workers may have finished more folders than
+    # the driver heard of (a chunk of videos reports at once): the rerun keeps those.
+    assert counted <= done <= len(marks())
     records = {r.video_id: r.extract_status for r in read_manifest(root)[0]}
     assert sum(status == "done" for status in records.values()) == done  # what it said is saved
 
@@ -272,6 +277,23 @@ def test_a_stop_inside_a_together_section_is_raised_when_the_section_ends():
                 pass
             steps.append("not reached")
         assert steps == ["saved", "counted"]
+        with pytest.raises(KeyboardInterrupt):  # a second stop while one is held: at once
+            with interruption.together():
+                os.kill(os.getpid(), signal.SIGUSR1)
+                os.kill(os.getpid(), signal.SIGUSR1)
+                for _ in range(1000):
+                    pass
+                steps.append("not reached")
+        assert steps == ["saved", "counted"]
+        with pytest.raises(OSError):  # the block's own error is what ends it
+            with interruption.together():
+                os.kill(os.getpid(), signal.SIGUSR1)
+                for _ in range(1000):
+                    pass
+                raise OSError(28, "No space left on device")
+        with interruption.together():  # and the stop it replaced is not raised later
+            steps.append("next")
+        assert steps == ["saved", "counted", "next"]
     finally:
         signal.signal(signal.SIGUSR1, previous)
 

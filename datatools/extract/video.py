@@ -41,7 +41,7 @@ from ..frame_folder import (
 )
 from ..fsio import failed_for_space, fsync_dir
 from ..packing import pack_folder, unpack_pack
-from ..packs import Pack, PackError, PackWriter, pack_path
+from ..packs import Pack, PackDamaged, PackError, PackWriter, pack_path
 from ..runlog import exception_text
 from ..schedule.resources import CPU_THREADS
 from ..status import DONE, FAILED, OK, REFUSED, SKIPPED
@@ -158,12 +158,15 @@ def extract_video(job: VideoJob, opts: ExtractOptions) -> VideoOutcome:
                                 probe=probe, seconds=time.perf_counter() - t0)
     pack = pack_path(job.frame_dir)
     _recover(job.frame_dir)
-    if opts.store == "packed" and not is_video_tool(opts.backend) and not os.path.isdir(job.frame_dir):
-        return _extract_pack(job, opts, pack, probe, t0)
-    if os.path.isfile(pack):
-        outcome = _from_pack(job, opts, pack, probe)
-        if outcome is not None:
-            return outcome
+    try:
+        if opts.store == "packed" and not is_video_tool(opts.backend) and not os.path.isdir(job.frame_dir):
+            return _extract_pack(job, opts, pack, probe, t0)
+        if os.path.isfile(pack):
+            outcome = _from_pack(job, opts, pack, probe)
+            if outcome is not None:
+                return outcome
+    except PackError as exc:  # another version's pack, or one the disk cannot read
+        return VideoOutcome(job.video_id, FAILED, error=str(exc), probe=probe, storage="packed")
     outcome = _extract_folder(job, opts, probe, t0)
     if opts.store == "packed" and outcome.status in (DONE, SKIPPED):
         pack_folder(Path(job.frame_dir))
@@ -173,17 +176,35 @@ def extract_video(job: VideoJob, opts: ExtractOptions) -> VideoOutcome:
 
 def _read_pack(pack: str) -> tuple[dict | None, list[str]]:
     """The pack's record and member names; (None, []) for a file at the pack's name that is
-    not a complete pack (nothing in it is kept)."""
+    not a complete pack (nothing in it is kept). Another version's pack, or a disk error,
+    raises: neither is damage to replace."""
     try:
         with Pack.open(pack) as p:
             return read_done_in_pack(p), p.names()
-    except PackError:
+    except PackDamaged:
         return None, []
 
 
+def _plan_for_pack(job: VideoJob, opts: ExtractOptions, pack: str, existing: dict | None,
+                   names: list[str]) -> tuple[Plan, list[str]]:
+    """plan_parts on the pack's members and the members to trust: where work is to be done,
+    only those that hold their CRC-32. A kept part with a damaged frame is redone if asked
+    for, else left out (as a folder's part with a file missing), never copied with a fresh CRC."""
+    plan = plan_parts(job, opts, existing, names)
+    if plan.refusal or not plan.keep or not (plan.todo or plan.dropped):
+        return plan, names
+    prefixes = tuple(p for part in plan.keep for p in PART_PREFIXES[part])
+    with Pack.open(pack) as p:
+        damaged = p.damaged([n for n in names if n.startswith(prefixes)])
+    if not damaged:
+        return plan, names
+    names = [n for n in names if n not in damaged]
+    return plan_parts(job, opts, existing, names), names
+
+
 def _from_pack(job: VideoJob, opts: ExtractOptions, pack: str, probe) -> VideoOutcome | None:
-    """Skipped or refused from what the video's pack holds; None when there is work to do,
-    for which the pack has been unpacked into the folder (or, damaged, deleted)."""
+    """Skipped, refused or failed from what the video's pack holds; None when there is work
+    to do, for which the pack has been unpacked into the folder (or, damaged, deleted)."""
     existing, names = _read_pack(pack)
     if existing is None and not names:
         os.unlink(pack)
@@ -197,7 +218,11 @@ def _from_pack(job: VideoJob, opts: ExtractOptions, pack: str, probe) -> VideoOu
         shutil.rmtree(job.frame_dir)
     if existing is not None and not (plan.todo or plan.dropped):
         return _skipped(job, existing, probe, "packed")
-    unpack_pack(Path(pack))
+    try:
+        unpack_pack(Path(pack))  # checks every CRC first
+    except PackError as exc:
+        return VideoOutcome(job.video_id, FAILED, probe=probe, storage="packed", error=(
+            f"{exc}; `extract --store packed` redoes its damaged parts, or delete the pack"))
     return None
 
 
@@ -205,7 +230,7 @@ def _extract_pack(job: VideoJob, opts: ExtractOptions, pack: str, probe, t0: flo
     """The frames straight into the video's pack: the parts to do written, the parts to
     keep copied from the old pack, the record last, then renamed over the old pack."""
     existing, names = _read_pack(pack) if os.path.isfile(pack) else (None, [])
-    plan = plan_parts(job, opts, existing, names)
+    plan, names = _plan_for_pack(job, opts, pack, existing, names)
     if plan.refusal:
         return VideoOutcome(job.video_id, REFUSED, error=plan.refusal, probe=probe, storage="packed")
     if existing is not None and not (plan.todo or plan.dropped):

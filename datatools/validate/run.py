@@ -128,12 +128,13 @@ def validate(dataset: str, root: Path, level: str = "quick", cluster: ClusterOpt
                 by_path = {t[0]: r for t, r in zip(tasks, targets)}
                 # A quick probe takes milliseconds: chunks of them per task (schedule/tasks.py).
                 for (path, _), res in map_tasks(client, probe_task, tasks, chunked=True):
-                    with together():  # saved as probed = counted as probed
-                        if isinstance(res, TaskError):  # a bug, not a verdict on the file
-                            failures.add(path, res)
-                        else:
-                            apply_probe(by_path[path], res)
+                    if isinstance(res, TaskError):  # a bug, not a verdict on the file
+                        failures.add(path, res)
                         advance()
+                    else:
+                        with together():  # saved as probed = counted as probed
+                            apply_probe(by_path[path], res)
+                            advance()
                     checkpoint.maybe()
             failures.check()
         except BaseException:

@@ -27,12 +27,18 @@ RGB_PREFIX = "img_"
 FLOW_X_PREFIX = "flow_x_"
 FLOW_Y_PREFIX = "flow_y_"
 PART_PREFIXES = {"rgb": (RGB_PREFIX,), "flow": (FLOW_X_PREFIX, FLOW_Y_PREFIX)}
+
 NAMINGS = {
     # name: (rgb template, flow template as MMAction2's filename_tmpl, start index)
     "mmaction": ("img_{:05d}.jpg", "flow_{}_{:05d}.jpg", 1),  # RawframeDataset's default
     "denseflow": ("img_{:05d}.jpg", "flow_{}_{:05d}.jpg", 0),  # denseflow writes 0-based names
 }
 RECORD_VERSION = 2
+
+
+def prefixes_of(parts) -> tuple[str, ...]:
+    """The file-name prefixes of these parts' frames ("rgb", "flow")."""
+    return tuple(p for part in parts for p in PART_PREFIXES[part])
 
 
 def read_done(frame_dir: str) -> dict | None:

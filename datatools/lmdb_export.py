@@ -26,58 +26,70 @@ NAME = "rawframes.lmdb"
 BATCH = 2048  # frames per write transaction
 
 
-def frames_of(top: Path):
-    """(key, size, reader) for every frame file below `top`, in folders and in packs; the
-    reader returns the bytes."""
+def frames_of(top: Path) -> list[tuple[str, int, str, str | None]]:
+    """(key, size, file, member) for every frame below `top`: member None for a frame that is
+    a file, else the member of the pack `file`."""
+    frames = []
     for folder in frame_folders(top):
         rel = folder.relative_to(top).as_posix()
         for name in sorted(os.listdir(folder)):
             if not name.startswith("."):
                 path = folder / name
-                yield f"{rel}/{name}", path.stat().st_size, path.read_bytes
+                frames.append((f"{rel}/{name}", path.stat().st_size, str(path), None))
     for path in packs_under(top):
         rel = path.relative_to(top).as_posix()[: -len(SUFFIX)]
         with Pack.open(str(path)) as pack:
             members = {n: length for n, (_, length) in pack.members.items() if not n.startswith(".")}
-        for name, length in sorted(members.items()):
-            yield f"{rel}/{name}", length, (lambda p=str(path), n=name: _read_member(p, n))
+        frames.extend((f"{rel}/{name}", length, str(path), name) for name, length in sorted(members.items()))
+    return frames
 
 
-_last: list = []  # the pack read last: its members come one after another
+class _Reader:
+    """Frame bytes from files and packs; the pack read last stays open (its members come one
+    after another)."""
 
+    def __init__(self):
+        self.pack: Pack | None = None
 
-def _read_member(path: str, name: str) -> bytes:
-    if not _last or _last[0].path != path:
-        while _last:
-            _last.pop().close()
-        _last.append(Pack.open(path))
-    return _last[0].read(name)
+    def read(self, path: str, member: str | None) -> bytes:
+        if member is None:
+            with open(path, "rb") as f:
+                return f.read()
+        if self.pack is None or self.pack.path != path:
+            self.close()
+            self.pack = Pack.open(path)
+        return self.pack.read(member)
+
+    def close(self) -> None:
+        if self.pack is not None:
+            self.pack.close()
+            self.pack = None
 
 
 def export_lmdb(root: Path, frames_dir: str = "rawframes", advance=lambda amount=0: None) -> tuple[Path, int]:
     """Write ROOT/rawframes.lmdb; returns its path and the number of frames."""
     import lmdb
     top = frames_top(root, frames_dir)
-    frames = list(frames_of(top))
-    for key, _, _ in frames:
+    frames = frames_of(top)
+    for key, *_ in frames:
         if not key.isascii():
             raise UserError(f"{top / key}: LMDB keys are ASCII in mmengine's lmdb backend; rename "
                             "the folder (or keep this root as files or packs)")
-    size = sum(length for _, length, _ in frames)
+    size = sum(length for _, length, *_ in frames)
     final, tmp = root / NAME, root / f".{NAME}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     env = lmdb.open(str(tmp), map_size=max(2 * size, 1 << 24), subdir=True, lock=False)
+    reader = _Reader()
     try:
         for start in range(0, len(frames), BATCH):
             with env.begin(write=True) as txn:
-                for key, _, read in frames[start:start + BATCH]:
-                    txn.put(key.encode("ascii"), read())
+                for key, _, path, member in frames[start:start + BATCH]:
+                    txn.put(key.encode("ascii"), reader.read(path, member))
             advance(min(BATCH, len(frames) - start))
         env.sync(True)
     finally:
         env.close()
-        while _last:
-            _last.pop().close()
+        reader.close()
     shutil.rmtree(final, ignore_errors=True)
     os.rename(tmp, final)
     return final, len(frames)

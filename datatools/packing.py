@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
-from .frame_folder import PART_PREFIXES
+from .frame_folder import PART_PREFIXES, prefixes_of
 from .fsio import fsync_dir
 from .packs import INDEX, SUFFIX, Pack, PackError, PackWriter, pack_path, temporary_path, verify
 
-FRAME_PREFIXES = tuple(p for prefixes in PART_PREFIXES.values() for p in prefixes)
+FRAME_PREFIXES = prefixes_of(PART_PREFIXES)
 
 
 @dataclass

@@ -1,11 +1,13 @@
 """Shared test helpers: where the real data lives, and how tests find required tools.
 
-In CI (CI=true) a test that needs a tool fails when the tool is missing; on a developer's
-machine without it the test is skipped.
+In CI (CI=true) a test that needs a tool or an optional package (an extra) fails when it is
+missing; on a developer's machine without it the test is skipped.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -28,6 +30,16 @@ def require(what: str, available: bool) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{what} is required in CI but missing (see .ci/run)")
     pytest.skip(f"{what} not installed")
+
+
+def require_module(name: str):
+    """The module of an extra, imported (`make test` installs every extra). Called at a test
+    module's top, a skip skips the whole module."""
+    if importlib.util.find_spec(name) is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"the Python package {name} is required in CI but missing (see `make install`)")
+        pytest.skip(f"{name} not installed", allow_module_level=True)
+    return importlib.import_module(name)
 
 
 def require_tool(name: str) -> str:

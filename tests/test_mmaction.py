@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import VIDEOS
+from conftest import VIDEOS, require_module
 from trees import ucf101_style_root
 
 from datatools.demo import make_dataset
@@ -25,7 +25,7 @@ from datatools.mmaction.compat import drn_is_missing
 from datatools.schedule.client import ClusterOptions
 from datatools.validate.run import validate
 
-mmaction = pytest.importorskip("mmaction")  # the `mmaction` extra; `make test` installs it
+mmaction = require_module("mmaction")  # the `mmaction` extra
 from mmaction.datasets import RawframeDataset, VideoDataset  # noqa: E402
 from mmaction.registry import DATASETS  # noqa: E402
 from mmengine.config import Config  # noqa: E402

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, VIDEOS, require_tool
+from conftest import REPO, VIDEOS, require_module, require_tool
 from PIL import Image
 from trees import tree_bytes, ucf101_style_root
 
@@ -275,7 +275,7 @@ def test_every_backend_runs_tvl1_with_the_one_set_of_parameters(native_flow):
     bad = subprocess.run([cmd[0], "--tvl1", "taux=1", "--show-params"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown parameter 'taux'" in bad.stderr
 
-    pytest.importorskip("torch")  # the gpu/mmaction extra; `make test` installs it
+    require_module("torch")  # the gpu/mmaction extra
     from datatools.extract.backends import torch_flow
     assert torch_flow.TorchFlow("tvl1", "cpu").params == TVL1
     # the parameters are what the torch code computes with: fewer warps, another flow

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import VIDEOS
+from conftest import VIDEOS, require_module
 from trees import ucf101_style_root
 
 from datatools.extract.options import ExtractOptions
@@ -138,7 +138,7 @@ def frames_held(top: Path) -> dict[str, bytes]:
 
 
 def test_mmaction_reads_packs_through_its_own_pipelines_as_it_reads_folders(extracted, tmp_path):
-    pytest.importorskip("mmaction")
+    require_module("mmaction")
     from mmaction.datasets import RawframeDataset
     from mmengine.registry import init_default_scope
 
@@ -327,8 +327,8 @@ def test_the_lmdb_export_is_read_by_mmactions_stock_lmdb_backend(extracted, tmp_
     """`pack --to lmdb` from a root half packed, half folders: MMAction2's RawframeDataset +
     RawFrameDecode(io_backend='lmdb') give the arrays the folders give, RGB and Flow; a frame
     path that is not ASCII is refused in one line, with nothing written."""
-    pytest.importorskip("mmaction")
-    pytest.importorskip("lmdb")
+    require_module("mmaction")
+    require_module("lmdb")
     from mmaction.datasets import RawframeDataset
     from mmengine.registry import init_default_scope
     init_default_scope("mmaction")

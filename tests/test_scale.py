@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import VIDEOS
+from conftest import VIDEOS, require_module
 from daskproc import DaskProcesses
 from distributed import Client, get_task_stream
 from trees import ucf101_style_root
@@ -106,7 +106,7 @@ def test_gpu_work_goes_to_the_worker_declaring_a_gpu_from_a_driver_without_cuda(
     its CPU. The driver sees no CUDA (CUDA_VISIBLE_DEVICES=""); the work goes there all the
     same, none to the CPU workers. The same for the native extractor when its build reports
     CUDA (a wrapper answers --show-build as a CUDA build would); that build is recorded."""
-    pytest.importorskip("torch")
+    require_module("torch")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     # Where the work goes is the question here, not the flow: the workers skip compiling the
     # torch steps (tests/test_torch_flow.py runs the compiled ones through extract).

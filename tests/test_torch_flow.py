@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import VIDEOS
+from conftest import VIDEOS, require_module
 from middlebury import RUBBER, epe, read_flo
 from PIL import Image
 from trees import tree_bytes, ucf101_style_root
@@ -19,7 +19,7 @@ from datatools.extract.run import extract
 from datatools.lists.build import build_lists
 from datatools.schedule.client import ClusterOptions
 
-torch = pytest.importorskip("torch")  # the gpu/mmaction extras; `make test` installs it
+torch = require_module("torch")  # the gpu/mmaction extras
 from datatools.extract.backends.torch_flow import TorchFlow  # noqa: E402
 
 

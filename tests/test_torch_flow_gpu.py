@@ -9,11 +9,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import VIDEOS
+from conftest import VIDEOS, require_module
 from middlebury import RUBBER, epe, read_flo
 from PIL import Image
 
-torch = pytest.importorskip("torch")
+torch = require_module("torch")
 if not torch.cuda.is_available():
     pytest.skip("no CUDA device", allow_module_level=True)
 

@@ -31,9 +31,9 @@ import numpy as np
 from ..completion import FileStamp
 from ..frame_folder import DONE as RECORD_NAME
 from ..frame_folder import (
-    PART_PREFIXES,
     done_bytes,
     made_from,
+    prefixes_of,
     read_done,
     read_done_in_pack,
     trusted_parts,
@@ -193,7 +193,7 @@ def _plan_for_pack(job: VideoJob, opts: ExtractOptions, pack: str, existing: dic
     plan = plan_parts(job, opts, existing, names)
     if plan.refusal or not plan.keep or not (plan.todo or plan.dropped):
         return plan, names
-    prefixes = tuple(p for part in plan.keep for p in PART_PREFIXES[part])
+    prefixes = prefixes_of(plan.keep)
     with Pack.open(pack) as p:
         damaged = p.damaged([n for n in names if n.startswith(prefixes)])
     if not damaged:
@@ -238,14 +238,12 @@ def _extract_pack(job: VideoJob, opts: ExtractOptions, pack: str, probe, t0: flo
     parent, name = os.path.split(job.frame_dir)
     for leftover in (f".{name}.tmp", f".{name}.tmp.old"):  # folders of an interrupted files run
         shutil.rmtree(os.path.join(parent, leftover), ignore_errors=True)
-    expected = probe.frame_count if probe is not None else job.frames
     writer = PackWriter(pack)
     try:
-        outcome = _write_parts(job, opts, plan, existing, writer.add, writer.abort, expected, t0)
-        outcome.probe = probe
+        outcome = _write_parts(job, opts, plan, existing, writer.add, writer.abort, probe, t0)
         if outcome.status == FAILED:
             return outcome
-        prefixes = tuple(p for part in plan.keep for p in PART_PREFIXES[part])
+        prefixes = prefixes_of(plan.keep)
         if prefixes:
             with Pack.open(pack) as old:
                 for member in names:
@@ -270,7 +268,6 @@ def _skipped(job: VideoJob, record: dict, probe, storage: str) -> VideoOutcome:
 
 
 def _extract_folder(job: VideoJob, opts: ExtractOptions, probe, t0: float) -> VideoOutcome:
-    expected = probe.frame_count if probe is not None else job.frames
     existing = read_done(job.frame_dir)
     plan = plan_parts(job, opts, existing)
     if plan.refusal:
@@ -283,8 +280,7 @@ def _extract_folder(job: VideoJob, opts: ExtractOptions, probe, t0: float) -> Vi
     os.makedirs(tmp)
     try:
         outcome = _write_parts(job, opts, plan, existing, tmp,
-                               lambda: shutil.rmtree(tmp, ignore_errors=True), expected, t0)
-        outcome.probe = probe
+                               lambda: shutil.rmtree(tmp, ignore_errors=True), probe, t0)
         if outcome.status == FAILED:
             return outcome
         _link_parts(job.frame_dir, tmp, plan.keep)
@@ -300,11 +296,12 @@ def _extract_folder(job: VideoJob, opts: ExtractOptions, probe, t0: float) -> Vi
 
 
 def _write_parts(job: VideoJob, opts: ExtractOptions, plan: Plan, existing: dict | None, into,
-                 discard, expected: int | None, t0: float) -> VideoOutcome:
+                 discard, probe: ProbeResult | None, t0: float) -> VideoOutcome:
     """Decode the video and write the plan's parts `into` a folder (a path) or a pack (its
     writer's `add`); the outcome carries the record of what the result holds, the kept parts
     included. A bad video: a failed outcome, what was written discarded; anything else raises
     (the caller discards)."""
+    expected = probe.frame_count if probe is not None else job.frames
     if plan.todo:
         work = opts.only(plan.todo)
         try:
@@ -321,15 +318,16 @@ def _write_parts(job: VideoJob, opts: ExtractOptions, plan: Plan, existing: dict
         except (DecodeError, ToolError) as exc:
             discard()
             what = "decoding failed: " if isinstance(exc, DecodeError) else ""
-            return VideoOutcome(job.video_id, FAILED, error=f"{what}{exc}",
+            return VideoOutcome(job.video_id, FAILED, error=f"{what}{exc}", probe=probe,
                                 seconds=time.perf_counter() - t0, detail=exception_text(exc))
+        outcome.probe = probe
         if outcome.rgb_count == 0 and (work.rgb or outcome.flow_count == 0):
             discard()
             outcome.status, outcome.error = FAILED, "no frame could be decoded"
             return outcome
     else:  # only a part whose files went missing to leave out: rebuilt without it
         outcome = VideoOutcome(job.video_id, DONE, width=existing.get("width"),
-                               height=existing.get("height"))
+                               height=existing.get("height"), probe=probe)
     outcome.written_rgb, outcome.written_flow = outcome.rgb_count, outcome.flow_count
     parts = dict(plan.keep)
     for part in plan.todo:
@@ -357,7 +355,7 @@ def _check_complete(out: VideoOutcome, work: ExtractOptions, expected: int | Non
 def _link_parts(final: str, tmp: str, keep: dict[str, dict]) -> None:
     """The kept parts' files into the new folder, as hard links (the old folder stays whole
     until the new one replaces it), copies where the filesystem has no hard links."""
-    prefixes = tuple(p for part in keep for p in PART_PREFIXES[part])
+    prefixes = prefixes_of(keep)
     if not prefixes:
         return
     for name in os.listdir(final):

@@ -51,11 +51,11 @@ def together() -> Iterator[None]:
     try:
         yield
     except BaseException:
-        _depth -= 1
-        if _depth == 0:
-            _held = False
+        if _depth == 1:
+            _held = False  # the block's own exception ends the step instead
         raise
-    _depth -= 1
+    finally:
+        _depth -= 1
     if _depth == 0 and _held:
         _held = False
         raise KeyboardInterrupt

@@ -24,6 +24,7 @@ from trees import ucf101_style_root
 from datatools.extract.options import ExtractOptions
 from datatools.extract.run import extract
 from datatools.lists.build import build_lists
+from datatools.manifest import read_manifest
 from datatools.packs import INDEX, Pack, verify
 from datatools.schedule.client import ClusterOptions
 
@@ -222,7 +223,6 @@ def test_extract_store_packed_writes_what_files_writes_and_resumes_skips_and_add
         run_datatools("ucf101", "build-lists", "--root", str(root), "--format", "rawframes,flow")
     for name in ("ucf101_train_split_1_rawframes.txt", "ucf101_train_split_1_flow.txt"):
         assert (packed / name).read_text() == (files / name).read_text() != ""
-    from datatools.manifest import read_manifest
     records, _ = read_manifest(packed)
     assert {r.frame_storage for r in records} == {"packed"}
     config = tmp_path / "tsn.py"
@@ -274,7 +274,6 @@ def test_a_damaged_file_at_a_packs_name_is_redone_not_an_error(tmp_path):
     assert frames_in(packed / "rawframes") == frames_in(files / "rawframes")
 
     forced = run_datatools("extract", "--root", str(packed), *common, "--store", "packed", "--force")
-    from datatools.manifest import read_manifest
     assert good.stat().st_mtime_ns != stamp and "written now: 0 RGB" not in forced.stdout
     assert {r.extract_status for r in read_manifest(packed)[0] if r.subset_1 == "train"} == {"done"}
     assert frames_in(packed / "rawframes") == frames_in(files / "rawframes")

@@ -407,3 +407,51 @@ def test_an_archive_in_parts_unpacks_without_a_joined_copy(tmp_path):
         assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*")
                 if p.is_file()} == members
         assert sorted(p.name for p in disk.iterdir()) == sorted([*(p.name for p in paths), "out"])
+
+
+# --- names a disk could merge, and trees too deep to be a dataset's -------------------------
+
+CAFE_NFC, CAFE_NFD = "Caf\u00e9", "Cafe\u0301"  # one name to a disk that normalises Unicode
+
+
+@pytest.mark.parametrize("fmt", ["zip", "tar"])
+@pytest.mark.parametrize("names, reason", [
+    (["Class/v_a.avi", "class/v_b.avi"], "would be the same file as 'Class'"),
+    (["Class/v_A.avi", "Class/v_a.avi"], "would be the same file as 'Class/v_A.avi'"),
+    ([f"{CAFE_NFC}/v.avi", f"{CAFE_NFD}/v.avi"], f"would be the same file as '{CAFE_NFC}'"),
+    ([f"x/{CAFE_NFD}.avi", f"x/{CAFE_NFC.upper()}.AVI"], "would be the same file as"),
+])
+def test_names_a_case_insensitive_or_normalising_disk_would_merge_are_refused(tmp_path, fmt, names, reason):
+    """Two videos a macOS, Windows or NAS disk would store as one: one of them would be lost."""
+    archive = tmp_path / f"merge.{fmt}"
+    entries = [("file", name, f"video {i}") for i, name in enumerate(names)]
+    (_zip_entries if fmt == "zip" else _tar_entries)(archive, entries)
+    before = everything_under(tmp_path)
+    with pytest.raises(UnsafeArchive, match=f"refused, member .* {reason}"):
+        archives.extract(archive, tmp_path / "out")
+    assert everything_under(tmp_path) == before
+
+
+@pytest.mark.parametrize("fmt, depth", [("tar", 1200), ("zip", 2000), ("tar", archives.MAX_DEPTH + 1)])
+def test_a_tree_nested_deeper_than_the_limit_is_refused_in_one_line(tmp_path, fmt, depth):
+    """Not a RecursionError, not "damaged": refused, naming the member, nothing written."""
+    archive = tmp_path / f"deep.{fmt}"
+    deepest = "/".join(["d"] * (depth - 1) + ["clip.mp4"])
+    entries = [("file", "top.txt", "x"), ("file", deepest, "y")]
+    (_zip_entries if fmt == "zip" else _tar_entries)(archive, entries)
+    before = everything_under(tmp_path)
+    with pytest.raises(UnsafeArchive, match=f"refused, member '{deepest}' is nested {depth} levels deep "
+                                            f"\\(at most {archives.MAX_DEPTH}\\)"):
+        archives.extract(archive, tmp_path / "out")
+    assert everything_under(tmp_path) == before
+
+
+def test_a_name_that_is_not_utf8_is_refused(tmp_path):
+    archive = tmp_path / "latin1.tar"
+    with tarfile.open(archive, "w", format=tarfile.GNU_FORMAT, encoding="latin-1") as tf:
+        info = tarfile.TarInfo("Caf\u00e9/v.avi")  # written as the byte 0xe9: not UTF-8
+        info.size = 1
+        tf.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(UnsafeArchive, match="has a name that is not UTF-8"):
+        archives.extract(archive, tmp_path / "out")
+    assert everything_under(tmp_path) == {"latin1.tar"}

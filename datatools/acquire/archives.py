@@ -28,6 +28,7 @@ import shutil
 import stat
 import subprocess
 import tarfile
+import unicodedata
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
@@ -140,10 +141,13 @@ def extract(archive: Path | Parts, dest: Path, rar_tools: Iterable[str] | None =
 #
 # Before anything is written, the archive's members are laid out as the tree they would make,
 # with the links the archive itself creates, and refused if any would reach outside:
-# - a name is relative, has no `..`, no NUL, and no drive letter;
+# - a name is relative, UTF-8, has no `..`, no NUL, no drive letter, and at most MAX_DEPTH
+#   parts (a deeper tree is no dataset's, and walking it recurses);
+# - no two names (or the folders above them) differ only in case or Unicode normalisation
+#   (`Café` composed and decomposed): the destination may be a disk that makes them one file
+#   (macOS, Windows, some NAS), and one of the two would be lost;
 # - no member lies below another that is a link or a file ("l -> ..", then "l/x" would be
-#   written through the link), compared without case, since the destination may be a
-#   case-insensitive filesystem;
+#   written through the link), compared as the names above are;
 # - a name that is a link appears once, and no name is both a folder and something else;
 # - every symbolic link's target, resolved against that final tree (following the archive's
 #   other links, as the kernel would), stays inside; a hard link names an earlier file;
@@ -152,6 +156,13 @@ def extract(archive: Path | Parts, dest: Path, rar_tools: Iterable[str] | None =
 # and folder, and files are opened with O_NOFOLLOW.
 
 MAX_LINK_HOPS = 40  # as the kernel's limit on symbolic links in one path lookup
+MAX_DEPTH = 32  # parts of a member's name; datasets' archives have two to four
+
+
+def _fold(name: str) -> str:
+    """A name as a disk that ignores case and Unicode normalisation sees it (Unicode's
+    canonical caseless match)."""
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", name).casefold())
 
 
 def check_members(archive, members: Iterable[Member], keep_links: bool = False,
@@ -171,16 +182,25 @@ def check_members(archive, members: Iterable[Member], keep_links: bool = False,
             out.append(Member(name, m.kind, m.target, m.size, m.ref))
     if not whole:
         return out
+    spelled: dict[str, str] = {}  # every name and folder above one, folded -> as written
+    for m in out:
+        parts = m.name.split("/")
+        for depth in range(1, len(parts) + 1):
+            path = "/".join(parts[:depth])
+            seen = spelled.setdefault(_fold(path), path)
+            if seen != path:
+                _refuse(archive, m.name, f"would be the same file as {seen!r} on a disk that "
+                        "ignores case or Unicode normalisation, losing one of them")
     tree: dict[str, Member] = {}
     for m in out:
-        key = m.name.casefold()
+        key = _fold(m.name)
         have = tree.get(key)
         if have is not None and (have.kind != m.kind or m.kind in ("symlink", "hardlink")):
             _refuse(archive, m.name, f"appears twice (as {_a(have.kind)} {have.name!r} and as "
                     f"{_a(m.kind)})")
         if m.kind == "hardlink":
             target = _normalise(m.target or "")
-            linked = tree.get(target.casefold())
+            linked = tree.get(_fold(target))
             if linked is None or linked.kind != "file" or linked.name != target:
                 _refuse(archive, m.name, f"is a hard link to {m.target!r}, which is not a file "
                         "earlier in the archive")
@@ -188,7 +208,7 @@ def check_members(archive, members: Iterable[Member], keep_links: bool = False,
     for m in out:
         parts = m.name.split("/")
         for depth in range(1, len(parts)):
-            above = tree.get("/".join(parts[:depth]).casefold())
+            above = tree.get(_fold("/".join(parts[:depth])))
             if above is not None and above.kind != "dir":
                 how = "through the link" if above.kind in ("symlink", "hardlink") else "inside the file"
                 _refuse(archive, m.name, f"would be written {how} {above.name!r}")
@@ -224,6 +244,12 @@ def _absolute(text: str) -> bool:
 def _bad_name(raw: str, name: str) -> str | None:
     if "\0" in raw:
         return "has a NUL character in its name"
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:
+        return "has a name that is not UTF-8"
+    if name.count("/") >= MAX_DEPTH:
+        return f"is nested {name.count('/') + 1} levels deep (at most {MAX_DEPTH})"
     if _absolute(raw):
         return "has an absolute path"
     if ".." in name.split("/"):
@@ -264,7 +290,7 @@ def _resolve(tree: dict[str, Member], folder: list[str], target: str) -> list[st
             parts.pop()
             continue
         parts.append(part)
-        entry = tree.get("/".join(parts).casefold())
+        entry = tree.get(_fold("/".join(parts)))
         if entry is not None and entry.kind == "symlink":
             hops += 1
             if hops > MAX_LINK_HOPS:

@@ -6,6 +6,7 @@ Locations (each serves the same www/ folder):
   /slow-norange/  limited and ignoring Range (max_ranges 0): answers 200 with the whole file
   /flaky/      always 503
   /stall/      proxied to a socket that accepts and never answers: the client times out
+  /moved/      302 to the same path under / (followed); /to-ftp/ 302 to ftp:// (refused)
 The access log records `uri status body_bytes_sent "range"` per request.
 """
 
@@ -43,6 +44,8 @@ http {{
         location /slow-norange/ {{ alias {base}/www/; limit_rate 512k; max_ranges 0; }}
         location /flaky/ {{ return 503; }}
         location /stall/ {{ proxy_pass http://127.0.0.1:{silent}/; proxy_read_timeout 120s; }}
+        location ~ ^/moved/(.*)$ {{ return 302 /$1; }}
+        location ~ ^/to-ftp/(.*)$ {{ return 302 ftp://127.0.0.1:{port}/$1; }}
         {extra_server}
     }}
 }}

@@ -307,6 +307,22 @@ def test_fetch_downloads_plain_urls_in_parallel_and_checks_a_given_sha256(server
     assert not list((tmp_path / "bad").glob("c.bin*"))
 
 
+def test_redirects_are_followed_only_to_http_urls(server, tmp_path):
+    """A 302 to another http path is followed; one to ftp:// is refused in one line, as
+    the same URL typed would be, and nothing is written."""
+    www = server.www / "redirected"
+    www.mkdir()
+    (www / "clip.bin").write_bytes(b"the file")
+    moved = run("fetch", server.url("moved/redirected/clip.bin"), "--to", tmp_path / "got")
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert (tmp_path / "got" / "clip.bin").read_bytes() == b"the file"
+    ftp = run("fetch", server.url("to-ftp/redirected/clip.bin"), "--to", tmp_path / "ftp", "--retries", "0")
+    assert ftp.returncode == 1, ftp.stdout + ftp.stderr
+    errors = [ln for ln in ftp.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and "redirects to it" in errors[0] and "not ftp://" in errors[0], ftp.stderr
+    assert not [p.name for p in tmp_path.glob("ftp/**/clip.bin*")]
+
+
 def test_a_name_from_a_url_is_one_component_never_a_path(server, tmp_path):
     www = server.www / "names"
     (www / "sub").mkdir(parents=True)

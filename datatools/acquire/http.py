@@ -96,6 +96,18 @@ def check_url(url: str, where: str | None = None) -> None:
         raise DownloadError(f"{source}{url}: the URL names no host")
 
 
+class _HttpRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects followed only to http(s) URLs with a host: urllib's own handler follows
+    ftp:// too, which check_url refuses for the URL asked for."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        check_url(newurl, f"{req.full_url} redirects to it")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpRedirects())
+
+
 @dataclass
 class Fetched:
     path: Path
@@ -295,8 +307,8 @@ def _transfer(remote, part, opts, progress, start, cancel,
         if validator:
             headers["If-Range"] = validator
     try:
-        resp = urllib.request.urlopen(urllib.request.Request(remote.url, headers=headers),
-                                      timeout=opts.timeout)
+        resp = _OPENER.open(urllib.request.Request(remote.url, headers=headers),
+                            timeout=opts.timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset and meta and meta.get("total") == offset:
             # The part is already whole (killed between its last byte and the rename).

@@ -86,12 +86,13 @@ def _options(version: bool = typer.Option(False, "--version", callback=_print_ve
 _stopped_by: int | None = None
 
 
-def _error_code(exc: BaseException) -> tuple[str, int]:
-    """The line and exit code (errors.EXIT_*) of an error a user can act on."""
+def _error_code(exc: BaseException, root: Path | None = None) -> tuple[str, int]:
+    """The line and exit code (errors.EXIT_*) of an error a user can act on (a full disk
+    where the error names no file: the root's)."""
     from .fsio import DiskError, disk_error, is_disk_error
     from .lock import RootBusy
     if is_disk_error(exc):
-        exc = disk_error(exc, Path(getattr(exc, "filename", None) or "."))
+        exc = disk_error(exc, Path(getattr(exc, "filename", None) or root or "."))
     elif isinstance(exc, OSError):  # the system refused something: say what, on which file
         exc = UserError(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
     line = one_line(str(exc))
@@ -155,7 +156,7 @@ def command(fn=None, *, log: bool = True):
             except typer.Exit as exc:
                 code = exc.exit_code
             except (UserError, InternalError, OSError) as exc:
-                line, code = _error_code(exc)
+                line, code = _error_code(exc, root)
                 typer.echo(f"error: {line}", err=True)
             except KeyboardInterrupt:
                 line, code = _interrupted()
@@ -512,18 +513,32 @@ def pack(root: Path = typer.Option(..., callback=root_path, metavar="DIR", help=
                                      "lmdb backend (the frames stay)")):
     """Turn frame folders (ours, MMAction2's, denseflow's) into one stored zip per video, or
     export every frame to one LMDB."""
-    if to == "lmdb":
-        from .lmdb_export import export_lmdb
-        from .report import plain, progress_bar
-        with progress_bar(0, "pack --to lmdb", "frames") as advance:
-            path, count = export_lmdb(root, frames_dir, advance)
-        plain(f"pack: {count} frames in {path}; read them with RawFrameDecode(io_backend='lmdb', "
-              f"db_path='{path}') and the dataset's data_prefix=dict(img='')")
-        return
-    if to != "zip":
+    from .lock import root_lock
+    from .packing import frames_top, pack_all, walk_frames
+    if to not in ("zip", "lmdb"):
         raise UserError(f"--to {to!r}: choose zip or lmdb")
-    from .packing import pack_all, to_pack
-    _convert_root("pack", pack_all, to_pack(root, frames_dir), threads, "folders")
+    with root_lock(root, f"pack --to {to}"):
+        if to == "lmdb":
+            _export_lmdb(root, frames_dir)
+            return
+        tree = walk_frames(frames_top(root, frames_dir))
+        _convert_root(root, "pack", pack_all, tree.folders, tree.passed, threads, "folders")
+
+
+def _export_lmdb(root: Path, frames_dir: str) -> None:
+    from .lmdb_export import export_lmdb
+    from .report import plain, progress_bar, report_failure
+    with progress_bar(0, "pack --to lmdb", "frames") as advance:
+        export = export_lmdb(root, frames_dir, advance)
+    for path, why in export.failed:
+        report_failure(f"pack --to lmdb: {path}: {why}" if not why.startswith(path) else
+                       f"pack --to lmdb: {why}")
+    plain(f"pack: {export.frames} frames in {export.path}"
+          + (f", {len(export.failed)} folder(s) or pack(s) left out (above)" if export.failed else "")
+          + f"; read them with RawFrameDecode(io_backend='lmdb', db_path='{export.path}') and the "
+          "dataset's data_prefix=dict(img='')")
+    if export.failed:
+        raise typer.Exit(EXIT_PROBLEMS)
 
 
 @app.command()
@@ -531,19 +546,34 @@ def pack(root: Path = typer.Option(..., callback=root_path, metavar="DIR", help=
 def unpack(root: Path = typer.Option(..., callback=root_path, metavar="DIR", help="Data root"),
            frames_dir: str = FRAMES_DIR, threads: Optional[int] = THREADS):
     """Turn packs back into frame folders, byte for byte."""
-    from .packing import to_unpack, unpack_all
-    _convert_root("unpack", unpack_all, to_unpack(root, frames_dir), threads, "packs")
+    from .lock import root_lock
+    from .packing import frames_top, unpack_all, walk_frames
+    with root_lock(root, "unpack"):
+        tree = walk_frames(frames_top(root, frames_dir))
+        _convert_root(root, "unpack", unpack_all, tree.packs, tree.passed, threads, "packs")
 
 
-def _convert_root(step: str, convert, items: list, threads, what: str) -> None:
+def _convert_root(root: Path, step: str, convert, items: list, passed: list, threads,
+                  what: str) -> None:
+    from .manifest import ManifestUnreadable, set_frame_storage
     from .report import plain, progress_bar, report_failure
     with progress_bar(len(items), step, what) as advance:
         result = convert(items, threads, advance)
-    for _, why in result.failed:
-        report_failure(f"{step}: {why}")
+    failed = passed + result.failed
+    for path, why in failed:
+        report_failure(f"{step}: {why}" if why.startswith(path) else f"{step}: {path}: {why}")
+    # The manifest says where each video's frames are now (build-lists would find it too).
+    storage = "packed" if step == "pack" else "files"
+    converted = [p if step == "pack" else p[: -len(".zip")] for p in result.converted + result.already]
+    try:
+        rows = set_frame_storage(root, {os.path.relpath(p, root): storage for p in converted})
+    except ManifestUnreadable as exc:
+        report_failure(f"{step}: {exc}")
+        rows = 0
     plain(f"{step}: {len(result.converted)} {what} converted, {len(result.already)} finished from "
-          f"an interrupted run, {len(result.failed)} failed")
-    if result.failed:
+          f"an interrupted run, {len(failed)} failed"
+          + (f"; the manifest says so for {rows} video(s)" if rows else ""))
+    if failed:
         raise typer.Exit(EXIT_PROBLEMS)
 
 
@@ -611,6 +641,11 @@ def main() -> None:
     managers). Errors in the options are one line and exit 2, as every command's own errors."""
     global _console_process
     _console_process = True
+    # Paths from disk may hold bytes that are not UTF-8 (surrogates in Python's str): printed
+    # escaped, never an error while saying what went wrong.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     from .lock import set_command
     set_command(" ".join(["datatools", *sys.argv[1:]]))
     # SIGTERM (a batch scheduler's stop, `kill`) ends a command as Ctrl-C does: what finished

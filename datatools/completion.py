@@ -2,7 +2,7 @@
 to believe it.
 
 The rule, for every step: a record is written after the work, atomically (fsio), and holds
-what the work left on disk (file counts, sizes, modification times, inodes); a later run skips
+what the work left on disk (file counts, sizes, modification times); a later run skips
 the work only while the disk still matches the record. Anything else is done again.
 
 Where the records live: a frame folder's `.datatools-done.json` (frame_folder.py: parameters
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,16 +29,20 @@ from .fsio import atomic_write
 
 @dataclass(frozen=True)
 class FileStamp:
-    """A file as a record saw it. A field the record lacks (written by an older version) is
-    not compared."""
+    """A file as a record saw it: its size and modification time in nanoseconds. A field
+    the record lacks (written by an older version) is not compared.
+
+    The inode is not part of it: a root copied with its timestamps (`cp -a`, `rsync -a`, to
+    a node-local disk) holds the same files under new inodes, and its probes and frame
+    records stay true. What changes a file's content changes its mtime (a rewrite, a new
+    download renamed into place); a copy that keeps the mtime keeps the bytes."""
 
     size: int | None
     mtime_ns: int | None = None
-    inode: int | None = None
 
     @classmethod
     def of(cls, st: os.stat_result) -> FileStamp:
-        return cls(st.st_size, st.st_mtime_ns, st.st_ino)
+        return cls(st.st_size, st.st_mtime_ns)
 
     @classmethod
     def at(cls, path: str | Path) -> FileStamp | None:
@@ -49,8 +55,7 @@ class FileStamp:
         """Whether `seen` (the file now) is the file this stamp recorded."""
         if seen is None or self.size is None or seen.size != self.size:
             return False
-        return all(mine is None or now is None or mine == now
-                   for mine, now in ((self.mtime_ns, seen.mtime_ns), (self.inode, seen.inode)))
+        return self.mtime_ns is None or seen.mtime_ns is None or self.mtime_ns == seen.mtime_ns
 
 
 def write_record(path: str | Path, record: dict) -> None:
@@ -65,13 +70,47 @@ def record_text(record: dict) -> str:
 
 
 def read_record(path: str | Path) -> dict | None:
-    """The JSON record at `path`, or None where there is none or it cannot be read."""
+    """The JSON record at `path`, or None where there is none or it cannot be read (or is
+    not a record: too large, nested too deep, not an object)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device put at a record's name
+            return None
+        data = os.read(fd, MAX_RECORD_BYTES + 1)
+        record = parse_json(data, MAX_RECORD_BYTES)
     except (OSError, ValueError):
         return None
+    finally:
+        os.close(fd)
     return record if isinstance(record, dict) else None
+
+
+# Records and indexes are read from roots others share, so what a parser may be handed is
+# bounded before it runs: its size, and how deep it nests (json recurses once per level).
+MAX_RECORD_BYTES = 1 << 20
+MAX_JSON_DEPTH = 8
+_JSON_ESCAPE = re.compile(rb"\\.", re.S)
+_JSON_STRING = re.compile(rb'"[^"]*"')
+_JSON_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+_JSON_INNERMOST = re.compile(rb"\[\]|\{\}")
+
+
+def parse_json(data: bytes, limit: int, depth: int = MAX_JSON_DEPTH):
+    """JSON from bytes read off a disk, or ValueError saying why not: more than `limit`
+    bytes, nested deeper than `depth`, not UTF-8, not JSON."""
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit:,} bytes")
+    # The brackets outside strings, innermost pairs taken away once per level allowed:
+    # whatever is left nests deeper (or does not pair up, which json refuses anyway).
+    brackets = _JSON_NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", _JSON_ESCAPE.sub(b"", data)))
+    for _ in range(depth):
+        brackets = _JSON_INNERMOST.sub(b"", brackets)
+    if brackets:
+        raise ValueError(f"nested deeper than {depth} levels, or not JSON")
+    return json.loads(data.decode("utf-8"))  # UnicodeDecodeError and JSONDecodeError: ValueError
 
 
 def all_present(root: Path, paths: Iterable[str], elsewhere: Iterable[Path] = ()) -> bool:

@@ -15,12 +15,17 @@ name is there.
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
 import json
 import os
+import re
+import stat
+import string
 
 from . import status
-from .completion import FileStamp, read_record, record_text, write_record
+from .completion import MAX_RECORD_BYTES, FileStamp, parse_json, read_record, record_text, write_record
 
 DONE = ".datatools-done.json"
 RGB_PREFIX = "img_"
@@ -46,23 +51,25 @@ def read_done(frame_dir: str) -> dict | None:
     return _current(read_record(os.path.join(frame_dir, DONE)))
 
 
-def read_done_in_pack(pack) -> dict | None:
-    """The record a pack (packs.Pack) holds as its member DONE, or None."""
-    if DONE not in pack.members:
-        return None
+def record_from_bytes(data: bytes) -> dict:
+    """A record read from bytes others may have written (a pack's member DONE), in the current
+    format, or ValueError saying which rule it breaks."""
     try:
-        record = json.loads(pack.read(DONE))
-    except ValueError:
-        return None
-    return _current(record if isinstance(record, dict) else None)
+        record = parse_json(data, MAX_RECORD_BYTES)
+    except ValueError as exc:
+        raise ValueError(f"its completion record is not JSON ({exc})") from None
+    problem = record_problem(record)
+    if problem:
+        raise ValueError(f"its completion record {problem}")
+    return _current(record)
 
 
 def _current(record: dict | None) -> dict | None:
-    if record is None:
+    """The record in the current format; None for no record, or one that breaks
+    record_problem's rules (a folder with such a record is a folder without one)."""
+    if record is None or record_problem(record):
         return None
-    if "parts" not in record:
-        record = _from_version_1(record)
-    return record if isinstance(record.get("parts"), dict) else None
+    return record if "parts" in record else _from_version_1(record)
 
 
 def _from_version_1(old: dict) -> dict:
@@ -79,6 +86,197 @@ def _from_version_1(old: dict) -> dict:
     return {"version": 1, "common": {k: p.get(k) for k in ("naming", "new_short", "new_size")},
             "parts": parts, "width": old.get("width"), "height": old.get("height"),
             "video": old.get("video"), "templates": [rgb_tmpl, flow_tmpl], "start_index": start}
+
+
+# --- what a record may say -------------------------------------------------------------------
+# A record is read from a root others share (a folder, a pack copied from a colleague), so
+# every field a later step uses is checked for type and bounds before anything trusts it:
+# the counts (a frame number has at most FRAME_DIGITS digits), the templates (only those a
+# naming writes: a template's width is an allocation) and the start index.
+
+FRAME_DIGITS = 9
+MAX_FRAMES = 10**FRAME_DIGITS - 1
+TEMPLATES = {"rgb": {n[0] for n in NAMINGS.values()}, "flow": {n[1] for n in NAMINGS.values()}}
+STARTS = {n[2] for n in NAMINGS.values()}
+
+
+def _is_int(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def record_problem(record) -> str | None:
+    """What makes `record` (parsed JSON) not a completion record, or None."""
+    if not isinstance(record, dict):
+        return "is not a JSON object"
+    if "parts" not in record:  # version 1: the fields _from_version_1 reads
+        if not isinstance(record.get("params") or {}, dict):
+            return "has params that are not an object"
+        p = record.get("params") or {}
+        bad = [k for k in ("rgb_count", "flow_count") if record.get(k) is not None
+               and not _is_int(record.get(k), 0, MAX_FRAMES)]
+        bad += [k for k in ("naming", "task") if p.get(k) is not None and not isinstance(p.get(k), str)]
+        return f"has a bad {bad[0]}" if bad else _common_problem(record)
+    parts = record["parts"]
+    if not isinstance(parts, dict) or not set(parts) <= set(PART_PREFIXES):
+        return "has parts other than rgb and flow"
+    for part, info in parts.items():
+        if not isinstance(info, dict):
+            return f"has its {part} part as something other than an object"
+        if not _is_int(info.get("count", 0), 0, MAX_FRAMES):
+            return f"counts no 0..{MAX_FRAMES:,} frames for its {part} part"
+        if not isinstance(info.get("params") or {}, dict):
+            return f"has {part} params that are not an object"
+    templates = record.get("templates")
+    if templates is not None:
+        if not isinstance(templates, list) or len(templates) != 2:
+            return "has templates that are not a pair"
+        for part, template in zip(("rgb", "flow"), templates):
+            if template is not None and template not in TEMPLATES[part]:
+                return f"has the {part} template {_shown(template)}, which no naming writes"
+    start = record.get("start_index")
+    if start is not None and start not in STARTS:
+        return f"has the start index {_shown(start)}, which no naming uses"
+    if not isinstance(record.get("common") or {}, dict):
+        return "has common parameters that are not an object"
+    return _common_problem(record)
+
+
+def _common_problem(record: dict) -> str | None:
+    for key in ("width", "height"):
+        if record.get(key) is not None and not _is_int(record[key], 1, 1 << 16):
+            return f"has a bad {key}"
+    for key in ("video_size", "video_mtime_ns"):
+        if record.get(key) is not None and not _is_int(record[key], 0, 1 << 64):
+            return f"has a bad {key}"
+    if record.get("video") is not None and not isinstance(record["video"], str):
+        return "has a video name that is not text"
+    return None
+
+
+# --- what a frame folder may hold ---------------------------------------------------------
+# Names come from disk and from packs anyone made. A frame's name is exactly what one of the
+# namings' templates writes for some frame number: no path, no other spelling of a number,
+# nothing two names could fold to. With the record (DONE) those are the only names a frame
+# folder or a pack holds, so a name can never lead out of its folder or overwrite another.
+
+def _template_pattern(template: str) -> re.Pattern:
+    """A template's names: `{}` is the flow axis (x or y), `{:0Nd}` the frame number."""
+    pattern = ""
+    for literal, field, spec, _ in string.Formatter().parse(template):
+        pattern += re.escape(literal)
+        if field is not None:
+            pattern += f"([0-9]{{1,{FRAME_DIGITS}}})" if spec else "([xy])"
+    return re.compile(pattern + r"\Z")
+
+
+_FRAME_NAMES = [(part, template, _template_pattern(template))
+                for part, templates in TEMPLATES.items() for template in sorted(templates)]
+
+
+@functools.lru_cache(maxsize=1 << 16)  # every pack of a root holds the same few names
+def frame_part(name: str) -> str | None:
+    """The part ("rgb", "flow") whose frame `name` is, or None where no template writes it
+    (the number as the template spells it: img_00001.jpg, not img_1.jpg or img_000001.jpg)."""
+    for part, template, pattern in _FRAME_NAMES:
+        found = pattern.match(name)
+        if found:
+            args = [int(g) if g.isdigit() else g for g in found.groups()]
+            if template.format(*args) == name:
+                return part
+    return None
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be in a frame folder (or a pack), or None: a frame's name or the
+    record's."""
+    if name == DONE or frame_part(name):
+        return None
+    if not name or name in (".", "..") or any(c in name for c in "/\\"):
+        return f"{_shown(name)} is a path, not a file name"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return f"{_shown(name)} has control characters"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{_shown(name)} is not UTF-8"
+    return (f"{_shown(name)} is neither a frame (named like img_00001.jpg, flow_x_00001.jpg) "
+            "nor the completion record")
+
+
+def _shown(value) -> str:
+    """A value from disk, printable on one line whatever bytes it holds."""
+    text = value if isinstance(value, str) else repr(value)
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return ascii(text) if not text.isprintable() else repr(text)
+
+
+# A frame read from a folder: regular files only, never through a link (a link to a secret
+# file would end up in a pack; /dev/zero or a FIFO would never end), and no larger than this.
+MAX_FRAME_BYTES = 64 << 20  # a 4K JPEG at quality 95 is about 3 MB
+
+
+class NotAFrame(ValueError):
+    """A file in a frame folder that cannot be read as a frame (a link, a FIFO, too large)."""
+
+
+def read_frame_file(path: str) -> bytes:
+    """The bytes of one frame file, or NotAFrame saying why it is not one."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotAFrame(f"{path} is a symbolic link; frames are read only from regular files") from None
+        if exc.errno == errno.ENXIO:
+            raise NotAFrame(f"{path} is a socket, not a frame") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotAFrame(f"{path} is {_kind(st.st_mode)}, not a frame")
+        if st.st_size > MAX_FRAME_BYTES:
+            raise NotAFrame(f"{path} holds {st.st_size:,} bytes, more than a frame may "
+                            f"({MAX_FRAME_BYTES:,})")
+        chunks, left = [], st.st_size + 1  # one byte more: a file still growing is seen
+        while left:
+            chunk = os.read(fd, left)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) != st.st_size:
+        raise NotAFrame(f"{path} changed while it was read; run the command again")
+    return data
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+
+
+def frame_files(folder: str) -> list[str]:
+    """The names of a frame folder's files, sorted: frames and the record, each a regular
+    file, or NotAFrame naming the first entry that is something else."""
+    names = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            problem = name_problem(entry.name)
+            if problem:
+                raise NotAFrame(f"{folder}: {problem}")
+            if entry.is_symlink():
+                raise NotAFrame(f"{entry.path} is a symbolic link; frames are read only from regular files")
+            if not entry.is_file(follow_symlinks=False):
+                kind = _kind(entry.stat(follow_symlinks=False).st_mode)
+                raise NotAFrame(f"{entry.path} is {kind}, not a frame")
+            names.append(entry.name)
+    return sorted(names)
 
 
 def write_done(folder: str, record: dict) -> None:

@@ -8,89 +8,133 @@ JPEG bytes, from folders and packs alike. MMAction2 reads it with no datatools c
     # and the dataset's data_prefix=dict(img=''), so that frame_dir is the key's prefix
 
 mmengine encodes keys as ASCII, so a frame path that is not ASCII is refused before anything is
-written. The database is written under a temporary name and renamed when complete; a run
-killed midway starts again. The frames are left where they are (this is an export).
+written. Folders and packs are read by the rules of frame_folder.py and packs.py; one that
+breaks them is a failed video, left out of the database (never half in it: each video is one
+write transaction) and named in the summary. The database is written under a temporary name
+and renamed when complete; a run killed midway starts again. The frames are left where they
+are (this is an export).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
-from .packing import frame_folders, frames_top, packs_under
-from .packs import SUFFIX, Pack
+from .frame_folder import DONE, NotAFrame, frame_files, read_frame_file
+from .fsio import DiskError, free_bytes, gib, mount_point
+from .packing import frames_top, walk_frames
+from .packs import SUFFIX, Pack, PackError
 
 NAME = "rawframes.lmdb"
-BATCH = 2048  # frames per write transaction
+PAGE = 4096  # LMDB stores a value larger than a page in whole pages of its own
 
 
-def frames_of(top: Path) -> list[tuple[str, int, str, str | None]]:
-    """(key, size, file, member) for every frame below `top`: member None for a frame that is
-    a file, else the member of the pack `file`."""
-    frames = []
-    for folder in frame_folders(top):
-        rel = folder.relative_to(top).as_posix()
-        for name in sorted(os.listdir(folder)):
-            if not name.startswith("."):
-                path = folder / name
-                frames.append((f"{rel}/{name}", path.stat().st_size, str(path), None))
-    for path in packs_under(top):
-        rel = path.relative_to(top).as_posix()[: -len(SUFFIX)]
-        with Pack.open(str(path)) as pack:
-            members = {n: length for n, (_, length) in pack.members.items() if not n.startswith(".")}
-        frames.extend((f"{rel}/{name}", length, str(path), name) for name, length in sorted(members.items()))
-    return frames
+@dataclass
+class Video:
+    """One folder or pack: its key prefix, its file, and its frames' names and sizes."""
+
+    prefix: str
+    path: Path
+    packed: bool
+    frames: list[tuple[str, int]]
 
 
-class _Reader:
-    """Frame bytes from files and packs; the pack read last stays open (its members come one
-    after another)."""
-
-    def __init__(self):
-        self.pack: Pack | None = None
-
-    def read(self, path: str, member: str | None) -> bytes:
-        if member is None:
-            with open(path, "rb") as f:
-                return f.read()
-        if self.pack is None or self.pack.path != path:
-            self.close()
-            self.pack = Pack.open(path)
-        return self.pack.read(member)
-
-    def close(self) -> None:
-        if self.pack is not None:
-            self.pack.close()
-            self.pack = None
+@dataclass
+class Export:
+    path: Path
+    frames: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
 
 
-def export_lmdb(root: Path, frames_dir: str = "rawframes", advance=lambda amount=0: None) -> tuple[Path, int]:
-    """Write ROOT/rawframes.lmdb; returns its path and the number of frames."""
+def videos_of(top: Path) -> tuple[list[Video], list[tuple[str, str]]]:
+    """Every folder and pack below `top` that keeps the rules, and (path, why) for the rest."""
+    tree = walk_frames(top)
+    videos, failed = [], list(tree.passed)
+    for folder in tree.folders:
+        try:
+            names = [n for n in frame_files(str(folder)) if n != DONE]
+            sizes = [os.lstat(folder / n).st_size for n in names]
+        except (NotAFrame, OSError) as exc:
+            failed.append((str(folder), str(exc)))
+            continue
+        videos.append(Video(folder.relative_to(top).as_posix(), folder, False, list(zip(names, sizes))))
+    for path in tree.packs:
+        try:
+            with Pack.open(str(path)) as pack:
+                frames = [(n, m.length) for n, m in sorted(pack.members.items()) if n != DONE]
+        except PackError as exc:
+            failed.append((str(path), str(exc)))
+            continue
+        videos.append(Video(path.relative_to(top).as_posix()[: -len(SUFFIX)], path, True, frames))
+    return videos, failed
+
+
+def export_lmdb(root: Path, frames_dir: str = "rawframes", advance=lambda amount=0: None) -> Export:
+    """Write ROOT/rawframes.lmdb from every video that keeps the rules."""
     import lmdb
     top = frames_top(root, frames_dir)
-    frames = frames_of(top)
-    for key, *_ in frames:
-        if not key.isascii():
-            raise UserError(f"{top / key}: LMDB keys are ASCII in mmengine's lmdb backend; rename "
-                            "the folder (or keep this root as files or packs)")
-    size = sum(length for _, length, *_ in frames)
+    videos, failed = videos_of(top)
+    for video in videos:
+        if not video.prefix.isascii():
+            raise UserError(f"{top / video.prefix}: LMDB keys are ASCII in mmengine's lmdb backend; "
+                            "rename the folder (or keep this root as files or packs)")
+    # What LMDB will take: each frame in whole pages, plus its key and node.
+    needed = sum((length + 64 + PAGE - 1) // PAGE * PAGE + len(v.prefix) + len(name) + 64
+                 for v in videos for name, length in v.frames)
     final, tmp = root / NAME, root / f".{NAME}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    env = lmdb.open(str(tmp), map_size=max(2 * size, 1 << 24), subdir=True, lock=False)
-    reader = _Reader()
+    free = free_bytes(root)
+    if needed > free:
+        raise DiskError(f"{final}: the export needs about {gib(needed)}, {gib(free)} free on "
+                        f"{mount_point(root)}; free some space (or move the root), then re-run")
+    result = Export(final, failed=failed)
+    # No sync per transaction: the database is a temporary file until renamed, synced once.
+    env = lmdb.open(str(tmp), map_size=2 * needed + (16 << 20), subdir=True, lock=False, sync=False)
     try:
-        for start in range(0, len(frames), BATCH):
-            with env.begin(write=True) as txn:
-                for key, _, path, member in frames[start:start + BATCH]:
-                    txn.put(key.encode("ascii"), reader.read(path, member))
-            advance(min(BATCH, len(frames) - start))
+        for video in videos:
+            try:
+                result.frames += _put_video(env, video)
+            except (PackError, NotAFrame) as exc:
+                result.failed.append((str(video.path), str(exc)))
+            advance(len(video.frames))
         env.sync(True)
-    finally:
+    except lmdb.Error as exc:
         env.close()
-        reader.close()
+        raise _lmdb_error(exc, root) from None
+    except BaseException:
+        env.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    env.close()
     shutil.rmtree(final, ignore_errors=True)
     os.rename(tmp, final)
-    return final, len(frames)
+    return result
 
+
+def _put_video(env, video: Video) -> int:
+    """One video's frames in one transaction: all of them, or (a frame that cannot be read)
+    none."""
+    with env.begin(write=True) as txn:  # an exception aborts it
+        if video.packed:
+            with Pack.open(str(video.path)) as pack:
+                for name, _ in video.frames:
+                    txn.put(f"{video.prefix}/{name}".encode("ascii"), pack.read(name))
+        else:
+            for name, _ in video.frames:
+                txn.put(f"{video.prefix}/{name}".encode("ascii"),
+                        read_frame_file(str(video.path / name)))
+    return len(video.frames)
+
+
+def _lmdb_error(exc: Exception, root: Path) -> Exception:
+    """LMDB reports a full disk as an I/O error: told apart by the space left (looked at
+    before the temporary database is removed)."""
+    full = free_bytes(root) < (64 << 20) or "No space" in str(exc)
+    shutil.rmtree(root / f".{NAME}.tmp", ignore_errors=True)
+    if full:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(root / NAME))
+    return UserError(f"{root / NAME}: LMDB could not write ({exc}); nothing was kept")

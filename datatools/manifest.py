@@ -58,9 +58,9 @@ class VideoRecord:
     # What the video is now: a word of status.VIDEO_STATUSES (status.py says what each means).
     status: str = "missing"
     exists: bool = False
-    size: int | None = None  # size, mtime_ns and inode: the file as last seen (and probed)
+    size: int | None = None  # size and mtime_ns: the file as last seen (and probed; its stamp)
     mtime_ns: int | None = None
-    inode: int | None = None
+    inode: int | None = None  # recorded, not compared (completion.FileStamp says why)
     probe_status: str | None = None  # the last probe's verdict on that file; None: never probed
     decodable: bool | None = None
     frame_count: int | None = None
@@ -140,6 +140,26 @@ def write_manifest(root: Path, records: list[VideoRecord], meta: ManifestMeta,
         meta = dataclasses.replace(meta, lists=[])
     atomic_write_many({**(lists or {}), path: manifest_bytes(records, meta)})
     return path
+
+
+def set_frame_storage(root: Path, storage: dict[str, str]) -> int:
+    """Rows whose frame folder (`frame_dir`, relative to the root) `pack` or `unpack` just
+    converted say where the frames are now (`storage`: frame_dir -> "files" or "packed");
+    their folder is read again by the next scan (frame_mtime_ns cleared). Returns how many
+    rows changed; a root without a manifest has none."""
+    loaded = read_manifest(root) if storage else None
+    if loaded is None:
+        return 0
+    records, meta = loaded
+    changed = 0
+    for rec in records:
+        now = storage.get(rec.frame_dir or "")
+        if now is not None and rec.frame_storage != now:
+            rec.frame_storage, rec.frame_mtime_ns = now, None
+            changed += 1
+    if changed:
+        write_manifest(root, records, meta)
+    return changed
 
 
 def manifest_bytes(records: list[VideoRecord], meta: ManifestMeta) -> bytes:

@@ -2,11 +2,16 @@
 
 Any frame folder converts: ours (with its completion record, which goes into the pack as
 a member like the frames), MMAction2's build_rawframes.py output, denseflow's. Both ways the
-result is written under a temporary name, checked byte for byte against the source, renamed
-into place, and only then is the source deleted; a run killed anywhere leaves the source, or
-the result with the source (the next run checks the pair again and deletes the source), never
-a half result at a final name. Folders (packs) convert in parallel, one per thread: the work
-is file reads and writes, which release the GIL.
+result is written under a temporary name of its own, checked byte for byte against the
+source, renamed into place, and only then is the source deleted; a run killed anywhere leaves
+the source, or the result with the source (the next run checks the pair again and deletes the
+source), never a half result at a final name. Folders (packs) convert in parallel, one per
+thread: the work is file reads and writes, which release the GIL.
+
+Both ways read input others may have made, by the rules of frame_folder.py and packs.py: a
+folder packs only if it holds nothing but regular files named as frames (and the record), and
+a pack unpacks only if it keeps the pack rule. Anything else is that item's failure, counted
+in the summary; the item is left as it is.
 """
 
 from __future__ import annotations
@@ -18,11 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
-from .frame_folder import PART_PREFIXES, prefixes_of
-from .fsio import fsync_dir
-from .packs import INDEX, SUFFIX, Pack, PackError, PackWriter, pack_path, temporary_path, verify
+from .frame_folder import DONE, PART_PREFIXES, NotAFrame, frame_files, prefixes_of, read_frame_file
+from .fsio import fsync_dir, is_disk_error
+from .packs import SUFFIX, Pack, PackError, PackWriter, is_leftover, pack_path, temporary_path, verify
 
 FRAME_PREFIXES = prefixes_of(PART_PREFIXES)
+
+# How deep below the frames folder frame folders are looked for: a dataset's are one or two
+# levels down (flat, or in class folders); a tree deeper than this is not a dataset's.
+MAX_DEPTH = 8
 
 
 @dataclass
@@ -32,29 +41,76 @@ class ConvertResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
 
 
-def frame_folders(top: Path) -> list[Path]:
-    """Folders below `top` that hold frame files directly (any depth; hidden names skipped)."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(top):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        if any(f.startswith(FRAME_PREFIXES) for f in filenames):
-            found.append(Path(dirpath))
-            dirnames[:] = []
-    return found
+@dataclass
+class FramesTree:
+    """What lies below a frames folder: frame folders, packs, and what was not looked into."""
+
+    folders: list[Path] = field(default_factory=list)  # folders holding frame files directly
+    packs: list[Path] = field(default_factory=list)  # files named <name>.zip
+    passed: list[tuple[str, str]] = field(default_factory=list)  # (path, why not looked into)
 
 
-def packs_under(top: Path) -> list[Path]:
-    return sorted(p for p in top.rglob(f"*{SUFFIX}") if not p.name.startswith("."))
+def walk_frames(top: Path) -> FramesTree:
+    """The frames tree below `top`, without following a link (a linked folder or file is
+    named in `passed`) and at most MAX_DEPTH levels deep. Hidden names are passed over; a
+    leftover of a writer killed before it finished (packs.is_leftover) is removed: this runs
+    under the root's lock, so no writer of it is alive."""
+    tree = FramesTree()
+    stack = [(top, 0)]
+    while stack:
+        folder, depth = stack.pop()
+        subfolders, links, holds_frames = [], [], False
+        with os.scandir(folder) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                # a frame's name, whatever it names (pack_folder refuses what is not a frame)
+                holds_frames = holds_frames or entry.name.startswith(FRAME_PREFIXES) \
+                    or entry.name == DONE
+                if entry.name.startswith("."):
+                    if is_leftover(entry.name):
+                        _remove(entry)
+                elif entry.name.endswith(SUFFIX) and not entry.is_dir(follow_symlinks=False):
+                    tree.packs.append(Path(entry.path))  # whatever it is: Pack.open says
+                elif entry.is_symlink():
+                    links.append((entry.path, "is a symbolic link; links are not followed"))
+                elif entry.is_dir(follow_symlinks=False):
+                    subfolders.append(Path(entry.path))
+        if holds_frames and folder != top:
+            tree.folders.append(Path(folder))  # links or folders in it: pack_folder says so
+            continue
+        tree.passed.extend(links)
+        if depth >= MAX_DEPTH and subfolders:
+            tree.passed.append((str(folder), f"holds folders more than {MAX_DEPTH} levels below "
+                                             "the frames folder; not looked into"))
+        else:
+            stack.extend((sub, depth + 1) for sub in reversed(subfolders))
+    tree.folders.sort()
+    tree.packs.sort()
+    return tree
 
 
-def to_pack(root: Path, frames_dir: str = "rawframes") -> list[Path]:
-    """The frame folders `datatools pack` converts."""
-    return frame_folders(frames_top(root, frames_dir))
+def _remove(entry: os.DirEntry) -> None:
+    if entry.is_dir(follow_symlinks=False):
+        shutil.rmtree(entry.path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(entry.path)
+        except FileNotFoundError:
+            pass
 
 
-def to_unpack(root: Path, frames_dir: str = "rawframes") -> list[Path]:
-    """The packs `datatools unpack` converts."""
-    return packs_under(frames_top(root, frames_dir))
+def frames_top(root: Path, frames_dir: str) -> Path:
+    """ROOT/frames_dir, a folder inside the root (what pack, unpack and the LMDB export
+    convert and delete is the root's, never another folder's)."""
+    parts = Path(frames_dir).parts
+    top = root / frames_dir
+    if Path(frames_dir).is_absolute() or ".." in parts or not parts or \
+            not top.resolve().is_relative_to(root.resolve()):
+        raise UserError(f"--frames-dir {frames_dir}: must name a folder inside the root {root} "
+                        "(e.g. rawframes), not a path leading out of it")
+    if not top.is_dir():
+        raise UserError(f"{top} does not exist: nothing to convert (extract frames first, or "
+                        "name the folder with --frames-dir)")
+    return top
 
 
 def pack_all(folders: list[Path], threads: int | None = None,
@@ -65,14 +121,6 @@ def pack_all(folders: list[Path], threads: int | None = None,
 def unpack_all(packs: list[Path], threads: int | None = None,
                advance=lambda amount=0: None) -> ConvertResult:
     return _convert(packs, unpack_pack, threads, advance)
-
-
-def frames_top(root: Path, frames_dir: str) -> Path:
-    top = root / frames_dir
-    if not top.is_dir():
-        raise UserError(f"{top} does not exist: nothing to convert (extract frames first, or "
-                        "name the folder with --frames-dir)")
-    return top
 
 
 def _convert(items, one, threads, advance) -> ConvertResult:
@@ -90,11 +138,16 @@ def _convert(items, one, threads, advance) -> ConvertResult:
 
 
 def _safely(one):
+    """One item's failure as its line; a full or read-only disk stops the step."""
     def run(path):
         try:
             return one(Path(path))
-        except (PackError, MismatchError) as exc:
+        except (PackError, NotAFrame, MismatchError) as exc:
             return str(exc)
+        except OSError as exc:
+            if is_disk_error(exc):
+                raise
+            return f"{exc.filename or path}: {exc.strerror or exc}"
     return run
 
 
@@ -105,46 +158,48 @@ class MismatchError(Exception):
 def pack_folder(folder: Path) -> str | None:
     """Pack one folder; None when packed now, "already" when its pack was complete."""
     final = pack_path(str(folder))
-    entries = list(os.scandir(folder))
-    if any(e.is_dir() for e in entries):
-        raise MismatchError(f"{folder} holds folders as well as frames; not packed (move them out)")
-    names = sorted(e.name for e in entries if e.name != INDEX)
-    if os.path.exists(final):
+    names = frame_files(str(folder))
+    if os.path.lexists(final):
         # Packed by a run killed before (or while) it deleted the folder: what is left of the
-        # folder must be in the pack, unchanged.
+        # folder must be in the pack, unchanged. Anything else there is not ours to replace.
+        problem = verify(final)
+        if problem:
+            raise PackError(f"{problem}; the folder {folder} is kept")
         _same_as_folder(final, folder, names, partial=True)
-        shutil.rmtree(folder)
+        _remove_folder(folder, names)
         return "already"
     writer = PackWriter(final)
     try:
         for name in names:
-            with open(folder / name, "rb") as f:
-                writer.add(name, f.read())
+            writer.add(name, read_frame_file(str(folder / name)))
         writer.finish()
     except BaseException:
         writer.abort()
         raise
     _same_as_folder(final, folder, names)
-    shutil.rmtree(folder)
-    fsync_dir(folder.parent)
+    _remove_folder(folder, names)
     return None
 
 
-def _same_as_folder(final: str, folder: Path, names: list[str], partial: bool = False,
-                    verified: bool = False) -> None:
-    """The pack holds exactly `names` of the folder (with `partial`, at least), byte for byte;
-    its CRCs and index are checked first unless the caller has (`verified`)."""
-    problem = None if verified else verify(final)
-    if problem:
-        raise PackError(f"{problem}; the folder {folder} is kept")
+def _remove_folder(folder: Path, names: list[str]) -> None:
+    """The files checked into the pack, then the folder (a file that appeared meanwhile
+    keeps it, and the step says so)."""
+    for name in names:
+        os.unlink(folder / name)
+    os.rmdir(folder)
+    fsync_dir(folder.parent)
+
+
+def _same_as_folder(final: str, folder: Path, names: list[str], partial: bool = False) -> None:
+    """The pack holds exactly `names` of the folder (with `partial`, at least), byte for byte
+    (each member's CRC-32 checked as it is read)."""
     with Pack.open(final) as pack:
         if not (set(names) <= set(pack.members) if partial else pack.names() == names):
             raise MismatchError(f"{final} does not hold the files of {folder}; the folder is kept")
         for name in names:
-            with open(folder / name, "rb") as f:
-                if f.read() != pack.read(name):
-                    raise MismatchError(f"{final}: {name} differs from {folder / name}; "
-                                        "the folder is kept")
+            if read_frame_file(str(folder / name)) != pack.read(name):
+                raise MismatchError(f"{final}: {name} differs from {folder / name}; "
+                                    "the folder is kept")
 
 
 def unpack_pack(path: Path) -> str | None:
@@ -154,27 +209,20 @@ def unpack_pack(path: Path) -> str | None:
     problem = verify(str(path))
     if problem:
         raise PackError(f"{problem}; nothing unpacked")
-    if os.path.isdir(final):
-        names = sorted(e.name for e in os.scandir(final) if e.is_file())
-        _same_as_folder(str(path), Path(final), names, verified=True)
+    if os.path.lexists(final):
+        if os.path.islink(final) or not os.path.isdir(final):
+            raise MismatchError(f"{final} is there and is not a frame folder; {path} is kept")
+        _same_as_folder(str(path), Path(final), frame_files(final))
         os.unlink(path)
         return "already"
     tmp = temporary_path(final)
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    os.mkdir(tmp)  # this run's own: a name no other writer uses
     try:
         with Pack.open(str(path)) as pack:
-            for name in pack.names():
-                fd = os.open(os.path.join(tmp, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                try:
-                    view = memoryview(pack.read(name))
-                    while view:
-                        view = view[os.write(fd, view):]
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+            for name in pack.names():  # plain frame names (the pack rule): inside tmp
+                _write_new(os.path.join(tmp, name), pack.read(name))
         fsync_dir(Path(tmp))
-        _same_as_folder(str(path), Path(tmp), sorted(os.listdir(tmp)), verified=True)
+        _same_as_folder(str(path), Path(tmp), frame_files(tmp))
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -182,3 +230,16 @@ def unpack_pack(path: Path) -> str | None:
     fsync_dir(path.parent)
     os.unlink(path)
     return None
+
+
+def _write_new(path: str, data: bytes) -> None:
+    """A new file (never through a link, never over one), as the umask allows (0o666 &
+    ~umask, as every file datatools writes), fsynced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)

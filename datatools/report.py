@@ -110,8 +110,8 @@ def _clock(seconds: float) -> str:
 running: StepProgress | None = None
 
 
-def name_some(records, what: str, attr: str = "key") -> str:
-    names = [getattr(r, attr) for r in records[:SHOW]]
+def name_some(records, what: str, attr: str = "key", suffix: str = "") -> str:
+    names = [f"{getattr(r, attr)}{suffix}" for r in records[:SHOW]]
     more = f", … and {len(records) - SHOW} more" if len(records) > SHOW else ""
     return f"{len(records)} {what}: {', '.join(names)}{more}"
 
@@ -161,6 +161,12 @@ def print_build_summary(result, root) -> None:
                        "than their completion record counts, or were made from an earlier "
                        "version of the video (extract_status incomplete or stale; not listed; "
                        "re-run `datatools extract`)", "frame_dir"))
+    if result.unusable:
+        warn(name_some(result.unusable, "files at packs' names are not datatools packs "
+                       "(extract_status unusable, the reason in extract_error and the log; not "
+                       "listed, left as they are: move them away, then extract again)",
+                       "frame_dir", ".zip"))
+        log_lines([r.extract_error or "" for r in result.unusable])
     if result.missing:
         warn(name_some(result.missing, "videos in a split but missing on "
                        "disk (status=missing in the manifest)"))

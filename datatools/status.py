@@ -18,6 +18,8 @@
   incomplete       fewer files than its record counts (not listed)
   stale            made from an earlier version of the video (not listed)
   failed           the last extraction of it failed (`extract_error` says why)
+  unusable         a file at its pack's name that is not a datatools pack (`extract_error`
+                   says which rule it breaks); not listed, never read, moved or deleted
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ LISTED = (OK, UNCHECKED)  # the video statuses a videos list holds
 
 DONE, SKIPPED, REFUSED = "done", "skipped", "refused"
 COMPLETE = (DONE, SKIPPED)  # a frame folder its completion record vouches for (made or kept)
-INCOMPLETE, STALE, FAILED = "incomplete", "stale", "failed"
-UNLISTED_EXTRACTIONS = (INCOMPLETE, STALE)  # frame folders no rawframes/flow list holds
+INCOMPLETE, STALE, FAILED, UNUSABLE = "incomplete", "stale", "failed", "unusable"
+UNLISTED_EXTRACTIONS = (INCOMPLETE, STALE, UNUSABLE)  # frame folders no rawframes/flow list holds
 
 # How deep a probe looked (the manifest's probe_level; validate's --check): a `full` probe
 # stands for a `quick` one, not the other way round.

@@ -12,8 +12,9 @@ then packed (packing.pack_folder: written, verified, renamed, only then the fold
 A folder without a completion record is never counted as done: Ctrl-C, a killed worker or a
 crash leaves at most a `.<name>.tmp` folder, which the next run removes and redoes. Adding a
 part (flow to RGB) builds the new folder from hard links to the kept files plus the new ones,
-so the old folder is whole until the new one replaces it. A file at a pack's name that is not
-a complete pack is what a folder without a record is: nothing to keep, replaced.
+so the old folder is whole until the new one replaces it. A file at a pack's name that breaks
+the pack rule (packs.Pack.open) is not ours: the video fails, naming it, and the file is
+left as it is (never unpacked, replaced or deleted).
 """
 
 from __future__ import annotations
@@ -31,17 +32,17 @@ import numpy as np
 from ..completion import FileStamp
 from ..frame_folder import DONE as RECORD_NAME
 from ..frame_folder import (
+    NotAFrame,
     done_bytes,
     made_from,
     prefixes_of,
     read_done,
-    read_done_in_pack,
     trusted_parts,
     write_done,
 )
 from ..fsio import failed_for_space, fsync_dir
-from ..packing import pack_folder, unpack_pack
-from ..packs import Pack, PackDamaged, PackError, PackWriter, pack_path
+from ..packing import MismatchError, pack_folder, unpack_pack
+from ..packs import Pack, PackError, PackWriter, pack_path
 from ..runlog import exception_text
 from ..schedule.resources import CPU_THREADS
 from ..status import DONE, FAILED, OK, REFUSED, SKIPPED
@@ -161,28 +162,27 @@ def extract_video(job: VideoJob, opts: ExtractOptions) -> VideoOutcome:
     try:
         if opts.store == "packed" and not is_video_tool(opts.backend) and not os.path.isdir(job.frame_dir):
             return _extract_pack(job, opts, pack, probe, t0)
-        if os.path.isfile(pack):
+        if os.path.lexists(pack):  # whatever is there: Pack.open decides
             outcome = _from_pack(job, opts, pack, probe)
             if outcome is not None:
                 return outcome
-    except PackError as exc:  # another version's pack, or one the disk cannot read
+    except PackError as exc:  # not a pack, another version's, or one the disk cannot read
         return VideoOutcome(job.video_id, FAILED, error=str(exc), probe=probe, storage="packed")
     outcome = _extract_folder(job, opts, probe, t0)
     if opts.store == "packed" and outcome.status in (DONE, SKIPPED):
-        pack_folder(Path(job.frame_dir))
+        try:
+            pack_folder(Path(job.frame_dir))
+        except (PackError, NotAFrame, MismatchError) as exc:  # the folder, as it is, stays
+            return VideoOutcome(job.video_id, FAILED, error=f"not packed: {exc}", probe=probe)
         outcome.storage = "packed"
     return outcome
 
 
 def _read_pack(pack: str) -> tuple[dict | None, list[str]]:
-    """The pack's record and member names; (None, []) for a file at the pack's name that is
-    not a complete pack (nothing in it is kept). Another version's pack, or a disk error,
-    raises: neither is damage to replace."""
-    try:
-        with Pack.open(pack) as p:
-            return read_done_in_pack(p), p.names()
-    except PackDamaged:
-        return None, []
+    """The pack's record and member names; PackError for a file that is not a pack (or not
+    one this version reads, or one the disk cannot read)."""
+    with Pack.open(pack) as p:
+        return p.record, p.names()
 
 
 def _plan_for_pack(job: VideoJob, opts: ExtractOptions, pack: str, existing: dict | None,
@@ -206,9 +206,6 @@ def _from_pack(job: VideoJob, opts: ExtractOptions, pack: str, probe) -> VideoOu
     """Skipped, refused or failed from what the video's pack holds; None when there is work
     to do, for which the pack has been unpacked into the folder (or, damaged, deleted)."""
     existing, names = _read_pack(pack)
-    if existing is None and not names:
-        os.unlink(pack)
-        return None
     plan = plan_parts(job, opts, existing, names)
     if plan.refusal:
         return VideoOutcome(job.video_id, REFUSED, error=plan.refusal, probe=probe, storage="packed")
@@ -229,7 +226,7 @@ def _from_pack(job: VideoJob, opts: ExtractOptions, pack: str, probe) -> VideoOu
 def _extract_pack(job: VideoJob, opts: ExtractOptions, pack: str, probe, t0: float) -> VideoOutcome:
     """The frames straight into the video's pack: the parts to do written, the parts to
     keep copied from the old pack, the record last, then renamed over the old pack."""
-    existing, names = _read_pack(pack) if os.path.isfile(pack) else (None, [])
+    existing, names = _read_pack(pack) if os.path.lexists(pack) else (None, [])
     plan, names = _plan_for_pack(job, opts, pack, existing, names)
     if plan.refusal:
         return VideoOutcome(job.video_id, REFUSED, error=plan.refusal, probe=probe, storage="packed")

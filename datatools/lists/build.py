@@ -33,15 +33,15 @@ from ..manifest import (
     split_members,
     write_manifest,
 )
-from ..status import COMPLETE, DONE, EMPTY, EXTRA, FAILED, INCOMPLETE, STALE, UNCHECKED
+from ..status import COMPLETE, DONE, EMPTY, EXTRA, FAILED, INCOMPLETE, STALE, UNCHECKED, UNUSABLE
 from ..validate import quarantine
 from . import rerun
 from .fingerprint import fingerprint, unchanged
 from .result import FLOW_MISMATCH, BuildResult, ListFile, categories
 from .scan import DiskIndex, FrameFolder, scan_frames, scan_videos, settled_mtime
 
-# What a probe learned about a file: kept with the file until it changes (size, mtime or
-# inode) or a new probe replaces it, and kept while the file is missing.
+# What a probe learned about a file: kept with the file until it changes (its stamp: size and
+# mtime, completion.FileStamp) or a new probe replaces it, and kept while the file is missing.
 PROBE_FIELDS = ("probe_status", "decodable", "frame_count", "fps", "width", "height",
                 "duration", "codec", "error", "probe_level")
 IDENTITY_FIELDS = ("size", "mtime_ns", "inode")
@@ -264,6 +264,10 @@ def _set_frames(rec: VideoRecord, frames: FrameFolder) -> None:
     rec.frame_dir = frames.path
     rec.frame_storage = frames.storage
     rec.rgb_count = frames.rgb
+    if frames.problem is not None:  # a file at the pack's name that is not one: left alone
+        rec.flow_count, rec.made_with, rec.frame_mtime_ns = 0, None, None
+        rec.extract_status, rec.extract_error = UNUSABLE, frames.problem
+        return
     if frames.flow_x != frames.flow_y:
         # Half a flow pair on disk: list no flow for this video and say why.
         rec.flow_count = 0
@@ -305,7 +309,7 @@ def _stat(rec: VideoRecord, root: Path) -> None:
 
 def stamp(rec: VideoRecord) -> FileStamp:
     """The video file as this row saw it."""
-    return FileStamp(rec.size, rec.mtime_ns, rec.inode)
+    return FileStamp(rec.size, rec.mtime_ns)
 
 
 def same_file(rec: VideoRecord, prev: VideoRecord) -> bool:

@@ -1,7 +1,7 @@
 """Whether a data root is as its manifest saw it, without parsing or listing it again.
 
 A scan records, before it reads anything, a fingerprint of what it is about to read: every
-annotation file's stamp (size, mtime, inode), the mtime of every videos and frames folder and
+annotation file's stamp (size, mtime), the mtime of every videos and frames folder and
 of each folder directly below them (class folders at level 2), and the quarantine's records
 file. A folder's mtime changes when an entry is added, removed or renamed in it; a file
 rewritten in place keeps its folder's mtime but changes its own stamp, which every manifest
@@ -33,10 +33,9 @@ def fingerprint(ds: Dataset, root: Path, level: int) -> dict:
             try:
                 st = os.stat(path)
             except OSError:  # a dangling link, a file gone meanwhile: never matches
-                annotations[os.path.relpath(path, root)] = [None, None, None]
+                annotations[os.path.relpath(path, root)] = [None, None]
                 continue
-            annotations[os.path.relpath(path, root)] = [st.st_size, settled_mtime(st.st_mtime_ns),
-                                                        st.st_ino]
+            annotations[os.path.relpath(path, root)] = [st.st_size, settled_mtime(st.st_mtime_ns)]
     dirs = {}
     tops = {ds.video_dir(s) for s in (*ds.list_subsets, None)} | {
         ds.frames_dir(s) for s in (*ds.list_subsets, None)}
@@ -67,7 +66,7 @@ def _mtime(path: Path) -> int | None:
 def unchanged(recorded: dict | None, now: dict, root: Path, rows) -> bool:
     """Whether the root is as the scan that made `rows` saw it (`recorded`: that scan's
     fingerprint; `now`: this one's). `rows`: records, or anything with their video_path,
-    exists, size, mtime_ns, inode, frame_dir and frame_mtime_ns."""
+    exists, size, mtime_ns, frame_dir and frame_mtime_ns."""
     prefix = f"{root}{os.sep}"
     return same_folders(recorded, now) and all(row_unchanged(prefix, row) for row in rows)
 
@@ -83,7 +82,7 @@ def row_unchanged(prefix: str, row) -> bool:
     a separator; the paths are relative to it)."""
     if row.exists and row.video_path:
         seen = FileStamp.at(prefix + row.video_path)
-        if not FileStamp(row.size, row.mtime_ns, row.inode).matches(seen):
+        if not FileStamp(row.size, row.mtime_ns).matches(seen):
             return False
     if row.frame_dir:
         if row.frame_mtime_ns is None:

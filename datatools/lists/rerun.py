@@ -23,7 +23,7 @@ from ..manifest import SCHEMA_VERSION, ManifestRows, read_columns, read_meta, re
 from .fingerprint import fingerprint, row_unchanged, same_folders
 from .result import BuildResult, ListFile, categories
 
-COLUMNS = ("video_path", "exists", "size", "mtime_ns", "inode", "frame_dir", "frame_mtime_ns",
+COLUMNS = ("video_path", "exists", "size", "mtime_ns", "frame_dir", "frame_mtime_ns",
            "status", "rgb_count", "extract_error", "extract_status")
 
 

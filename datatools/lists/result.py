@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..manifest import VideoRecord
-from ..status import EXTRA, MISSING, OK, UNCHECKED, UNLISTED_EXTRACTIONS
+from ..status import EXTRA, MISSING, OK, UNCHECKED, UNLISTED_EXTRACTIONS, UNUSABLE
 
 # Recorded for a frame folder holding unequal numbers of flow_x and flow_y files.
 FLOW_MISMATCH = "flow_x/flow_y counts differ"
@@ -34,6 +34,7 @@ class BuildResult:
     no_frames: list[VideoRecord] = field(default_factory=list)  # frame folder with 0 img_ files
     flow_mismatch: list[VideoRecord] = field(default_factory=list)  # flow_x count != flow_y
     incomplete: list[VideoRecord] = field(default_factory=list)  # fewer files than recorded
+    unusable: list[VideoRecord] = field(default_factory=list)  # not a pack at a pack's name
     unchecked: int = 0  # listed, never probed
     bad: list[VideoRecord] = field(default_factory=list)  # a probe (or size 0) said bad
     label_source: str = ""
@@ -57,7 +58,7 @@ class BuildResult:
     @property
     def problems(self) -> int:
         return (len(self.missing) + len(self.no_frames) + len(self.flow_mismatch)
-                + len(self.incomplete))
+                + len(self.incomplete) + len(self.unusable))
 
 
 def categories(row, frame_lists: bool) -> list[str]:
@@ -66,10 +67,12 @@ def categories(row, frame_lists: bool) -> list[str]:
     status = row.status
     where = [MISSING if status == MISSING else EXTRA if status == EXTRA else
              "unchecked" if status == UNCHECKED else "bad" if status != OK else ""]
-    if frame_lists and row.frame_dir and not row.rgb_count and status != EXTRA:
+    if row.extract_status == UNUSABLE:  # a file to move away, whatever lists were asked for
+        where.append("unusable")
+    elif frame_lists and row.frame_dir and not row.rgb_count and status != EXTRA:
         where.append("no_frames")
     if row.extract_error == FLOW_MISMATCH:
         where.append("flow_mismatch")
-    if row.extract_status in UNLISTED_EXTRACTIONS:
+    if row.extract_status in UNLISTED_EXTRACTIONS and row.extract_status != UNUSABLE:
         where.append("incomplete")
     return [w for w in where if w]

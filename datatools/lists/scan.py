@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..frame_folder import DONE, count_names, read_done, read_done_in_pack, trusted_parts
-from ..packs import SUFFIX, Pack, PackError
+from ..frame_folder import DONE, count_names, read_done, trusted_parts
+from ..packs import SUFFIX, Pack, PackError, is_leftover
 
 
 @dataclass
@@ -31,12 +31,13 @@ class FrameFolder:
     mtime_ns: int | None = None  # the folder's (or pack's), when the scan found it
     location: str | None = None  # where to list it; None once loaded
     storage: str = "files"  # or "packed": `location` is the pack (packs.py)
+    problem: str | None = None  # a file at a pack's name that is not one: why (not listed)
 
     def load(self) -> FrameFolder:
         """Count its files and read its completion record (once)."""
         if self.location is not None:
             if self.storage == "packed":
-                names, record = _pack_contents(self.location)
+                names, record, self.problem = _pack_contents(self.location)
             else:
                 names = os.listdir(self.location)
                 record = read_done(self.location) if DONE in names else None
@@ -49,18 +50,30 @@ class FrameFolder:
         return self
 
 
-def _pack_contents(path: str) -> tuple[list[str], dict | None]:
-    """A pack's member names and record; a damaged pack holds nothing (it is not listed)."""
+def _pack_contents(path: str) -> tuple[list[str], dict | None, str | None]:
+    """A pack's member names and record, and what is wrong with it where it breaks the pack
+    rule (then it holds nothing: not listed, and left as it is)."""
     try:
         with Pack.open(path) as pack:
-            return pack.names(), read_done_in_pack(pack)
-    except (PackError, OSError):
-        return [], None
+            return pack.names(), pack.record, None
+    except PackError as exc:
+        return [], None, str(exc)
 
 
-def _visible(folder) -> list:
+def _visible(folder, sweep: bool = False) -> list:
+    """The entries of `folder` not hidden, by name. With `sweep` (frame folders' parents),
+    leftovers of a pack writer killed before it finished (packs.is_leftover) are removed as
+    they are met: every scan runs under the root's lock, so no writer of them is alive."""
     with os.scandir(folder) as it:
-        return sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+        entries = list(it)
+    if sweep:
+        for e in entries:
+            if e.name.startswith(".") and is_leftover(e.name) and e.is_file(follow_symlinks=False):
+                try:
+                    os.unlink(e.path)
+                except FileNotFoundError:
+                    pass
+    return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
 
 
 def _entries(folder: Path, level: int):
@@ -135,12 +148,14 @@ def found_folder(entry: os.DirEntry, rel: str) -> FrameFolder:
 
 def found_pack(entry: os.DirEntry, rel: str) -> FrameFolder:
     """A pack (`<rel>.zip`) standing for the frame folder `rel`, not yet loaded."""
-    return FrameFolder(rel[: -len(SUFFIX)], mtime_ns=entry.stat().st_mtime_ns, location=entry.path,
-                       storage="packed")
+    return FrameFolder(rel[: -len(SUFFIX)], mtime_ns=entry.stat(follow_symlinks=False).st_mtime_ns,
+                       location=entry.path, storage="packed")
 
 
 def _is_pack(entry: os.DirEntry) -> bool:
-    return entry.name.endswith(SUFFIX) and entry.is_file()
+    """Whatever stands at a pack's name that is not a folder (a FIFO, a link, a device, a
+    file): Pack.open decides what it is."""
+    return entry.name.endswith(SUFFIX) and not entry.is_dir()
 
 
 def scan_frames(root: Path, frames_dir: str, level: int) -> DiskIndex:
@@ -155,7 +170,7 @@ def scan_frames(root: Path, frames_dir: str, level: int) -> DiskIndex:
     top = root / frames_dir
     if not top.is_dir():
         return DiskIndex(items)
-    for first in _visible(top):
+    for first in _visible(top, sweep=True):
         if _is_pack(first):
             items[first.name[: -len(SUFFIX)]] = found_pack(first, f"{frames_dir}/{first.name}")
             continue
@@ -165,7 +180,7 @@ def scan_frames(root: Path, frames_dir: str, level: int) -> DiskIndex:
         if level == 1 or found.load().rgb or found.flow_x or found.flow_y or found.record:
             items[first.name] = found
             continue
-        for e in _visible(first.path):
+        for e in _visible(first.path, sweep=True):
             rel = f"{first.name}/{e.name}"
             if _is_pack(e):
                 items[rel[: -len(SUFFIX)]] = found_pack(e, f"{frames_dir}/{rel}")

@@ -102,11 +102,10 @@ def make_config(root: Path, opts: ConfigOptions) -> str:
     decode = ([_call("DecordInit")] if fmt == "videos" else [])
     if fmt == "videos":
         decoder = _call("DecordDecode")
-    elif any(r.frame_storage == "packed" for r in records if listed(r, fmt)):
-        # Packs (or packs and folders): the backend reads both (mmaction/packed.py).
-        decoder = _call("RawFrameDecode", io_backend="datatools_packed")
     else:
-        decoder = _call("RawFrameDecode")
+        # Folders and packs alike (mmaction/packed.py): the config still reads the root after
+        # `datatools pack` or `unpack`, and a root half packed.
+        decoder = _call("RawFrameDecode", io_backend="datatools_packed")
     sample = dict(clip_len=clip_len, frame_interval=spec.frame_interval, num_clips=clips)
     train_pipeline = decode + [
         _call("SampleFrames", **sample), decoder,

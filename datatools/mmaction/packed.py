@@ -17,6 +17,7 @@ from collections import OrderedDict
 from mmengine.fileio import FileClient, register_backend
 from mmengine.fileio.backends import BaseStorageBackend
 
+from ..frame_folder import read_frame_file
 from ..packs import SUFFIX, Pack
 
 CACHE = 16
@@ -31,11 +32,13 @@ class PackedBackend(BaseStorageBackend):
         self._pid = os.getpid()
 
     def get(self, filepath) -> bytes:
+        """The frame's bytes, from its pack or its folder, each read by the rules the rest of
+        datatools reads them by (packs.Pack, frame_folder.read_frame_file): an error naming
+        the file, never a link followed or an unbounded read."""
         folder, name = os.path.split(os.fspath(filepath))
         pack = self._pack(folder + SUFFIX)
         if pack is None:
-            with open(filepath, "rb") as f:
-                return f.read()
+            return read_frame_file(os.fspath(filepath))
         try:
             return pack.read(name)
         except KeyError:
@@ -53,7 +56,7 @@ class PackedBackend(BaseStorageBackend):
             if pack is not None:
                 self._open.move_to_end(path)
                 return pack
-            if not os.path.isfile(path):
+            if not os.path.lexists(path):  # anything at a pack's name: Pack.open decides
                 return None
             pack = self._open[path] = Pack.open(path)
             while len(self._open) > self.cache:

@@ -1,14 +1,17 @@
 """Benchmark: packed frame storage (`extract --store packed`) against a folder of JPEGs per video.
 
     python bench/packs.py [--clips 100] [--clip short_32f.mp4] [--repeat 3] [--workers 2]
-                          [--extract-only | --loading-only]
+                          [--extract-only | --loading-only] [--against REV]
 
 On a root of --clips copies (hard links) of one real clip, in the same run, alternating:
   extract     `datatools extract --task rgb`, then `--task flow --algo farneback`, with
               `--store files` and `--store packed`, each on a fresh root: the command's seconds
               and its extraction phase's frames/s (what it reports: without the interpreter's
               and the cluster's start), medians of --repeat runs, and the packed/files ratios
-              (targets: >= 1.1x for rgb, not slower for flow); --extract-only stops there;
+              (targets: >= 1.1x for rgb, not slower for flow); with --against REV also
+              `--store packed` as the code of commit REV runs it (a git worktree under
+              bench/out), and the ratio of this code's packed rates to it; --extract-only
+              stops there;
   footprint   on a second root of --clips copies of --footprint-clip (test.avi, 164 frames:
               longer clips, more files per video) with RGB and Farneback flow as files, and
               the same frames packed by `datatools pack`: files and `du -sk` of rawframes/
@@ -20,7 +23,8 @@ On a root of --clips copies (hard links) of one real clip, in the same run, alte
               through RawframeDataset on the folders and on the packs (datatools_packed), and
               VideoDataset with DecordInit/DecordDecode on the videos: samples/s, one process,
               page cache warm (each read once before timing), and cold where the machine lets
-              this process drop the page cache (it says when it cannot).
+              this process drop the page cache (it says when it cannot); with --against REV
+              also the packs through that commit's backend.
 """
 
 from __future__ import annotations
@@ -48,11 +52,25 @@ def datatools(*args: str) -> float:
     return timed(*args)[0]
 
 
-def timed(*args: str) -> tuple[float, str]:
-    """The command's wall seconds and its standard output."""
+def timed(*args: str, tree: Path | None = None) -> tuple[float, str]:
+    """The command's wall seconds and its standard output; with `tree`, the datatools of that
+    source tree (another commit's worktree) runs it."""
     t0 = time.perf_counter()
-    done = subprocess.run([str(BIN / "datatools"), *args], check=True, capture_output=True, text=True)
+    command = [sys.executable, "-m", "datatools"] if tree else [str(BIN / "datatools")]
+    env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
+    # from the tree itself: `python -m` puts the working directory first on sys.path
+    done = subprocess.run([*command, *args], check=True, capture_output=True, text=True, env=env,
+                          cwd=tree)
     return time.perf_counter() - t0, done.stdout
+
+
+def worktree(rev: str) -> Path:
+    """A git worktree of commit `rev` under bench/out (made once)."""
+    tree = HERE / "out" / f"worktree-{rev}"
+    if not tree.exists():
+        subprocess.run(["git", "-C", str(HERE.parent), "worktree", "add", "--detach", str(tree), rev],
+                       check=True, capture_output=True)
+    return tree
 
 
 def extraction_rate(stdout: str) -> float:
@@ -105,7 +123,41 @@ def tsn_pipeline(decode: list[dict], init: tuple[dict, ...] = ()) -> list[dict]:
             dict(type="FormatShape", input_format="NCHW"), dict(type="PackActionInputs")]
 
 
-def datasets(files: Path, packed: Path) -> dict:
+def old_packed_backend(rev: str) -> str:
+    """The datatools_packed backend of commit `rev` (imported from its worktree, without its
+    package's datasets, which this process has registered already), registered under a name
+    of its own, which is returned."""
+    import importlib
+    import types
+
+    from mmengine.fileio import FileClient, register_backend
+
+    import datatools.mmaction.packed as now
+    tree = worktree(rev)
+    saved = {k: v for k, v in sys.modules.items() if k == "datatools" or k.startswith("datatools.")}
+    for k in saved:
+        del sys.modules[k]
+    sys.path.insert(0, str(tree))
+    try:
+        importlib.import_module("datatools")
+        package = types.ModuleType("datatools.mmaction")
+        package.__path__ = [str(tree / "datatools" / "mmaction")]
+        sys.modules["datatools.mmaction"] = package
+        backend = importlib.import_module("datatools.mmaction.packed").PackedBackend
+    finally:
+        sys.path.remove(str(tree))
+        for k in [k for k in sys.modules if k == "datatools" or k.startswith("datatools.")]:
+            sys.modules[f"old.{k}"] = sys.modules.pop(k)
+        sys.modules.update(saved)
+    # importing it registered the old class under the current name: this code's back
+    FileClient.register_backend(now.NAME, now.PackedBackend, force=True)
+    register_backend(now.NAME, now.PackedBackend, force=True)
+    name = f"datatools_packed_at_{rev}"
+    FileClient.register_backend(name, backend, force=True)
+    return name
+
+
+def datasets(files: Path, packed: Path, against: str | None = None) -> dict:
     from mmaction.datasets import RawframeDataset, VideoDataset
     from mmengine.registry import init_default_scope
 
@@ -119,8 +171,11 @@ def datasets(files: Path, packed: Path) -> dict:
     videos = VideoDataset(str(files / "ucf101_train_split_1_videos.txt"),
                           data_prefix=dict(video=str(files / "videos")),
                           pipeline=tsn_pipeline([dict(type="DecordDecode")], (dict(type="DecordInit"),)))
-    return {"folders": frames(files, "disk"), "packs": frames(packed, "datatools_packed"),
+    sets = {"folders": frames(files, "disk"), "packs": frames(packed, "datatools_packed"),
             "videos (decord)": videos}
+    if against:
+        sets[f"packs at {against}"] = frames(packed, old_packed_backend(against))
+    return sets
 
 
 def read_all(top: Path) -> None:
@@ -151,10 +206,11 @@ def main() -> None:
     ap.add_argument("--extract-only", action="store_true", help="only the extraction figures")
     ap.add_argument("--loading-only", action="store_true",
                     help="only the loading figures, on the roots a full run left in --out")
+    ap.add_argument("--against", metavar="REV", help="also extract packed with the code of this commit")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.loading_only:
-        loading(args.out / "files-long", args.out / "packed-long", args.repeat)
+        loading(args.out / "files-long", args.out / "packed-long", args.repeat, args.against)
         return
     clip = args.out / args.clip  # a local copy: the copies are hard links to it
     shutil.copy(VIDEOS / args.clip, clip)
@@ -162,13 +218,19 @@ def main() -> None:
     tasks = {"rgb": ["--task", "rgb"], "flow": ["--task", "flow", "--algo", "farneback"]}
     times: dict[tuple[str, str], list[float]] = {}
     rates: dict[tuple[str, str], list[float]] = {}
+    variants = {"files": None, "packed": None}  # name -> the source tree that runs it (None: this)
+    if args.against:
+        variants[f"packed at {args.against}"] = worktree(args.against)
     for r in range(args.repeat):
-        for store in ("files", "packed") if r % 2 == 0 else ("packed", "files"):
-            root = fresh_root(args.out, store, clip, args.clips)
+        order = list(variants) if r % 2 == 0 else list(reversed(variants))
+        for name in order:
+            root = fresh_root(args.out, name.replace(" ", "-"), clip, args.clips)
+            store = name.split()[0]
             for task, task_args in tasks.items():
-                seconds, out = timed("extract", "--root", str(root), *task_args, *common, "--store", store)
-                times.setdefault((task, store), []).append(seconds)
-                rates.setdefault((task, store), []).append(extraction_rate(out))
+                seconds, out = timed("extract", "--root", str(root), *task_args, *common, "--store", store,
+                                     tree=variants[name])
+                times.setdefault((task, name), []).append(seconds)
+                rates.setdefault((task, name), []).append(extraction_rate(out))
         print(f"  run {r + 1}: " + ", ".join(f"{t} {s} {v[-1]:.1f} s ({rates[(t, s)][-1]:,.0f} frames/s)"
                                              for (t, s), v in times.items()), flush=True)
     print(f"\nPacked frame storage, {args.clips} copies of {args.clip}, {args.workers} workers, "
@@ -180,6 +242,15 @@ def main() -> None:
         fa, fb = statistics.median(rates[(task, "files")]), statistics.median(rates[(task, "packed")])
         print(f"{task:<8}{a:>9.1f}{b:>10.1f}{a / b:>6.2f}x{fa:>16,.0f}{fb:>17,.0f}{fb / fa:>6.2f}x")
     print("(seconds: the whole command; frames/s: its extraction phase, as it reports it)", flush=True)
+    if args.against:
+        other = f"packed at {args.against}"
+        print(f"\n{'extract':<8}{other + ' s':>24}{'packed s':>10}{'ratio':>7}{other + ' frames/s':>31}"
+              f"{'packed frames/s':>17}{'ratio':>7}")
+        for task in tasks:
+            a, b = statistics.median(times[(task, other)]), statistics.median(times[(task, "packed")])
+            fa, fb = statistics.median(rates[(task, other)]), statistics.median(rates[(task, "packed")])
+            print(f"{task:<8}{a:>24.1f}{b:>10.1f}{a / b:>6.2f}x{fa:>31,.0f}{fb:>17,.0f}{fb / fa:>6.2f}x")
+        print("(ratios above 1: this code is faster)", flush=True)
     if args.extract_only:
         return
     # Footprint, copies and loading on a root of longer clips (--footprint-clip): files per
@@ -206,13 +277,13 @@ def main() -> None:
     print(f"cp -a rawframes/: files {copies['files']:.2f} s, packed {copies['packed']:.2f} s "
           f"({copies['files'] / copies['packed']:.1f}x faster packed)")
 
-    loading(files, packed, args.repeat)
+    loading(files, packed, args.repeat, args.against)
 
 
-def loading(files: Path, packed: Path, repeat: int) -> None:
-    sets = datasets(files, packed)
+def loading(files: Path, packed: Path, repeat: int, against: str | None = None) -> None:
+    sets = datasets(files, packed, against)
     data = {"folders": files / "rawframes", "packs": packed / "rawframes",
-            "videos (decord)": files / "videos"}
+            "videos (decord)": files / "videos", f"packs at {against}": packed / "rawframes"}
     print(f"\nMMAction2 TSN pipeline (8 segments), {len(sets['folders'])} samples, one process:")
     for name, dataset in sets.items():
         read_all(data[name])  # the page cache holds every frame (SampleFrames picks at random)

@@ -159,30 +159,44 @@ def _common_problem(record: dict) -> str | None:
 # nothing two names could fold to. With the record (DONE) those are the only names a frame
 # folder or a pack holds, so a name can never lead out of its folder or overwrite another.
 
-def _template_pattern(template: str) -> re.Pattern:
-    """A template's names: `{}` is the flow axis (x or y), `{:0Nd}` the frame number."""
+def _template_pattern(template: str) -> str:
+    """The regular expression of exactly the names a template writes: `{}` is the flow axis
+    (x or y), `{:0Nd}` a frame number as it spells one (N digits, or more without a leading
+    zero: img_00001.jpg and img_123456.jpg, never img_1.jpg or img_000001.jpg)."""
     pattern = ""
     for literal, field, spec, _ in string.Formatter().parse(template):
         pattern += re.escape(literal)
-        if field is not None:
-            pattern += f"([0-9]{{1,{FRAME_DIGITS}}})" if spec else "([xy])"
-    return re.compile(pattern + r"\Z")
+        if field is None:
+            continue
+        if not spec:
+            pattern += "[xy]"
+            continue
+        width = int(re.fullmatch(r"0?([0-9]*)d", spec).group(1) or 1)
+        pattern += (f"(?:[0-9]{{{width}}}|[1-9][0-9]{{{width},{FRAME_DIGITS - 1}}})" if width > 1
+                    else f"(?:0|[1-9][0-9]{{0,{FRAME_DIGITS - 1}}})")
+    return pattern
 
 
-_FRAME_NAMES = [(part, template, _template_pattern(template))
+_FRAME_NAMES = [(part, re.compile(_template_pattern(template)))
                 for part, templates in TEMPLATES.items() for template in sorted(templates)]
+# Every frame name and the record's, as bytes: a whole listing checked in one match.
+NAMES_PATTERN = "|".join([*(p.pattern for _, p in _FRAME_NAMES), re.escape(DONE)])
 
 
-@functools.lru_cache(maxsize=1 << 16)  # every pack of a root holds the same few names
 def frame_part(name: str) -> str | None:
-    """The part ("rgb", "flow") whose frame `name` is, or None where no template writes it
-    (the number as the template spells it: img_00001.jpg, not img_1.jpg or img_000001.jpg)."""
-    for part, template, pattern in _FRAME_NAMES:
-        found = pattern.match(name)
-        if found:
-            args = [int(g) if g.isdigit() else g for g in found.groups()]
-            if template.format(*args) == name:
-                return part
+    """The part ("rgb", "flow") whose frame `name` is, or None where no template writes it."""
+    return _frame_part(name) if len(name) <= _LONGEST_FRAME_NAME else None
+
+
+# A bound on the names a template writes: its own text plus a number of FRAME_DIGITS digits.
+_LONGEST_FRAME_NAME = max(len(t) for ts in TEMPLATES.values() for t in ts) + FRAME_DIGITS
+
+
+@functools.lru_cache(maxsize=1 << 16)  # every pack of a root holds the same few names (and
+def _frame_part(name: str) -> str | None:  # none longer than a frame's is kept)
+    for part, pattern in _FRAME_NAMES:
+        if pattern.fullmatch(name):
+            return part
     return None
 
 
@@ -204,9 +218,10 @@ def name_problem(name: str) -> str | None:
 
 
 def _shown(value) -> str:
-    """A value from disk, printable on one line whatever bytes it holds."""
+    """A value from disk, printable on one line whatever bytes it holds (and however long)."""
     text = value if isinstance(value, str) else repr(value)
     text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    text = text if len(text) <= 100 else text[:100] + "…"
     return ascii(text) if not text.isprintable() else repr(text)
 
 

@@ -22,6 +22,7 @@ row, never into a folder and never into a deletion.
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import os
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from .completion import parse_json
-from .frame_folder import DONE, MAX_FRAME_BYTES, frame_part, name_problem, record_from_bytes
+from .frame_folder import DONE, MAX_FRAME_BYTES, NAMES_PATTERN, name_problem, record_from_bytes
 from .fsio import fsync_dir
 
 SUFFIX = ".zip"
@@ -61,9 +62,10 @@ def temporary_path(final: str) -> str:
     return os.path.join(parent, f".{name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
 
 
-# Temporary names of writers killed before they finished (ours, and the fixed one earlier
-# versions used): removed by the walks that meet them, which run under the root's lock.
-_LEFTOVER = re.compile(r"\..+\.(?:[0-9]+-[0-9a-f]{8}\.)?tmp\Z", re.S)
+# Temporary names of writers killed before they finished (ours, and the fixed `.<name>.zip.tmp`
+# earlier versions used; not extract's `.<name>.tmp` folders, which extract recovers from):
+# removed by the walks that meet them, which run under the root's lock.
+_LEFTOVER = re.compile(r"\..+\.(?:[0-9]+-[0-9a-f]{8}|zip)\.tmp\Z", re.S)
 
 
 def is_leftover(name: str) -> bool:
@@ -245,21 +247,31 @@ def _read_members(fd: int, path: str) -> dict[str, Member]:
     if not stat.S_ISREG(st.st_mode):
         refuse("it is not a regular file")
     count, cd_at, directory, comment = _directory(fd, st.st_size, refuse)
-    # The comment says where the index lies; the directory's entry for it must agree.
+    entries = _entries(directory, count, cd_at, refuse)
+    if INDEX not in entries:
+        refuse(f"it has no index member ({INDEX})")
+    # The comment says where the index's data lies; its directory entry must agree.
     words = comment.split()
     if len(words) != 3 or words[0] != COMMENT.encode() or not all(w.isdigit() and len(w) < 20
                                                                   for w in words[1:]):
         refuse("its zip comment does not say where its index is")
-    index_at, index_length = int(words[1]), int(words[2])
-    if index_length > MAX_INDEX_BYTES or index_at + index_length > cd_at:
-        refuse("its zip comment places its index outside its data")
-    listed = _index_entries(os.pread(fd, index_length, index_at), path, refuse)
-    members = _check_directory(directory, count, cd_at, listed, index_at, index_length, refuse)
-    index = members.pop(INDEX)
+    name_end, size, header, crc = entries.pop(INDEX)
+    index = Member(int(words[1]), int(words[2]), header, crc)
+    if index.length != size or not name_end <= index.offset <= name_end + _FULL16 \
+            or index.offset + size > cd_at:
+        refuse("its zip comment places its index elsewhere than its directory")
     try:  # its local header, and its bytes' CRC-32 against the directory's
-        _read_member(fd, path, INDEX, index)
+        data = _read_member(fd, path, INDEX, index)
     except DamagedFrame:
         refuse("its index fails its CRC-32")
+    members = _index_members(data, entries, path, refuse)
+    spans = sorted([(header, offset + length) for offset, length, header, _ in members.values()]
+                   + [(index.header, index.offset + index.length)])
+    for (_, end), (after, _) in zip(spans, spans[1:]):
+        if end > after:
+            refuse("two of its members overlap")
+    if spans[-1][1] > cd_at:
+        refuse("a member runs into its directory")
     return members
 
 
@@ -309,69 +321,81 @@ def _end_record(tail: bytes) -> int | None:
     return None
 
 
-def _check_directory(directory: bytes, count: int, cd_at: int, listed: dict, index_at: int,
-                     index_length: int, refuse) -> dict[str, Member]:
-    """Every entry of the central directory by the pack rule, each against the index's
-    entry for it (`listed`; the index member's own place is `index_at`, `index_length`):
-    the members, the index included, by name. One pass: a pack opens for every clip read."""
-    members: dict[str, Member] = {}
-    spans = []  # (local header, end of data)
-    unpack, fixed, fixed_local = _CENTRAL.unpack_from, _CENTRAL.size, _LOCAL.size
-    pos = 0
+_ALLOWED_NAMES = re.compile(f"(?:{NAMES_PATTERN}|{re.escape(INDEX)})".encode())
+_ALL_ALLOWED = re.compile(b"(?:%s)(?:\n(?:%s))*" % ((_ALLOWED_NAMES.pattern,) * 2))
+_SIGNATURE = b"PK\x01\x02"
+# The fields of a directory entry the rule reads: signature, flags, method, CRC-32, stored
+# and real sizes, name, extra and comment lengths, disk, local header offset.
+_ENTRY = struct.Struct("<4s4xHH4xLLLHHHH6xL")
+
+
+def _entries(directory: bytes, count: int, cd_at: int, refuse) -> dict[str, Member]:
+    """Every entry of the central directory by the pack rule, as a member placed where the
+    directory says its data starts if its local header has no extra field (the index may
+    say otherwise: _index_members). A pack opens for every clip a training reads, so an entry
+    as our writer makes it costs one unpack and one test; anything else goes to _odd_entry,
+    which says what is wrong (or reads a zip64 field)."""
+    names, values = [], []
+    unpack, fixed, fixed_local = _ENTRY.unpack_from, _CENTRAL.size, _LOCAL.size
+    pos, end = 0, len(directory)
     for _ in range(count):
-        if pos + fixed > len(directory):
+        if pos + fixed > end:
             refuse("its central directory is cut short")
-        (sig, _, _, _, _, flags, method, _, _, crc, csize, size, nlen, elen, clen, disk, _, _,
-         header) = unpack(directory, pos)
+        sig, flags, method, crc, csize, size, nlen, elen, clen, disk, header = unpack(directory, pos)
         start = pos + fixed
         pos = start + nlen + elen + clen
-        if sig != b"PK\x01\x02" or pos > len(directory):
-            refuse("its central directory is not a list of entries")
-        raw = directory[start:start + nlen]
-        try:
-            name = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            refuse(f"a member name is not UTF-8 ({raw[:80]!r})")
-        if name != INDEX and not frame_part(name):
-            problem = name_problem(name)
-            if problem:
-                refuse(f"member {problem}")
-        if flags & ~_UTF8_NAMES or disk:
-            refuse(f"member {name} is encrypted or uses zip features a pack never has")
-        if method:
-            refuse(f"member {name} is compressed (method {method}); pack members are stored")
-        if _FULL32 in (csize, size, header):
-            csize, size, header = _zip64_sizes(directory[start + nlen:start + nlen + elen],
-                                               csize, size, header, name, refuse)
-        if csize != size:
-            refuse(f"member {name} is stored with two different sizes")
-        if size > MAX_FRAME_BYTES and name != INDEX:
-            refuse(f"member {name} holds {size:,} bytes, more than a frame may ({MAX_FRAME_BYTES:,})")
-        # Every name allowed is lower-case ASCII (frame_folder's templates, the record, the
-        # index): unique as written is unique after case folding too.
-        if name in members:
-            refuse(f"member {name} is there twice")
-        offset, length = (index_at, index_length) if name == INDEX else listed.get(name, (-1, -1))
         name_end = header + fixed_local + nlen
-        # its data starts after its local header's extra field (at most 64 KiB)
-        if length != size or not name_end <= offset <= name_end + _FULL16:
-            refuse(f"its index places {name} elsewhere than its directory"
-                   if name in listed or name == INDEX else f"its index does not name {name}")
-        members[name] = _member((offset, length, header, crc))
-        spans.append((header, offset + length))
-    if pos != len(directory):
+        if (sig != _SIGNATURE or pos > end or flags & ~_UTF8_NAMES or method or disk or csize != size
+                or size > MAX_FRAME_BYTES or header == _FULL32 or size == _FULL32
+                or name_end + size > cd_at):
+            size, header = _odd_entry(directory, start, cd_at, refuse)
+            name_end = header + fixed_local + nlen
+        names.append(directory[start:start + nlen])
+        values.append((name_end, size, header, crc))
+    if pos != end:
         refuse("its central directory holds more than its end record counts")
-    if INDEX not in members:
-        refuse(f"it has no index member ({INDEX})")
-    if len(members) != len(listed) + 1:
-        refuse("its index names members its directory does not list")
-    spans.sort()
-    for (_, end), (after, _) in zip(spans, spans[1:]):
-        if end > after:
-            refuse("two of its members overlap")
-    if spans[-1][1] > cd_at:
-        refuse("a member runs into its directory")
-    return members
+    joined = b"\n".join(names)
+    if count and not _ALL_ALLOWED.fullmatch(joined):
+        for raw in names:
+            if not _ALLOWED_NAMES.fullmatch(raw):
+                try:
+                    name = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    refuse(f"a member name is not UTF-8 ({raw[:80]!r})")
+                refuse(f"member {name_problem(name)}")
+    # Every name allowed is lower-case ASCII without a line break (the templates, the record,
+    # the index): unique as written is unique after case folding too.
+    entries = dict(zip(joined.decode("ascii").split("\n") if count else [], map(_member, values)))
+    if len(entries) != count:
+        twice = [n for n, c in collections.Counter(names).items() if c > 1]
+        refuse(f"member {twice[0].decode()} is there twice")
+    return entries
+
+
+def _odd_entry(directory: bytes, start: int, cd_at: int, refuse) -> tuple[int, int]:
+    """An entry unlike our writer's: refused saying why, or (size, local header offset)
+    where it is only a zip64 one (a pack past 2 GiB)."""
+    pos = start - _CENTRAL.size
+    (sig, _, _, _, _, flags, method, _, _, _, csize, size, nlen, elen, clen, disk, _, _,
+     header) = _CENTRAL.unpack_from(directory, pos)
+    raw = directory[start:start + nlen]
+    name = raw.decode("utf-8", "backslashreplace")[:80]
+    if sig != _SIGNATURE or start + nlen + elen + clen > len(directory):
+        refuse("its central directory is not a list of entries")
+    if flags & ~_UTF8_NAMES or disk:
+        refuse(f"member {name} is encrypted or uses zip features a pack never has")
+    if method:
+        refuse(f"member {name} is compressed (method {method}); pack members are stored")
+    if _FULL32 in (csize, size, header):
+        csize, size, header = _zip64_sizes(directory[start + nlen:start + nlen + elen],
+                                           csize, size, header, name, refuse)
+    if csize != size:
+        refuse(f"member {name} is stored with two different sizes")
+    if size > MAX_FRAME_BYTES:
+        refuse(f"member {name} holds {size:,} bytes, more than a member may ({MAX_FRAME_BYTES:,})")
+    if header + _LOCAL.size + nlen + size > cd_at:
+        refuse(f"member {name} lies beyond the data area")
+    return size, header
 
 
 def _zip64_sizes(extra: bytes, csize: int, size: int, header: int, name: str, refuse):
@@ -397,8 +421,32 @@ def _zip64_sizes(extra: bytes, csize: int, size: int, header: int, name: str, re
     refuse(f"member {name} lacks its zip64 field")
 
 
-def _index_entries(data: bytes, path: str, refuse) -> dict[str, tuple[int, int]]:
-    """The index member's entries, name -> (offset, length), each two integers."""
+def _index_members(data: bytes, entries: dict[str, Member], path: str, refuse) -> dict[str, Member]:
+    """The members, where the index places each: exactly the directory's entries (but the
+    index's own), each just after its local header with the directory's length. The index
+    our writer makes is one JSON text for a given directory: compared as bytes, it needs no
+    parsing; any other is parsed (bounded) to say what is wrong, or where extra fields put
+    the data."""
+    canonical = {name: m[:2] for name, m in entries.items()}
+    if data == json.dumps({"version": INDEX_VERSION, "members": canonical}, sort_keys=True).encode():
+        return entries
+    listed = _index_entries(data, path, refuse)
+    members = {}
+    for name, (name_end, size, header, crc) in entries.items():
+        if name not in listed:
+            refuse(f"its index does not name {name}")
+        offset, length = listed[name]
+        # its data starts after its local header's extra field (at most 64 KiB)
+        if length != size or not name_end <= offset <= name_end + _FULL16:
+            refuse(f"its index places {name} elsewhere than its directory")
+        members[name] = _member((offset, length, header, crc))
+    if len(listed) != len(members):
+        refuse("its index names members its directory does not list")
+    return members
+
+
+def _index_entries(data: bytes, path: str, refuse) -> dict[str, list[int]]:
+    """The index member's entries, name -> [offset, length], each two integers."""
     try:
         parsed = parse_json(data, MAX_INDEX_BYTES, depth=3)
     except ValueError as exc:
@@ -408,14 +456,12 @@ def _index_entries(data: bytes, path: str, refuse) -> dict[str, tuple[int, int]]
     if parsed.get("version") != INDEX_VERSION:
         raise PackError(f"{path}: pack index version {str(parsed.get('version'))[:20]}, this "
                         f"datatools reads {INDEX_VERSION}; upgrade datatools")
-    members = {}
     for name, entry in parsed["members"].items():
         # exact types: a bool is an int to isinstance, and neither it nor a float is an offset
         if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not int \
                 or type(entry[1]) is not int or entry[0] < 0 or entry[1] < 0:
             refuse(f"its index entry for {name[:80]!r} is not two integers")
-        members[name] = entry
-    return members
+    return parsed["members"]
 
 
 def _checked_record(pack: Pack) -> dict:

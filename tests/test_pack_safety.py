@@ -407,3 +407,22 @@ def test_a_root_copied_with_its_timestamps_keeps_its_probes_and_frame_records(pa
     assert again.probed == 0 and again.kept == len(NAMES) + 2
     rows = {r.key: r for r in build_lists("ucf101", copy, ["rawframes"]).records}
     assert {rows[key].extract_status for key in GOOD} == {"done"}
+
+
+def test_a_pack_past_2_gib_is_read_through_its_zip64_records(tmp_path):
+    """A long video's pack: members past 2 GiB carry their offsets in zip64 fields (Python's
+    zipfile writes them there); the rule reads them, and Python's zipfile agrees."""
+    import zipfile
+
+    from datatools.packs import PackWriter
+    path = tmp_path / "long.zip"
+    writer = PackWriter(str(path))
+    frame = os.urandom(1 << 20) * 60
+    for i in range(1, 38):  # 37 members of ~60 MiB: the last ones start past 2 GiB
+        writer.add(f"img_{i:05d}.jpg", frame[: len(frame) - i])
+    writer.add("flow_x_00001.jpg", b"the last member")
+    writer.finish()
+    with Pack.open(str(path)) as pack, zipfile.ZipFile(path) as zf:
+        assert zf.getinfo("flow_x_00001.jpg").header_offset > 2 << 30
+        assert pack.read("flow_x_00001.jpg") == zf.read("flow_x_00001.jpg") == b"the last member"
+        assert pack.read("img_00037.jpg") == frame[: len(frame) - 37]

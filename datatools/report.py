@@ -161,6 +161,11 @@ def print_build_summary(result, root) -> None:
                        "than their completion record counts, or were made from an earlier "
                        "version of the video (extract_status incomplete or stale; not listed; "
                        "re-run `datatools extract`)", "frame_dir"))
+    if result.not_utf8:
+        names = ", ".join(result.not_utf8[:SHOW]) + (f", … and {len(result.not_utf8) - SHOW} more"
+                                                      if len(result.not_utf8) > SHOW else "")
+        warn(f"{len(result.not_utf8)} file(s) or folder(s) left out: their names are not UTF-8, "
+             f"which no manifest or MMAction2 list can hold (rename them): {names}")
     if result.unusable:
         warn(name_some(result.unusable, "files at packs' names are not datatools packs "
                        "(extract_status unusable, the reason in extract_error and the log; not "

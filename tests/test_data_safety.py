@@ -545,3 +545,19 @@ def test_a_kill_between_the_two_renames_of_a_folder_loses_nothing(tmp_path):
     folder.rename(folder.with_name(f".{folder.name}.tmp"))  # the finished new folder, not yet renamed
     res = extract(root, ExtractOptions(task="rgb"), cluster=ONE)
     assert res.counts["skipped"] == 1 and folder_files(folder) == rgb
+
+
+def test_names_that_are_not_utf8_are_left_out_and_named_not_a_crash(tmp_path):
+    """A video or frame folder whose name is not UTF-8 fits no manifest cell or list: the scan
+    leaves it out and build-lists names it (escaped), exit 0; the rest is listed as before."""
+    root = ucf101_style_root(tmp_path / "root", {"Real/v_Real_g01_c01.mp4": str(VIDEOS / "short_32f.mp4")})
+    odd_video = os.fsdecode(bytes(root / "videos" / "Real") + b"/v_\xff_g02_c01.mp4")
+    shutil.copy(VIDEOS / "short_32f.mp4", odd_video)
+    os.makedirs(os.fsdecode(bytes(root / "rawframes" / "Real") + b"/v_\xfe_g03_c01"))
+    done = cli("ucf101", "build-lists", "--root", root, "--format", "videos,rawframes")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 file(s) or folder(s) left out: their names are not UTF-8" in done.stdout
+    assert "v_\\xff_g02_c01.mp4" in done.stdout and "v_\\xfe_g03_c01" in done.stdout
+    assert [r.key for r in read_manifest(root)[0]] == ["Real/v_Real_g01_c01"]
+    assert (root / "ucf101_train_split_1_videos.txt").read_text() == "Real/v_Real_g01_c01.mp4 0\n"
+    assert os.path.exists(odd_video)

@@ -84,6 +84,7 @@ class ScannedRoot:
     disk: dict = field(default_factory=dict)  # what this scan read (fingerprint.py)
     as_before: bool = False  # the root is as the previous manifest's scan saw it: its rows
     lists_written: list = field(default_factory=list)  # the previous manifest's (rerun.py)
+    not_utf8: list[str] = field(default_factory=list)  # paths left out (scan.py says why)
 
     def save(self, step: str, args: dict, lists: dict[Path, bytes] | None = None,
              changed: bool = True, planned=()) -> None:
@@ -161,9 +162,9 @@ def scan_root(dataset: str | None, root: Path, level: int | None = None,
         if prev is not None:
             carry_over(rec, prev)
 
-    records = join_disk(ds, videos, root, level, known, settle)
+    records, not_utf8 = join_disk(ds, videos, root, level, known, settle)
     return ScannedRoot(ds, root, level, records, ann.label_map, ann.label_source, steps,
-                       rebuilt_from, disk)
+                       rebuilt_from, disk, not_utf8=not_utf8)
 
 
 def build_lists(dataset: str, root: Path, formats: list[str] | None = None, level: int = 2,
@@ -178,7 +179,7 @@ def build_lists(dataset: str, root: Path, formats: list[str] | None = None, leve
         scanned = scan_root(dataset, root, level, rebuild=True)
         records = scanned.records
         result = BuildResult(dataset, records, label_source=scanned.label_source,
-                             rebuilt_from=scanned.rebuilt_from)
+                             rebuilt_from=scanned.rebuilt_from, not_utf8=scanned.not_utf8)
         frame_lists = any(f != "videos" for f in formats)
         for r in records:
             for where in result.add(r, categories(r, frame_lists)):
@@ -192,11 +193,12 @@ def build_lists(dataset: str, root: Path, formats: list[str] | None = None, leve
 
 
 def join_disk(ds: Dataset, videos: list, root: Path, level: int,
-              known: dict[str, VideoRecord], settle) -> list[VideoRecord]:
+              known: dict[str, VideoRecord], settle) -> tuple[list[VideoRecord], list[str]]:
     """One record per annotated video (found or missing) plus one per unclaimed file on disk;
     `settle(record)` completes each as it is made. `videos` is emptied as it goes. `known`:
     the previous manifest's rows by video id; a frame folder its row says is done, unchanged
-    since (folder mtime) and made from the same file, is not listed again."""
+    since (folder mtime) and made from the same file, is not listed again. Also returns the
+    paths the scan left out, names that are not UTF-8."""
     video_index: dict[str, DiskIndex] = {}
     frame_index: dict[str, DiskIndex] = {}
 
@@ -232,7 +234,8 @@ def join_disk(ds: Dataset, videos: list, root: Path, level: int,
             _stat(rec, root)
             settle(rec)
             records.append(rec)
-    return records
+    not_utf8 = [p for index in (*video_index.values(), *frame_index.values()) for p in index.not_utf8]
+    return records, not_utf8
 
 
 def _record(ds: Dataset, video: AnnotatedVideo, level: int) -> VideoRecord:

@@ -35,6 +35,7 @@ class BuildResult:
     flow_mismatch: list[VideoRecord] = field(default_factory=list)  # flow_x count != flow_y
     incomplete: list[VideoRecord] = field(default_factory=list)  # fewer files than recorded
     unusable: list[VideoRecord] = field(default_factory=list)  # not a pack at a pack's name
+    not_utf8: list[str] = field(default_factory=list)  # paths left out: names not UTF-8
     unchecked: int = 0  # listed, never probed
     bad: list[VideoRecord] = field(default_factory=list)  # a probe (or size 0) said bad
     label_source: str = ""

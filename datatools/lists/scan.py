@@ -60,33 +60,43 @@ def _pack_contents(path: str) -> tuple[list[str], dict | None, str | None]:
         return [], None, str(exc)
 
 
-def _visible(folder, sweep: bool = False) -> list:
-    """The entries of `folder` not hidden, by name. With `sweep` (frame folders' parents),
-    leftovers of a pack writer killed before it finished (packs.is_leftover) are removed as
-    they are met: every scan runs under the root's lock, so no writer of them is alive."""
+def _visible(folder, not_utf8: list[str], sweep: bool = False) -> list:
+    """The entries of `folder` not hidden, by name. One whose name is not UTF-8 (Python holds
+    it with surrogates) fits no manifest cell or MMAction2 list: it is left out, its path
+    added to `not_utf8`. With `sweep` (frame folders' parents), leftovers of a pack writer
+    killed before it finished (packs.is_leftover) are removed as they are met: every scan runs
+    under the root's lock, so no writer of them is alive."""
     with os.scandir(folder) as it:
         entries = list(it)
-    if sweep:
-        for e in entries:
-            if e.name.startswith(".") and is_leftover(e.name) and e.is_file(follow_symlinks=False):
+    shown = []
+    for e in entries:
+        if e.name.startswith("."):
+            if sweep and is_leftover(e.name) and e.is_file(follow_symlinks=False):
                 try:
                     os.unlink(e.path)
                 except FileNotFoundError:
                     pass
-    return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
+            continue
+        try:
+            e.name.encode("utf-8")
+        except UnicodeEncodeError:
+            not_utf8.append(os.fsencode(e.path).decode("utf-8", "backslashreplace"))
+            continue
+        shown.append(e)
+    return sorted(shown, key=lambda e: e.name)
 
 
-def _entries(folder: Path, level: int):
+def _entries(folder: Path, level: int, not_utf8: list[str]):
     """(relative path, entry) of visible entries, like glob('*') at level 1 and glob('*/*')
     at level 2. At level 2, files lying directly in `folder` are yielded too: unlabelled test
     videos have no class folder."""
     if not folder.is_dir():
         return
-    for first in _visible(folder):
+    for first in _visible(folder, not_utf8):
         if level == 1 or not first.is_dir():
             yield first.name, first
         else:
-            for e in _visible(first.path):
+            for e in _visible(first.path, not_utf8):
                 yield f"{first.name}/{e.name}", e
 
 
@@ -95,8 +105,9 @@ class DiskIndex:
     claimed entry leaves the index (what is left is unclaimed); the stems are indexed only
     when a key is first not found (a root laid out as its annotations say never needs them)."""
 
-    def __init__(self, items: dict[str, object]):
+    def __init__(self, items: dict[str, object], not_utf8: list[str] | None = None):
         self.items = items  # key -> payload, unclaimed
+        self.not_utf8 = not_utf8 or []  # paths left out: names that are not UTF-8
         self._by_stem: dict[str, str | None] | None = None  # stem -> its one key (None: several)
 
     def claim(self, key: str, stem: str):
@@ -118,11 +129,11 @@ class DiskIndex:
 
 def scan_videos(root: Path, video_dir: str, level: int) -> DiskIndex:
     """Index of `root/video_dir` entries: key -> path relative to root."""
-    items = {}
-    for rel, _entry in _entries(root / video_dir, level):
+    items, not_utf8 = {}, []
+    for rel, _entry in _entries(root / video_dir, level, not_utf8):
         key = rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
         items[key] = f"{video_dir}/{rel}"
-    return DiskIndex(items)
+    return DiskIndex(items, not_utf8)
 
 
 # A folder's mtime changes whenever an entry is added, removed or renamed in it, so a folder
@@ -166,11 +177,11 @@ def scan_frames(root: Path, frames_dir: str, level: int) -> DiskIndex:
     (`<name>.zip`, packs.py) stands where its folder would; where both are (a `datatools pack`
     killed before it deleted the folder), the pack is the one: it is complete.
     """
-    items = {}
+    items, not_utf8 = {}, []
     top = root / frames_dir
     if not top.is_dir():
         return DiskIndex(items)
-    for first in _visible(top, sweep=True):
+    for first in _visible(top, not_utf8, sweep=True):
         if _is_pack(first):
             items[first.name[: -len(SUFFIX)]] = found_pack(first, f"{frames_dir}/{first.name}")
             continue
@@ -180,10 +191,10 @@ def scan_frames(root: Path, frames_dir: str, level: int) -> DiskIndex:
         if level == 1 or found.load().rgb or found.flow_x or found.flow_y or found.record:
             items[first.name] = found
             continue
-        for e in _visible(first.path, sweep=True):
+        for e in _visible(first.path, not_utf8, sweep=True):
             rel = f"{first.name}/{e.name}"
             if _is_pack(e):
                 items[rel[: -len(SUFFIX)]] = found_pack(e, f"{frames_dir}/{rel}")
             elif e.is_dir() and rel not in items:
                 items[rel] = found_folder(e, f"{frames_dir}/{rel}")
-    return DiskIndex(items)
+    return DiskIndex(items, not_utf8)

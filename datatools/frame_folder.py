@@ -19,6 +19,7 @@ import errno
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 import stat
@@ -61,7 +62,7 @@ def record_from_bytes(data: bytes) -> dict:
     problem = record_problem(record)
     if problem:
         raise ValueError(f"its completion record {problem}")
-    return _current(record)
+    return _upgraded(record)
 
 
 def _current(record: dict | None) -> dict | None:
@@ -69,6 +70,10 @@ def _current(record: dict | None) -> dict | None:
     record_problem's rules (a folder with such a record is a folder without one)."""
     if record is None or record_problem(record):
         return None
+    return _upgraded(record)
+
+
+def _upgraded(record: dict) -> dict:
     return record if "parts" in record else _from_version_1(record)
 
 
@@ -101,44 +106,72 @@ STARTS = {n[2] for n in NAMINGS.values()}
 
 
 def _is_int(value, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+    return type(value) is int and low <= value <= high
+
+
+# The parameters a later step reads out of a record (into manifest columns, or to compare),
+# and the JSON types each may have (exact types: to isinstance, a bool is an int).
+PARAM_KINDS = {"algo": (str,), "backend": (str,), "build": (str,), "bound": (int, float),
+               "jpeg_quality": (int,)}
 
 
 def record_problem(record) -> str | None:
     """What makes `record` (parsed JSON) not a completion record, or None."""
-    if not isinstance(record, dict):
+    if type(record) is not dict:
         return "is not a JSON object"
-    if "parts" not in record:  # version 1: the fields _from_version_1 reads
-        if not isinstance(record.get("params") or {}, dict):
-            return "has params that are not an object"
-        p = record.get("params") or {}
-        bad = [k for k in ("rgb_count", "flow_count") if record.get(k) is not None
-               and not _is_int(record.get(k), 0, MAX_FRAMES)]
-        bad += [k for k in ("naming", "task") if p.get(k) is not None and not isinstance(p.get(k), str)]
-        return f"has a bad {bad[0]}" if bad else _common_problem(record)
+    if "parts" not in record:
+        return _version_1_problem(record)
     parts = record["parts"]
-    if not isinstance(parts, dict) or not set(parts) <= set(PART_PREFIXES):
+    if type(parts) is not dict or not set(parts) <= set(PART_PREFIXES):
         return "has parts other than rgb and flow"
     for part, info in parts.items():
-        if not isinstance(info, dict):
+        if type(info) is not dict:
             return f"has its {part} part as something other than an object"
         if not _is_int(info.get("count", 0), 0, MAX_FRAMES):
             return f"counts no 0..{MAX_FRAMES:,} frames for its {part} part"
-        if not isinstance(info.get("params") or {}, dict):
-            return f"has {part} params that are not an object"
+        problem = _params_problem(info.get("params"), part)
+        if problem:
+            return problem
     templates = record.get("templates")
     if templates is not None:
-        if not isinstance(templates, list) or len(templates) != 2:
+        if type(templates) is not list or len(templates) != 2:
             return "has templates that are not a pair"
         for part, template in zip(("rgb", "flow"), templates):
-            if template is not None and template not in TEMPLATES[part]:
+            if template is not None and (type(template) is not str or template not in TEMPLATES[part]):
                 return f"has the {part} template {_shown(template)}, which no naming writes"
     start = record.get("start_index")
-    if start is not None and start not in STARTS:
+    if start is not None and (type(start) is not int or start not in STARTS):
         return f"has the start index {_shown(start)}, which no naming uses"
-    if not isinstance(record.get("common") or {}, dict):
+    if type(record.get("common") or {}) is not dict:
         return "has common parameters that are not an object"
     return _common_problem(record)
+
+
+def _version_1_problem(record: dict) -> str | None:
+    """A record written before tasks were additive: the fields _from_version_1 reads."""
+    p = record.get("params") or {}
+    if type(p) is not dict:
+        return "has params that are not an object"
+    for key in ("rgb_count", "flow_count"):
+        if record.get(key) is not None and not _is_int(record[key], 0, MAX_FRAMES):
+            return f"has a bad {key}"
+    for key in ("naming", "task"):
+        if p.get(key) is not None and type(p[key]) is not str:
+            return f"has a {key} that is not text"
+    return _params_problem(p, "its") or _common_problem(record)
+
+
+def _params_problem(params, part: str) -> str | None:
+    if params is None:
+        return None
+    if type(params) is not dict:
+        return f"has {part} params that are not an object"
+    for key, kinds in PARAM_KINDS.items():
+        value = params.get(key)
+        if value is not None and (type(value) not in kinds
+                                  or (type(value) is float and not math.isfinite(value))):
+            return f"has a {part} {key} of the wrong kind ({_shown(value)})"
+    return None
 
 
 def _common_problem(record: dict) -> str | None:
@@ -148,7 +181,7 @@ def _common_problem(record: dict) -> str | None:
     for key in ("video_size", "video_mtime_ns"):
         if record.get(key) is not None and not _is_int(record[key], 0, 1 << 64):
             return f"has a bad {key}"
-    if record.get("video") is not None and not isinstance(record["video"], str):
+    if record.get("video") is not None and type(record["video"]) is not str:
         return "has a video name that is not text"
     return None
 

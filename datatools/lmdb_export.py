@@ -10,8 +10,9 @@ JPEG bytes, from folders and packs alike. MMAction2 reads it with no datatools c
 mmengine encodes keys as ASCII, so a frame path that is not ASCII is refused before anything is
 written. Folders and packs are read by the rules of frame_folder.py and packs.py; one that
 breaks them is a failed video, left out of the database (never half in it: each video is one
-write transaction) and named in the summary. The database is written under a temporary name
-and renamed when complete; a run killed midway starts again. The frames are left where they
+write transaction) and named in the summary. The database is written in a new folder of its
+own (never through whatever stands at a fixed name) and renamed when complete; a run killed
+midway starts again. The frames are left where they
 are (this is an export).
 """
 
@@ -27,7 +28,7 @@ from .errors import UserError
 from .frame_folder import DONE, NotAFrame, frame_files, read_frame_file
 from .fsio import DiskError, free_bytes, gib, mount_point
 from .packing import frames_top, walk_frames
-from .packs import SUFFIX, Pack, PackError
+from .packs import SUFFIX, Pack, PackError, is_leftover, remove_leftover, temporary_path
 
 NAME = "rawframes.lmdb"
 PAGE = 4096  # LMDB stores a value larger than a page in whole pages of its own
@@ -85,12 +86,16 @@ def export_lmdb(root: Path, frames_dir: str = "rawframes", advance=lambda amount
     # What LMDB will take: each frame in whole pages, plus its key and node.
     needed = sum((length + 64 + PAGE - 1) // PAGE * PAGE + len(v.prefix) + len(name) + 64
                  for v in videos for name, length in v.frames)
-    final, tmp = root / NAME, root / f".{NAME}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    final = root / NAME
     free = free_bytes(root)
     if needed > free:
         raise DiskError(f"{final}: the export needs about {gib(needed)}, {gib(free)} free on "
                         f"{mount_point(root)}; free some space (or move the root), then re-run")
+    for entry in os.scandir(root):  # databases of runs killed before they finished
+        if is_leftover(entry.name) and entry.name.startswith(f".{NAME}."):
+            remove_leftover(entry)
+    tmp = Path(temporary_path(str(final)))
+    os.mkdir(tmp)  # this run's own (never a name something else may stand at)
     result = Export(final, failed=failed)
     # No sync per transaction: the database is a temporary file until renamed, synced once.
     env = lmdb.open(str(tmp), map_size=2 * needed + (16 << 20), subdir=True, lock=False, sync=False)
@@ -104,13 +109,16 @@ def export_lmdb(root: Path, frames_dir: str = "rawframes", advance=lambda amount
         env.sync(True)
     except lmdb.Error as exc:
         env.close()
-        raise _lmdb_error(exc, root) from None
+        raise _lmdb_error(exc, root, tmp) from None
     except BaseException:
         env.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     env.close()
-    shutil.rmtree(final, ignore_errors=True)
+    if final.is_symlink() or final.is_file():  # what stands at the name goes, a link as a link
+        final.unlink()
+    elif final.exists():
+        shutil.rmtree(final)
     os.rename(tmp, final)
     return result
 
@@ -130,11 +138,11 @@ def _put_video(env, video: Video) -> int:
     return len(video.frames)
 
 
-def _lmdb_error(exc: Exception, root: Path) -> Exception:
+def _lmdb_error(exc: Exception, root: Path, tmp: Path) -> Exception:
     """LMDB reports a full disk as an I/O error: told apart by the space left (looked at
     before the temporary database is removed)."""
     full = free_bytes(root) < (64 << 20) or "No space" in str(exc)
-    shutil.rmtree(root / f".{NAME}.tmp", ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
     if full:
         return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(root / NAME))
     return UserError(f"{root / NAME}: LMDB could not write ({exc}); nothing was kept")

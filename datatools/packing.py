@@ -25,7 +25,17 @@ from pathlib import Path
 from .errors import UserError
 from .frame_folder import DONE, PART_PREFIXES, NotAFrame, frame_files, prefixes_of, read_frame_file
 from .fsio import fsync_dir, is_disk_error
-from .packs import SUFFIX, Pack, PackError, PackWriter, is_leftover, pack_path, temporary_path, verify
+from .packs import (
+    SUFFIX,
+    Pack,
+    PackError,
+    PackWriter,
+    is_leftover,
+    pack_path,
+    remove_leftover,
+    temporary_path,
+    verify,
+)
 
 FRAME_PREFIXES = prefixes_of(PART_PREFIXES)
 
@@ -67,7 +77,7 @@ def walk_frames(top: Path) -> FramesTree:
                     or entry.name == DONE
                 if entry.name.startswith("."):
                     if is_leftover(entry.name):
-                        _remove(entry)
+                        remove_leftover(entry)
                 elif entry.name.endswith(SUFFIX) and not entry.is_dir(follow_symlinks=False):
                     tree.packs.append(Path(entry.path))  # whatever it is: Pack.open says
                 elif entry.is_symlink():
@@ -86,16 +96,6 @@ def walk_frames(top: Path) -> FramesTree:
     tree.folders.sort()
     tree.packs.sort()
     return tree
-
-
-def _remove(entry: os.DirEntry) -> None:
-    if entry.is_dir(follow_symlinks=False):
-        shutil.rmtree(entry.path, ignore_errors=True)
-    else:
-        try:
-            os.unlink(entry.path)
-        except FileNotFoundError:
-            pass
 
 
 def frames_top(root: Path, frames_dir: str) -> Path:
@@ -158,6 +158,8 @@ class MismatchError(Exception):
 def pack_folder(folder: Path) -> str | None:
     """Pack one folder; None when packed now, "already" when its pack was complete."""
     final = pack_path(str(folder))
+    if folder.is_symlink():  # its files are elsewhere, and would be deleted there
+        raise NotAFrame(f"{folder} is a symbolic link; only folders inside the root are packed")
     names = frame_files(str(folder))
     if os.path.lexists(final):
         # Packed by a run killed before (or while) it deleted the folder: what is left of the
@@ -206,20 +208,19 @@ def unpack_pack(path: Path) -> str | None:
     """Unpack one pack into its folder; None when unpacked now, "already" when the folder
     was complete (a run killed before deleting the pack)."""
     final = str(path)[: -len(SUFFIX)]
-    problem = verify(str(path))
-    if problem:
-        raise PackError(f"{problem}; nothing unpacked")
     if os.path.lexists(final):
         if os.path.islink(final) or not os.path.isdir(final):
             raise MismatchError(f"{final} is there and is not a frame folder; {path} is kept")
         _same_as_folder(str(path), Path(final), frame_files(final))
         os.unlink(path)
         return "already"
+    with Pack.open(str(path)) as pack:  # the pack rule, before anything is written
+        names = pack.names()
     tmp = temporary_path(final)
     os.mkdir(tmp)  # this run's own: a name no other writer uses
     try:
         with Pack.open(str(path)) as pack:
-            for name in pack.names():  # plain frame names (the pack rule): inside tmp
+            for name in names:  # plain frame names (the pack rule): inside tmp; CRCs checked
                 _write_new(os.path.join(tmp, name), pack.read(name))
         fsync_dir(Path(tmp))
         _same_as_folder(str(path), Path(tmp), frame_files(tmp))

@@ -23,10 +23,12 @@ row, never into a folder and never into a deletion.
 from __future__ import annotations
 
 import collections
+import errno
 import functools
 import json
 import os
 import re
+import shutil
 import stat
 import struct
 import uuid
@@ -35,7 +37,6 @@ import zlib
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .completion import parse_json
 from .frame_folder import DONE, MAX_FRAME_BYTES, NAMES_PATTERN, name_problem, record_from_bytes
 from .fsio import fsync_dir
 
@@ -70,6 +71,18 @@ _LEFTOVER = re.compile(r"\..+\.(?:[0-9]+-[0-9a-f]{8}|zip)\.tmp\Z", re.S)
 
 def is_leftover(name: str) -> bool:
     return bool(_LEFTOVER.match(name))
+
+
+def remove_leftover(entry: os.DirEntry) -> None:
+    """A killed writer's leftover (is_leftover): a file, a folder (unpack's), or a link (as a
+    link: nothing it points to is touched)."""
+    try:
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            os.unlink(entry.path)
+    except FileNotFoundError:
+        pass
 
 
 class PackError(Exception):
@@ -145,10 +158,13 @@ class PackWriter:
 _END = struct.Struct("<4s4H2LH")  # end of central directory: 22 bytes + comment
 _END64_LOCATOR = struct.Struct("<4sLQL")  # 20 bytes, just before the end record
 _END64 = struct.Struct("<4sQ2H2L4Q")  # 56 bytes
-_CENTRAL = struct.Struct("<4s4B4HL2L5H2L")  # 46 bytes + name + extra + comment
+# A central directory entry's fields the rule reads: signature, flags, method, CRC-32, stored
+# and real sizes, name, extra and comment lengths, disk, local header offset (46 bytes, then
+# the name, extra and comment).
+_CENTRAL = struct.Struct("<4s4xHH4xLLLHHHH6xL")
 _LOCAL = struct.Struct("<4s2B4HL2L2H")  # 30 bytes + name + extra, then the data
 _UTF8_NAMES = 0x800  # the only general-purpose flag a pack's member has
-_FULL32, _FULL16 = 0xFFFFFFFF, 0xFFFF  # "see the zip64 record"
+_FULL32 = 0xFFFFFFFF  # "see the zip64 record"
 
 
 class Member(NamedTuple):
@@ -177,31 +193,30 @@ class Pack:
         (PackError: another index version, or the disk's own error).
 
         The rule, every read bounded by the file's size and by MAX_INDEX_BYTES: a regular
-        file (not a link, FIFO or device) ending in one zip end record, whose comment places
-        the index; its central directory lists at most MAX_MEMBERS members, each stored
-        (method 0, not encrypted), named as a frame or the record (frame_folder.name_problem:
-        plain UTF-8 names that no path or case folding can confuse), once, and no larger than
-        a frame may be (MAX_FRAME_BYTES); the index (JSON, bounded in size and depth) names
-        exactly those members, each with two integers that the directory confirms: its data
-        starts just after its local header, with the directory's length, and no two members
-        overlap or run into the directory; the completion record, where there is one, keeps
-        the record's rules (frame_folder.record_problem). Every other member's local header
-        (name, sizes, CRC) and its bytes' CRC-32 are checked when it is read, in the same
-        single pread."""
+        file (not a link, FIFO or device) whose members' bytes are on disk (not sparse),
+        ending in one zip end record whose comment places the index; its central directory
+        lists at most MAX_MEMBERS members, each stored (method 0, not encrypted), named as a
+        frame or the record (frame_folder.name_problem: plain UTF-8 names that no path or case
+        folding can confuse), once, no larger than a frame may be (MAX_FRAME_BYTES), its data
+        just after its local header (no extra field, as our writer leaves it), no two members
+        overlapping or running into the directory; the index is exactly the text our writer
+        makes for those members (so it names each, with its offset and length, and is never
+        parsed); the completion record, where there is one, keeps the record's rules
+        (frame_folder.record_problem). Every other member's local header (name, sizes, CRC)
+        and its bytes' CRC-32 are checked when it is read, in the same single pread."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
             if os.path.islink(path):
                 raise NotAPack(path, "it is a symbolic link") from None
+            if exc.errno == errno.ENXIO:
+                raise NotAPack(path, "it is a socket") from None
             raise PackError(f"{path}: {exc.strerror or exc}") from None
         try:
             pack = cls(path, _read_members(fd, path), fd)
             if DONE in pack.members:
                 pack.record = _checked_record(pack)
             return pack
-        except NotAPack:
-            os.close(fd)
-            raise
         except OSError as exc:  # the disk's error, not the file's content
             os.close(fd)
             raise PackError(f"{path}: {exc.strerror or exc}") from None
@@ -247,31 +262,24 @@ def _read_members(fd: int, path: str) -> dict[str, Member]:
     if not stat.S_ISREG(st.st_mode):
         refuse("it is not a regular file")
     count, cd_at, directory, comment = _directory(fd, st.st_size, refuse)
-    entries = _entries(directory, count, cd_at, refuse)
-    if INDEX not in entries:
+    members = _entries(directory, count, cd_at, refuse)
+    if INDEX not in members:
         refuse(f"it has no index member ({INDEX})")
-    # The comment says where the index's data lies; its directory entry must agree.
-    words = comment.split()
-    if len(words) != 3 or words[0] != COMMENT.encode() or not all(w.isdigit() and len(w) < 20
-                                                                  for w in words[1:]):
+    # Members' bytes that are not on disk (holes) would read as gigabytes of zeros.
+    if sum(m.length for m in members.values()) > 2 * st.st_blocks * 512 + (1 << 20):
+        refuse("it is sparse: its members' bytes are not on disk")
+    index = members.pop(INDEX)
+    if comment != f"{COMMENT} {index.offset} {index.length}".encode():
         refuse("its zip comment does not say where its index is")
-    name_end, size, header, crc = entries.pop(INDEX)
-    index = Member(int(words[1]), int(words[2]), header, crc)
-    if index.length != size or not name_end <= index.offset <= name_end + _FULL16 \
-            or index.offset + size > cd_at:
-        refuse("its zip comment places its index elsewhere than its directory")
     try:  # its local header, and its bytes' CRC-32 against the directory's
         data = _read_member(fd, path, INDEX, index)
     except DamagedFrame:
         refuse("its index fails its CRC-32")
-    members = _index_members(data, entries, path, refuse)
-    spans = sorted([(header, offset + length) for offset, length, header, _ in members.values()]
-                   + [(index.header, index.offset + index.length)])
+    _check_index(data, members, path, refuse)
+    spans = sorted((m.header, m.offset + m.length) for m in (*members.values(), index))
     for (_, end), (after, _) in zip(spans, spans[1:]):
         if end > after:
             refuse("two of its members overlap")
-    if spans[-1][1] > cd_at:
-        refuse("a member runs into its directory")
     return members
 
 
@@ -324,19 +332,15 @@ def _end_record(tail: bytes) -> int | None:
 _ALLOWED_NAMES = re.compile(f"(?:{NAMES_PATTERN}|{re.escape(INDEX)})".encode())
 _ALL_ALLOWED = re.compile(b"(?:%s)(?:\n(?:%s))*" % ((_ALLOWED_NAMES.pattern,) * 2))
 _SIGNATURE = b"PK\x01\x02"
-# The fields of a directory entry the rule reads: signature, flags, method, CRC-32, stored
-# and real sizes, name, extra and comment lengths, disk, local header offset.
-_ENTRY = struct.Struct("<4s4xHH4xLLLHHHH6xL")
 
 
 def _entries(directory: bytes, count: int, cd_at: int, refuse) -> dict[str, Member]:
-    """Every entry of the central directory by the pack rule, as a member placed where the
-    directory says its data starts if its local header has no extra field (the index may
-    say otherwise: _index_members). A pack opens for every clip a training reads, so an entry
-    as our writer makes it costs one unpack and one test; anything else goes to _odd_entry,
+    """Every entry of the central directory by the pack rule, as a member whose data starts
+    just after its local header. A pack opens for every clip a training reads, so an entry as
+    our writer makes it costs one unpack and one test; anything else goes to _odd_entry,
     which says what is wrong (or reads a zip64 field)."""
     names, values = [], []
-    unpack, fixed, fixed_local = _ENTRY.unpack_from, _CENTRAL.size, _LOCAL.size
+    unpack, fixed, fixed_local = _CENTRAL.unpack_from, _CENTRAL.size, _LOCAL.size
     pos, end = 0, len(directory)
     for _ in range(count):
         if pos + fixed > end:
@@ -355,7 +359,8 @@ def _entries(directory: bytes, count: int, cd_at: int, refuse) -> dict[str, Memb
     if pos != end:
         refuse("its central directory holds more than its end record counts")
     joined = b"\n".join(names)
-    if count and not _ALL_ALLOWED.fullmatch(joined):
+    # one match for every name (none holds a line break: the count of them says so)
+    if count and not (_ALL_ALLOWED.fullmatch(joined) and joined.count(b"\n") == count - 1):
         for raw in names:
             if not _ALLOWED_NAMES.fullmatch(raw):
                 try:
@@ -363,23 +368,21 @@ def _entries(directory: bytes, count: int, cd_at: int, refuse) -> dict[str, Memb
                 except UnicodeDecodeError:
                     refuse(f"a member name is not UTF-8 ({raw[:80]!r})")
                 refuse(f"member {name_problem(name)}")
-    # Every name allowed is lower-case ASCII without a line break (the templates, the record,
-    # the index): unique as written is unique after case folding too.
-    entries = dict(zip(joined.decode("ascii").split("\n") if count else [], map(_member, values)))
-    if len(entries) != count:
+    # Every name allowed is lower-case ASCII (the templates, the record, the index): unique as
+    # written is unique after case folding too.
+    members = dict(zip(joined.decode("ascii").split("\n") if count else [], map(_member, values)))
+    if len(members) != count:
         twice = [n for n, c in collections.Counter(names).items() if c > 1]
         refuse(f"member {twice[0].decode()} is there twice")
-    return entries
+    return members
 
 
 def _odd_entry(directory: bytes, start: int, cd_at: int, refuse) -> tuple[int, int]:
     """An entry unlike our writer's: refused saying why, or (size, local header offset)
     where it is only a zip64 one (a pack past 2 GiB)."""
-    pos = start - _CENTRAL.size
-    (sig, _, _, _, _, flags, method, _, _, _, csize, size, nlen, elen, clen, disk, _, _,
-     header) = _CENTRAL.unpack_from(directory, pos)
-    raw = directory[start:start + nlen]
-    name = raw.decode("utf-8", "backslashreplace")[:80]
+    sig, flags, method, _, csize, size, nlen, elen, clen, disk, header = \
+        _CENTRAL.unpack_from(directory, start - _CENTRAL.size)
+    name = directory[start:start + nlen].decode("utf-8", "backslashreplace")[:80]
     if sig != _SIGNATURE or start + nlen + elen + clen > len(directory):
         refuse("its central directory is not a list of entries")
     if flags & ~_UTF8_NAMES or disk:
@@ -421,47 +424,20 @@ def _zip64_sizes(extra: bytes, csize: int, size: int, header: int, name: str, re
     refuse(f"member {name} lacks its zip64 field")
 
 
-def _index_members(data: bytes, entries: dict[str, Member], path: str, refuse) -> dict[str, Member]:
-    """The members, where the index places each: exactly the directory's entries (but the
-    index's own), each just after its local header with the directory's length. The index
-    our writer makes is one JSON text for a given directory: compared as bytes, it needs no
-    parsing; any other is parsed (bounded) to say what is wrong, or where extra fields put
-    the data."""
-    canonical = {name: m[:2] for name, m in entries.items()}
-    if data == json.dumps({"version": INDEX_VERSION, "members": canonical}, sort_keys=True).encode():
-        return entries
-    listed = _index_entries(data, path, refuse)
-    members = {}
-    for name, (name_end, size, header, crc) in entries.items():
-        if name not in listed:
-            refuse(f"its index does not name {name}")
-        offset, length = listed[name]
-        # its data starts after its local header's extra field (at most 64 KiB)
-        if length != size or not name_end <= offset <= name_end + _FULL16:
-            refuse(f"its index places {name} elsewhere than its directory")
-        members[name] = _member((offset, length, header, crc))
-    if len(listed) != len(members):
-        refuse("its index names members its directory does not list")
-    return members
-
-
-def _index_entries(data: bytes, path: str, refuse) -> dict[str, list[int]]:
-    """The index member's entries, name -> [offset, length], each two integers."""
-    try:
-        parsed = parse_json(data, MAX_INDEX_BYTES, depth=3)
-    except ValueError as exc:
-        refuse(f"its index is not JSON ({exc})")
-    if not isinstance(parsed, dict) or not isinstance(parsed.get("members"), dict):
-        refuse("its index is not a pack index")
-    if parsed.get("version") != INDEX_VERSION:
-        raise PackError(f"{path}: pack index version {str(parsed.get('version'))[:20]}, this "
-                        f"datatools reads {INDEX_VERSION}; upgrade datatools")
-    for name, entry in parsed["members"].items():
-        # exact types: a bool is an int to isinstance, and neither it nor a float is an offset
-        if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not int \
-                or type(entry[1]) is not int or entry[0] < 0 or entry[1] < 0:
-            refuse(f"its index entry for {name[:80]!r} is not two integers")
-    return parsed["members"]
+def _check_index(data: bytes, members: dict[str, Member], path: str, refuse) -> None:
+    """The index is the one text our writer makes for these members (json.dumps, sorted
+    keys): compared as bytes, never parsed. One of another version says so."""
+    expected = json.dumps({"version": INDEX_VERSION, "members": {n: m[:2] for n, m in members.items()}},
+                          sort_keys=True).encode()
+    if data == expected:
+        return
+    version = re.search(rb'"version": ([0-9]{1,9})\}\Z', data)
+    if version and int(version.group(1)) != INDEX_VERSION:
+        raise PackError(f"{path}: pack index version {int(version.group(1))}, this datatools reads "
+                        f"{INDEX_VERSION}; upgrade datatools")
+    at = next((i for i, (a, b) in enumerate(zip(data, expected)) if a != b), min(len(data), len(expected)))
+    refuse(f"its index does not match its directory (from byte {at}: "
+           f"{data[max(0, at - 20):at + 20].decode('utf-8', 'backslashreplace')!r})")
 
 
 def _checked_record(pack: Pack) -> dict:

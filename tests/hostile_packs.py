@@ -8,6 +8,7 @@ from __future__ import annotations
 import bz2
 import json
 import os
+import socket
 import struct
 import zlib
 from collections.abc import Callable
@@ -46,7 +47,7 @@ def build(path: Path, members: list[M], index: Callable[[dict], object] | bytes 
         m.name.decode("utf-8", "surrogateescape"): [at, m.data if isinstance(m.data, int) else len(m.data)]
         for m, _, at in layout}}
     if not isinstance(index, bytes):
-        index = json.dumps(table if index is None else index(table)).encode()
+        index = json.dumps(table if index is None else index(table), sort_keys=True).encode()
     body = index
     stored = bz2.compress(body) if index_method == 12 else body
     idx = M(INDEX.encode(), stored, index_method, zlib.crc32(body), len(body))
@@ -128,6 +129,25 @@ def variants(frames: dict[str, bytes]) -> dict[str, Callable[[Path], None]]:
     def fifo(path: Path) -> None:
         os.mkfifo(path)
 
+    def socket_file(path: Path) -> None:
+        here = os.getcwd()  # a socket's path is short (108 bytes): bound by its name, from beside it
+        os.chdir(path.parent)
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.bind(path.name)
+        finally:
+            os.chdir(here)
+
+    def folder_link(path: Path) -> None:
+        path.with_name(path.name + ".target").mkdir()
+        os.symlink(path.name + ".target", path)
+
+    def holes(path: Path) -> None:
+        # 40 members of 60 MiB that are not on disk, each with the CRC-32 its zeros have
+        hole = 60 << 20
+        zeros = zlib.crc32(bytes(hole))
+        build(path, [M(f"img_{i:05d}.jpg".encode(), hole, crc=zeros) for i in range(1, 41)])
+
     def link_to(target: str) -> Callable[[Path], None]:
         return lambda path: os.symlink(target, path)
 
@@ -153,6 +173,12 @@ def variants(frames: dict[str, bytes]) -> dict[str, Callable[[Path], None]]:
         "record_count_a_billion": with_members(M(DONE.encode(), record(
             parts={"rgb": {"count": 10**12, "params": {}}}))),
         "record_nested_deep": with_members(M(DONE.encode(), b"[" * 50_000 + b"]" * 50_000)),
+        "record_start_index_a_list": with_members(M(DONE.encode(), record(start_index=[]))),
+        "record_start_index_a_float": with_members(M(DONE.encode(), record(start_index=1.0))),
+        "record_template_a_list": with_members(M(DONE.encode(), record(templates=[[], None]))),
+        "record_bound_a_string": with_members(M(DONE.encode(), record(parts={
+            "flow": {"count": 1, "params": {"algo": "tvl1", "bound": "20"}}}))),
+        "name_with_a_line_break": with_members(M(b"img_00009.jpg\nimg_00010.jpg", b"x")),
         "sparse_member_of_2_gib": sparse_member,
         "name_not_utf8": with_members(M(b"img_0000\xff.jpg", b"x")),
         "name_with_a_slash": with_members(M(b"sub/img_00009.jpg", b"x")),
@@ -169,6 +195,9 @@ def variants(frames: dict[str, bytes]) -> dict[str, Callable[[Path], None]]:
         "not_a_zip": lambda path: path.write_bytes(b"not a zip at all\n"),
         "empty": lambda path: path.write_bytes(b""),
         "fifo": fifo,
+        "socket": socket_file,
+        "link_to_a_folder": folder_link,
+        "sparse_holes_that_hold_their_crc": holes,
         "link_to_dev_zero": link_to("/dev/zero"),
         "link_to_a_secret": link_to("/etc/shadow"),
     }

@@ -10,6 +10,7 @@ and the LMDB export may write."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import stat
@@ -426,3 +427,49 @@ def test_a_pack_past_2_gib_is_read_through_its_zip64_records(tmp_path):
         assert zf.getinfo("flow_x_00001.jpg").header_offset > 2 << 30
         assert pack.read("flow_x_00001.jpg") == zf.read("flow_x_00001.jpg") == b"the last member"
         assert pack.read("img_00037.jpg") == frame[: len(frame) - 37]
+
+
+def test_a_folder_beside_a_pack_is_deleted_only_when_the_pack_holds_its_files(packed_root, tmp_path):
+    """A pack and a folder at one video's names: what a killed `pack` leaves (the folder's
+    files all in the pack, byte for byte: the folder goes), or not (both stay, the video
+    fails naming them); a folder that is a link, or whose kept part holds a folder named like
+    a frame, fails its video too: nothing of the user's is deleted, never exit 3."""
+    root = tmp_path / "root"
+    shutil.copytree(packed_root, root)
+    with Pack.open(str(root / "rawframes" / f"{GOOD[0]}.zip")) as pack:
+        frames = {n: pack.read(n) for n in pack.names() if n.startswith("img_")}
+    leftover = root / "rawframes" / GOOD[0]  # what a killed pack left: the same bytes
+    leftover.mkdir()
+    (leftover / "img_00001.jpg").write_bytes(frames["img_00001.jpg"])
+    users = root / "rawframes" / GOOD[1]  # the user's own frames: other bytes
+    users.mkdir()
+    (users / "img_00001.jpg").write_bytes(b"the user's own frame")
+    code, said = datatools("extract", "--root", str(root), "--task", "rgb", "--new-short", "64",
+                           "--store", "packed", "--force", "--limit", "2", "--workers", "1")
+    assert code == 1, said
+    assert not leftover.exists()
+    assert (users / "img_00001.jpg").read_bytes() == b"the user's own frame"
+    assert [ln for ln in said.splitlines() if f"failed: videos/{GOOD[1]}" in ln and "differs" in ln], said
+    assert verify(str(root / "rawframes" / f"{GOOD[1]}.zip")) is None
+
+    # folders: a kept flow part holding a folder named like a frame; a frame folder that is a link
+    files = tmp_path / "files"
+    shutil.copytree(packed_root, files)
+    subprocess.run([str(BIN / "datatools"), "unpack", "--root", str(files)], check=True, capture_output=True)
+    odd = files / "rawframes" / GOOD[0]
+    record = json.loads((odd / ".datatools-done.json").read_text())
+    record["parts"]["flow"] = {"count": 1, "params": {"algo": "farneback", "backend": "opencv",
+                                                       "bound": 20.0, "jpeg_quality": 95}}
+    (odd / ".datatools-done.json").write_text(json.dumps(record))
+    (odd / "flow_x_00001.jpg").mkdir()
+    (odd / "flow_y_00001.jpg").mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(str(files / "rawframes" / GOOD[1]), elsewhere)
+    os.symlink(elsewhere, files / "rawframes" / GOOD[1])
+    was = listing(elsewhere)
+    code, said = datatools("extract", "--root", str(files), "--task", "rgb", "--new-short", "64",
+                           "--force", "--limit", "2", "--workers", "1")  # RGB again, flow kept
+    assert code == 1, said
+    assert f"{odd}/flow_x_00001.jpg is not a regular file" in said
+    assert f"{files / 'rawframes' / GOOD[1]} is a symbolic link" in said
+    assert (odd / "flow_x_00001.jpg").is_dir() and listing(elsewhere) == was

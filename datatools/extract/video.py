@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -158,6 +159,10 @@ def extract_video(job: VideoJob, opts: ExtractOptions) -> VideoOutcome:
             return VideoOutcome(job.video_id, FAILED, error=f"{probe.status}: {probe.error}",
                                 probe=probe, seconds=time.perf_counter() - t0)
     pack = pack_path(job.frame_dir)
+    if os.path.islink(job.frame_dir):
+        return VideoOutcome(job.video_id, FAILED, probe=probe, error=(
+            f"{job.frame_dir} is a symbolic link; frames are kept in folders (or packs) inside "
+            "the root: move it away, then run extract again"))
     _recover(job.frame_dir)
     try:
         if opts.store == "packed" and not is_video_tool(opts.backend) and not os.path.isdir(job.frame_dir):
@@ -166,16 +171,16 @@ def extract_video(job: VideoJob, opts: ExtractOptions) -> VideoOutcome:
             outcome = _from_pack(job, opts, pack, probe)
             if outcome is not None:
                 return outcome
-    except PackError as exc:  # not a pack, another version's, or one the disk cannot read
-        return VideoOutcome(job.video_id, FAILED, error=str(exc), probe=probe, storage="packed")
-    outcome = _extract_folder(job, opts, probe, t0)
-    if opts.store == "packed" and outcome.status in (DONE, SKIPPED):
-        try:
+        outcome = _extract_folder(job, opts, probe, t0)
+        if opts.store == "packed" and outcome.status in (DONE, SKIPPED):
             pack_folder(Path(job.frame_dir))
-        except (PackError, NotAFrame, MismatchError) as exc:  # the folder, as it is, stays
-            return VideoOutcome(job.video_id, FAILED, error=f"not packed: {exc}", probe=probe)
-        outcome.storage = "packed"
-    return outcome
+            outcome.storage = "packed"
+        return outcome
+    except (PackError, NotAFrame, MismatchError) as exc:
+        # What is at the video's pack or folder is not ours to use (or this version's, or the
+        # disk cannot read it): the video fails naming it, and it is left as it is.
+        return VideoOutcome(job.video_id, FAILED, error=str(exc), probe=probe,
+                            storage="packed" if os.path.lexists(pack) else "files")
 
 
 def _read_pack(pack: str) -> tuple[dict | None, list[str]]:
@@ -210,9 +215,10 @@ def _from_pack(job: VideoJob, opts: ExtractOptions, pack: str, probe) -> VideoOu
     if plan.refusal:
         return VideoOutcome(job.video_id, REFUSED, error=plan.refusal, probe=probe, storage="packed")
     if os.path.isdir(job.frame_dir):
-        # A pack at its final name is complete; a folder beside it is what a killed `pack`
-        # had not deleted yet.
-        shutil.rmtree(job.frame_dir)
+        # A folder beside a complete pack is what a killed `pack` had not deleted yet: it goes
+        # once the pack is found to hold its files byte for byte (pack_folder), else the video
+        # fails and both stay as they are.
+        pack_folder(Path(job.frame_dir))
     if existing is not None and not (plan.todo or plan.dropped):
         return _skipped(job, existing, probe, "packed")
     try:
@@ -234,7 +240,7 @@ def _extract_pack(job: VideoJob, opts: ExtractOptions, pack: str, probe, t0: flo
         return _skipped(job, existing, probe, "packed")
     parent, name = os.path.split(job.frame_dir)
     for leftover in (f".{name}.tmp", f".{name}.tmp.old"):  # folders of an interrupted files run
-        shutil.rmtree(os.path.join(parent, leftover), ignore_errors=True)
+        _clear(os.path.join(parent, leftover))
     writer = PackWriter(pack)
     try:
         outcome = _write_parts(job, opts, plan, existing, writer.add, writer.abort, probe, t0)
@@ -273,7 +279,7 @@ def _extract_folder(job: VideoJob, opts: ExtractOptions, probe, t0: float) -> Vi
         return _skipped(job, existing, probe, "files")
     parent, name = os.path.split(job.frame_dir)
     tmp = os.path.join(parent, f".{name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)  # left over from an interrupted run
+    _clear(tmp)  # left over from an interrupted run
     os.makedirs(tmp)
     try:
         outcome = _write_parts(job, opts, plan, existing, tmp,
@@ -358,6 +364,9 @@ def _link_parts(final: str, tmp: str, keep: dict[str, dict]) -> None:
     for name in os.listdir(final):
         if name.startswith(prefixes):
             src, dst = os.path.join(final, name), os.path.join(tmp, name)
+            if not stat.S_ISREG(os.lstat(src).st_mode):  # never a link, folder or FIFO kept
+                raise NotAFrame(f"{src} is not a regular file; the folder is left as it is "
+                                "(move it away, then run extract again)")
             try:
                 os.link(src, dst)
             except OSError as exc:
@@ -378,7 +387,7 @@ def _recover(final: str) -> None:
     parent, name = os.path.split(final)
     tmp = os.path.join(parent, f".{name}.tmp")
     for candidate in (tmp, f"{tmp}.old"):
-        if read_done(candidate) is not None:
+        if not os.path.islink(candidate) and read_done(candidate) is not None:
             os.rename(candidate, final)
             return
 
@@ -387,12 +396,21 @@ def _replace_dir(tmp: str, final: str) -> None:
     """Rename tmp to final; an old final (incomplete, or redone with --force) goes first."""
     if os.path.lexists(final):
         trash = f"{tmp}.old"
-        shutil.rmtree(trash, ignore_errors=True)
+        _clear(trash)
         os.rename(final, trash)
         os.rename(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
+        _clear(trash)
     else:
         os.rename(tmp, final)
+
+
+def _clear(path: str) -> None:
+    """Whatever is at `path` (one of this video's temporary names) removed, a link as a link:
+    nothing it points to is touched."""
+    if os.path.islink(path) or os.path.isfile(path):
+        os.unlink(path)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _tool_into(job: VideoJob, opts: ExtractOptions, folder: str) -> VideoOutcome:

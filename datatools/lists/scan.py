@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..frame_folder import DONE, count_names, read_done, trusted_parts
-from ..packs import SUFFIX, Pack, PackError, is_leftover
+from ..packs import SUFFIX, Pack, PackError, is_leftover, remove_leftover
 
 
 @dataclass
@@ -71,11 +71,8 @@ def _visible(folder, not_utf8: list[str], sweep: bool = False) -> list:
     shown = []
     for e in entries:
         if e.name.startswith("."):
-            if sweep and is_leftover(e.name) and e.is_file(follow_symlinks=False):
-                try:
-                    os.unlink(e.path)
-                except FileNotFoundError:
-                    pass
+            if sweep and is_leftover(e.name):
+                remove_leftover(e)
             continue
         try:
             e.name.encode("utf-8")
@@ -166,7 +163,7 @@ def found_pack(entry: os.DirEntry, rel: str) -> FrameFolder:
 def _is_pack(entry: os.DirEntry) -> bool:
     """Whatever stands at a pack's name that is not a folder (a FIFO, a link, a device, a
     file): Pack.open decides what it is."""
-    return entry.name.endswith(SUFFIX) and not entry.is_dir()
+    return entry.name.endswith(SUFFIX) and not entry.is_dir(follow_symlinks=False)
 
 
 def scan_frames(root: Path, frames_dir: str, level: int) -> DiskIndex:

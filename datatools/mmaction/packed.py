@@ -36,32 +36,33 @@ class PackedBackend(BaseStorageBackend):
         datatools reads them by (packs.Pack, frame_folder.read_frame_file): an error naming
         the file, never a link followed or an unbounded read."""
         folder, name = os.path.split(os.fspath(filepath))
-        pack = self._pack(folder + SUFFIX)
-        if pack is None:
-            return read_frame_file(os.fspath(filepath))
-        try:
-            return pack.read(name)
-        except KeyError:
-            raise FileNotFoundError(f"{name} is not in {pack.path}") from None
+        with self._lock:  # a pack is closed when the cache lets it go: never during a read
+            pack = self._pack(folder + SUFFIX)
+            if pack is None:
+                return read_frame_file(os.fspath(filepath))
+            try:
+                return pack.read(name)
+            except KeyError:
+                raise FileNotFoundError(f"{name} is not in {pack.path}") from None
 
     def get_text(self, filepath, encoding: str = "utf-8") -> str:
         return self.get(filepath).decode(encoding)
 
     def _pack(self, path: str) -> Pack | None:
-        with self._lock:
-            if self._pid != os.getpid():  # a forked dataloader worker: its own descriptors
-                self._open.clear()
-                self._pid = os.getpid()
-            pack = self._open.get(path)
-            if pack is not None:
-                self._open.move_to_end(path)
-                return pack
-            if not os.path.lexists(path):  # anything at a pack's name: Pack.open decides
-                return None
-            pack = self._open[path] = Pack.open(path)
-            while len(self._open) > self.cache:
-                self._open.popitem(last=False)[1].close()
+        """The open pack at `path` (None: no file there); the caller holds the lock."""
+        if self._pid != os.getpid():  # a forked dataloader worker: its own descriptors
+            self._open.clear()
+            self._pid = os.getpid()
+        pack = self._open.get(path)
+        if pack is not None:
+            self._open.move_to_end(path)
             return pack
+        if not os.path.lexists(path):  # anything at a pack's name: Pack.open decides
+            return None
+        pack = self._open[path] = Pack.open(path)
+        while len(self._open) > self.cache:
+            self._open.popitem(last=False)[1].close()
+        return pack
 
 
 # RawFrameDecode builds its reader with FileClient(io_backend); mmengine.fileio.get and

@@ -43,6 +43,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
 from conftest import VIDEOS  # noqa: E402
+from revision import import_at, worktree  # noqa: E402
 from scale import copies_root  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -62,15 +63,6 @@ def timed(*args: str, tree: Path | None = None) -> tuple[float, str]:
     done = subprocess.run([*command, *args], check=True, capture_output=True, text=True, env=env,
                           cwd=tree)
     return time.perf_counter() - t0, done.stdout
-
-
-def worktree(rev: str) -> Path:
-    """A git worktree of commit `rev` under bench/out (made once)."""
-    tree = HERE / "out" / f"worktree-{rev}"
-    if not tree.exists():
-        subprocess.run(["git", "-C", str(HERE.parent), "worktree", "add", "--detach", str(tree), rev],
-                       check=True, capture_output=True)
-    return tree
 
 
 def extraction_rate(stdout: str) -> float:
@@ -124,31 +116,13 @@ def tsn_pipeline(decode: list[dict], init: tuple[dict, ...] = ()) -> list[dict]:
 
 
 def old_packed_backend(rev: str) -> str:
-    """The datatools_packed backend of commit `rev` (imported from its worktree, without its
-    package's datasets, which this process has registered already), registered under a name
+    """The datatools_packed backend of commit `rev` (without its package's __init__, which
+    would register the datasets this process has registered already), registered under a name
     of its own, which is returned."""
-    import importlib
-    import types
-
     from mmengine.fileio import FileClient, register_backend
 
     import datatools.mmaction.packed as now
-    tree = worktree(rev)
-    saved = {k: v for k, v in sys.modules.items() if k == "datatools" or k.startswith("datatools.")}
-    for k in saved:
-        del sys.modules[k]
-    sys.path.insert(0, str(tree))
-    try:
-        importlib.import_module("datatools")
-        package = types.ModuleType("datatools.mmaction")
-        package.__path__ = [str(tree / "datatools" / "mmaction")]
-        sys.modules["datatools.mmaction"] = package
-        backend = importlib.import_module("datatools.mmaction.packed").PackedBackend
-    finally:
-        sys.path.remove(str(tree))
-        for k in [k for k in sys.modules if k == "datatools" or k.startswith("datatools.")]:
-            sys.modules[f"old.{k}"] = sys.modules.pop(k)
-        sys.modules.update(saved)
+    backend = import_at(rev, "datatools.mmaction.packed", hollow=("datatools.mmaction",)).PackedBackend
     # importing it registered the old class under the current name: this code's back
     FileClient.register_backend(now.NAME, now.PackedBackend, force=True)
     register_backend(now.NAME, now.PackedBackend, force=True)

@@ -40,6 +40,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE.parent))
 
 from conftest import VIDEOS  # noqa: E402
+from revision import import_at  # noqa: E402
 from trees import ucf101_style_root  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -85,23 +86,7 @@ def torch_rate(backend, pairs) -> float:
 
 def old_backend(rev: str):
     """The torch backend of commit `rev`, imported from a git worktree under bench/out."""
-    import importlib
-    tree = HERE / "out" / f"worktree-{rev}"
-    if not tree.exists():
-        subprocess.run(["git", "-C", str(HERE.parent), "worktree", "add", "--detach", str(tree), rev],
-                       check=True, capture_output=True)
-    saved = {k: v for k, v in sys.modules.items() if k == "datatools" or k.startswith("datatools.")}
-    for k in saved:
-        del sys.modules[k]
-    sys.path.insert(0, str(tree))
-    try:
-        module = importlib.import_module("datatools.extract.backends.torch_flow")
-        return module.TorchFlow("tvl1", device="cpu")
-    finally:
-        sys.path.remove(str(tree))
-        for k in [k for k in sys.modules if k == "datatools" or k.startswith("datatools.")]:
-            sys.modules[f"old.{k}"] = sys.modules.pop(k)
-        sys.modules.update(saved)
+    return import_at(rev, "datatools.extract.backends.torch_flow").TorchFlow("tvl1", device="cpu")
 
 
 def fusion(args) -> None:

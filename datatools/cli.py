@@ -531,8 +531,7 @@ def _export_lmdb(root: Path, frames_dir: str) -> None:
     with progress_bar(0, "pack --to lmdb", "frames") as advance:
         export = export_lmdb(root, frames_dir, advance)
     for path, why in export.failed:
-        report_failure(f"pack --to lmdb: {path}: {why}" if not why.startswith(path) else
-                       f"pack --to lmdb: {why}")
+        report_failure(_failure_line("pack --to lmdb", path, why))
     plain(f"pack: {export.frames} frames in {export.path}"
           + (f", {len(export.failed)} folder(s) or pack(s) left out (above)" if export.failed else "")
           + f"; read them with RawFrameDecode(io_backend='lmdb', db_path='{export.path}') and the "
@@ -559,12 +558,13 @@ def _convert_root(root: Path, step: str, convert, items: list, passed: list, thr
     from .report import plain, progress_bar, report_failure
     with progress_bar(len(items), step, what) as advance:
         result = convert(items, threads, advance)
+    from .packs import SUFFIX
     failed = passed + result.failed
     for path, why in failed:
-        report_failure(f"{step}: {why}" if why.startswith(path) else f"{step}: {path}: {why}")
+        report_failure(_failure_line(step, path, why))
     # The manifest says where each video's frames are now (build-lists would find it too).
     storage = "packed" if step == "pack" else "files"
-    converted = [p if step == "pack" else p[: -len(".zip")] for p in result.converted + result.already]
+    converted = [p if step == "pack" else p[: -len(SUFFIX)] for p in result.converted + result.already]
     try:
         rows = set_frame_storage(root, {os.path.relpath(p, root): storage for p in converted})
     except ManifestUnreadable as exc:
@@ -575,6 +575,11 @@ def _convert_root(root: Path, step: str, convert, items: list, passed: list, thr
           + (f"; the manifest says so for {rows} video(s)" if rows else ""))
     if failed:
         raise typer.Exit(EXIT_PROBLEMS)
+
+
+def _failure_line(step: str, path: str, why: str) -> str:
+    """One item's failure: its reason, with the path in front where the reason lacks it."""
+    return f"{step}: {why}" if why.startswith(path) else f"{step}: {path}: {why}"
 
 
 @app.command()

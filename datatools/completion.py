@@ -17,14 +17,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
-from .fsio import atomic_write
+from .fsio import NotRegular, atomic_write, open_regular
 
 
 @dataclass(frozen=True)
@@ -73,12 +72,10 @@ def read_record(path: str | Path) -> dict | None:
     """The JSON record at `path`, or None where there is none or it cannot be read (or is
     not a record: too large, nested too deep, not an object)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
+        fd, _ = open_regular(path)  # not a link, FIFO or device put at a record's name
+    except (OSError, NotRegular):
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device put at a record's name
-            return None
         data = os.read(fd, MAX_RECORD_BYTES + 1)
         record = parse_json(data, MAX_RECORD_BYTES)
     except (OSError, ValueError):

@@ -15,18 +15,17 @@ name is there.
 
 from __future__ import annotations
 
-import errno
 import functools
 import hashlib
 import json
 import math
 import os
 import re
-import stat
 import string
 
 from . import status
 from .completion import MAX_RECORD_BYTES, FileStamp, parse_json, read_record, record_text, write_record
+from .fsio import NotRegular, file_kind, open_regular
 
 DONE = ".datatools-done.json"
 RGB_PREFIX = "img_"
@@ -270,17 +269,10 @@ class NotAFrame(ValueError):
 def read_frame_file(path: str) -> bytes:
     """The bytes of one frame file, or NotAFrame saying why it is not one."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise NotAFrame(f"{path} is a symbolic link; frames are read only from regular files") from None
-        if exc.errno == errno.ENXIO:
-            raise NotAFrame(f"{path} is a socket, not a frame") from None
-        raise
+        fd, st = open_regular(path)
+    except NotRegular as exc:
+        raise NotAFrame(f"{path} is {exc}, not a frame (frames are read only from regular files)") from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise NotAFrame(f"{path} is {_kind(st.st_mode)}, not a frame")
         if st.st_size > MAX_FRAME_BYTES:
             raise NotAFrame(f"{path} holds {st.st_size:,} bytes, more than a frame may "
                             f"({MAX_FRAME_BYTES:,})")
@@ -299,30 +291,22 @@ def read_frame_file(path: str) -> bytes:
     return data
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
-
-
 def frame_files(folder: str) -> list[str]:
     """The names of a frame folder's files, sorted: frames and the record, each a regular
-    file, or NotAFrame naming the first entry that is something else."""
+    file, or NotAFrame naming the first entry that is something else (or the folder, where it
+    is a link)."""
+    if os.path.islink(folder):  # its files are elsewhere (and would be deleted there)
+        raise NotAFrame(f"{folder} is a symbolic link; frames are kept only in folders inside the root")
     names = []
     with os.scandir(folder) as entries:
         for entry in entries:
             problem = name_problem(entry.name)
             if problem:
                 raise NotAFrame(f"{folder}: {problem}")
-            if entry.is_symlink():
-                raise NotAFrame(f"{entry.path} is a symbolic link; frames are read only from regular files")
             if not entry.is_file(follow_symlinks=False):
-                kind = _kind(entry.stat(follow_symlinks=False).st_mode)
-                raise NotAFrame(f"{entry.path} is {kind}, not a frame")
+                kind = file_kind(entry.stat(follow_symlinks=False).st_mode)
+                raise NotAFrame(f"{entry.path} is {kind}, not a frame (frames are read only from "
+                                "regular files)")
             names.append(entry.name)
     return sorted(names)
 

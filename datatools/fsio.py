@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -175,3 +176,39 @@ def append_line(path: Path, line: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# --- reading what others may have put in a root ---------------------------------------------
+
+class NotRegular(ValueError):
+    """What stands at a path where a regular file was to be read (its words: "a symbolic
+    link", "a FIFO", ...)."""
+
+
+def file_kind(mode: int) -> str:
+    """What a stat mode is, in words."""
+    for test, words in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"),
+                        (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                        (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return words
+    return "a regular file" if stat.S_ISREG(mode) else "not a regular file"
+
+
+def open_regular(path) -> tuple[int, os.stat_result]:
+    """A regular file opened for reading and its stat, never through a link (whose target
+    could be a secret, or outside the root) and never blocking on a FIFO: NotRegular saying
+    what is there instead. Other errors (missing, unreadable) are the OSError they are."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW's answer for a link
+            raise NotRegular("a symbolic link") from None
+        if exc.errno == errno.ENXIO:  # opening a socket
+            raise NotRegular("a socket") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise NotRegular(file_kind(st.st_mode))
+    return fd, st

@@ -158,9 +158,7 @@ class MismatchError(Exception):
 def pack_folder(folder: Path) -> str | None:
     """Pack one folder; None when packed now, "already" when its pack was complete."""
     final = pack_path(str(folder))
-    if folder.is_symlink():  # its files are elsewhere, and would be deleted there
-        raise NotAFrame(f"{folder} is a symbolic link; only folders inside the root are packed")
-    names = frame_files(str(folder))
+    names = frame_files(str(folder))  # a linked folder too: refused
     if os.path.lexists(final):
         # Packed by a run killed before (or while) it deleted the folder: what is left of the
         # folder must be in the pack, unchanged. Anything else there is not ours to replace.
@@ -214,13 +212,11 @@ def unpack_pack(path: Path) -> str | None:
         _same_as_folder(str(path), Path(final), frame_files(final))
         os.unlink(path)
         return "already"
-    with Pack.open(str(path)) as pack:  # the pack rule, before anything is written
-        names = pack.names()
     tmp = temporary_path(final)
-    os.mkdir(tmp)  # this run's own: a name no other writer uses
     try:
-        with Pack.open(str(path)) as pack:
-            for name in names:  # plain frame names (the pack rule): inside tmp; CRCs checked
+        with Pack.open(str(path)) as pack:  # the pack rule, before anything is written
+            os.mkdir(tmp)  # this run's own: a name no other writer uses
+            for name in pack.names():  # plain frame names (the pack rule): inside tmp; CRCs checked
                 _write_new(os.path.join(tmp, name), pack.read(name))
         fsync_dir(Path(tmp))
         _same_as_folder(str(path), Path(tmp), frame_files(tmp))

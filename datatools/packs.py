@@ -23,13 +23,11 @@ row, never into a folder and never into a deletion.
 from __future__ import annotations
 
 import collections
-import errno
 import functools
 import json
 import os
 import re
 import shutil
-import stat
 import struct
 import uuid
 import zipfile
@@ -38,7 +36,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from .frame_folder import DONE, MAX_FRAME_BYTES, NAMES_PATTERN, name_problem, record_from_bytes
-from .fsio import fsync_dir
+from .fsio import NotRegular, fsync_dir, open_regular
 
 SUFFIX = ".zip"
 INDEX = ".datatools-pack.json"  # {"version": 1, "members": {name: [data offset, length]}}
@@ -50,7 +48,7 @@ TAIL = 256  # bytes read from the end: the end records (22, zip64 20 + 56) and a
 # What one pack may hold, so that opening or reading any file at a pack's name costs at most
 # this much memory and time. 2**19 members: about 1.6 hours of RGB and flow at 30 fps.
 MAX_MEMBERS = 1 << 19
-MAX_INDEX_BYTES = 64 << 20  # the index member, and the zip's central directory
+MAX_DIRECTORY_BYTES = 64 << 20  # the zip's central directory
 
 
 def pack_path(frame_dir: str) -> str:
@@ -192,7 +190,7 @@ class Pack:
         """Open the file at a pack's name, or raise NotAPack saying which rule it breaks
         (PackError: another index version, or the disk's own error).
 
-        The rule, every read bounded by the file's size and by MAX_INDEX_BYTES: a regular
+        The rule, every read bounded by the file's size and by MAX_DIRECTORY_BYTES: a regular
         file (not a link, FIFO or device) whose members' bytes are on disk (not sparse),
         ending in one zip end record whose comment places the index; its central directory
         lists at most MAX_MEMBERS members, each stored (method 0, not encrypted), named as a
@@ -205,15 +203,13 @@ class Pack:
         (frame_folder.record_problem). Every other member's local header (name, sizes, CRC)
         and its bytes' CRC-32 are checked when it is read, in the same single pread."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd, st = open_regular(path)
+        except NotRegular as exc:
+            raise NotAPack(path, f"it is {exc}") from None
         except OSError as exc:
-            if os.path.islink(path):
-                raise NotAPack(path, "it is a symbolic link") from None
-            if exc.errno == errno.ENXIO:
-                raise NotAPack(path, "it is a socket") from None
             raise PackError(f"{path}: {exc.strerror or exc}") from None
         try:
-            pack = cls(path, _read_members(fd, path), fd)
+            pack = cls(path, _read_members(fd, st, path), fd)
             if DONE in pack.members:
                 pack.record = _checked_record(pack)
             return pack
@@ -253,14 +249,12 @@ class Pack:
         self.close()
 
 
-def _read_members(fd: int, path: str) -> dict[str, Member]:
-    """The members of the file at `fd` by the pack rule (Pack.open), the index excepted."""
+def _read_members(fd: int, st: os.stat_result, path: str) -> dict[str, Member]:
+    """The members of the regular file at `fd` by the pack rule (Pack.open), the index
+    excepted."""
     def refuse(reason: str):
         raise NotAPack(path, reason)
 
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        refuse("it is not a regular file")
     count, cd_at, directory, comment = _directory(fd, st.st_size, refuse)
     members = _entries(directory, count, cd_at, refuse)
     if INDEX not in members:
@@ -285,7 +279,7 @@ def _read_members(fd: int, path: str) -> dict[str, Member]:
 
 def _directory(fd: int, size: int, refuse) -> tuple[int, int, bytes, bytes]:
     """(member count, offset of the central directory, its bytes, the zip comment), read
-    from the end records, each read bounded by the file's size and MAX_INDEX_BYTES."""
+    from the end records, each read bounded by the file's size and MAX_DIRECTORY_BYTES."""
     tail_at = max(0, size - TAIL)
     tail = os.pread(fd, size - tail_at, tail_at)
     end = _end_record(tail)
@@ -309,9 +303,9 @@ def _directory(fd: int, size: int, refuse) -> tuple[int, int, bytes, bytes]:
         refuse("it is a zip split over several disks")
     if cd_at + cd_size != dir_end:
         refuse("its central directory is not where its end record says")
-    if count > MAX_MEMBERS or cd_size > MAX_INDEX_BYTES or cd_size < count * _CENTRAL.size:
+    if count > MAX_MEMBERS or cd_size > MAX_DIRECTORY_BYTES or cd_size < count * _CENTRAL.size:
         refuse(f"its central directory lists {count:,} members in {cd_size:,} bytes (a pack "
-               f"holds at most {MAX_MEMBERS:,} in {MAX_INDEX_BYTES:,} bytes)")
+               f"holds at most {MAX_MEMBERS:,} in {MAX_DIRECTORY_BYTES:,} bytes)")
     directory = os.pread(fd, cd_size, cd_at)
     if len(directory) != cd_size:
         refuse("it is shorter than its end record says")

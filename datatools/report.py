@@ -110,8 +110,9 @@ def _clock(seconds: float) -> str:
 running: StepProgress | None = None
 
 
-def name_some(records, what: str, attr: str = "key", suffix: str = "") -> str:
-    names = [f"{getattr(r, attr)}{suffix}" for r in records[:SHOW]]
+def name_some(records, what: str, attr: str | None = "key", suffix: str = "") -> str:
+    """`what` counted, the first SHOW named (`attr` of each; None: the items are the names)."""
+    names = [f"{getattr(r, attr) if attr else r}{suffix}" for r in records[:SHOW]]
     more = f", … and {len(records) - SHOW} more" if len(records) > SHOW else ""
     return f"{len(records)} {what}: {', '.join(names)}{more}"
 
@@ -162,10 +163,8 @@ def print_build_summary(result, root) -> None:
                        "version of the video (extract_status incomplete or stale; not listed; "
                        "re-run `datatools extract`)", "frame_dir"))
     if result.not_utf8:
-        names = ", ".join(result.not_utf8[:SHOW]) + (f", … and {len(result.not_utf8) - SHOW} more"
-                                                      if len(result.not_utf8) > SHOW else "")
-        warn(f"{len(result.not_utf8)} file(s) or folder(s) left out: their names are not UTF-8, "
-             f"which no manifest or MMAction2 list can hold (rename them): {names}")
+        warn(name_some(result.not_utf8, "file(s) or folder(s) left out: their names are not "
+                       "UTF-8, which no manifest or MMAction2 list can hold (rename them)", None))
     if result.unusable:
         warn(name_some(result.unusable, "files at packs' names are not datatools packs "
                        "(extract_status unusable, the reason in extract_error and the log; not "

@@ -23,7 +23,7 @@ import psutil
 import pytest
 from conftest import VIDEOS, require_module, tmpfs
 from hostile_packs import OUTSIDE, variants
-from trees import ucf101_style_root
+from trees import frames_held, ucf101_style_root
 
 from datatools.extract.options import ExtractOptions
 from datatools.extract.run import Selection, extract
@@ -228,6 +228,7 @@ def test_mmactions_packed_backend_refuses_each_hostile_pack_in_one_line(packed_r
                          str(root / "rawframes" / GOOD[0]))
     assert code == 0, said
     lines = said.strip().splitlines()
+    assert len(lines) == len(folders) + 1, said  # a line for each, none lost to zip() below
     assert lines[-1] == f"READ {root / 'rawframes' / GOOD[0]}"
     for folder, line in zip(folders, lines):
         assert line.startswith(("NotAPack", "DamagedFrame")) and f"{folder}.zip" in line, line
@@ -307,7 +308,7 @@ def test_two_packs_on_one_root_one_exits_75_and_nothing_is_lost(packed_root, tmp
     source = root / "rawframes" / GOOD[0]
     for i in range(120):
         shutil.copytree(source, root / "rawframes" / "Copies" / f"v_Copies_g{i:03d}_c01")
-    before = held_frames(root / "rawframes")
+    before = frames_held(root / "rawframes")
     runs = [subprocess.Popen([str(BIN / "datatools"), "pack", "--root", str(root), "--threads", "1"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     said = [run.communicate(timeout=120)[0] for run in runs]
@@ -315,21 +316,10 @@ def test_two_packs_on_one_root_one_exits_75_and_nothing_is_lost(packed_root, tmp
     busy = said[[run.returncode for run in runs].index(75)]
     # the holder's name, or (taken a moment before) "another datatools command": lock.py
     assert "in use by " in busy and "122 folders converted" in "".join(said)
-    assert held_frames(root / "rawframes") == before
+    assert frames_held(root / "rawframes") == before
     for pack in (root / "rawframes").rglob("*.zip"):
         assert verify(str(pack)) is None
     assert not [p for p in (root / "rawframes").rglob(".*") if p.name.endswith(".tmp")]
-
-
-def held_frames(top: Path) -> dict[str, bytes]:
-    held = {}
-    for pack in top.rglob("*.zip"):
-        with Pack.open(str(pack)) as p:
-            rel = pack.relative_to(top).as_posix()[: -len(".zip")]
-            held.update({f"{rel}/{n}": p.read(n) for n in p.names() if n.startswith("img_")})
-    for path in top.rglob("img_*.jpg"):
-        held[path.relative_to(top).as_posix()] = path.read_bytes()
-    return held
 
 
 @pytest.mark.parametrize("frames_dir", ["../elsewhere", "{outside}", "rawframes/../../elsewhere"])

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import VIDEOS, require_module
-from trees import ucf101_style_root
+from trees import every_byte, frames_held, ucf101_style_root
 
 from datatools import packs
 from datatools.extract.options import ExtractOptions
@@ -30,10 +30,6 @@ from datatools.packs import INDEX, Pack, verify
 from datatools.schedule.client import ClusterOptions
 
 BIN = Path(sys.executable).parent
-
-
-def every_byte(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -123,20 +119,6 @@ def count_packs(root: Path) -> int:
     """Complete packs now (os.walk, unlike rglob, passes over folders deleted while it looks)."""
     return sum(1 for _, _, files in os.walk(root / "rawframes") for f in files
                if f.endswith(".zip") and not f.startswith("."))
-
-
-def frames_held(top: Path) -> dict[str, bytes]:
-    """Every frame (and record) as the root holds it now, in folders or in complete packs."""
-    held = {}
-    for pack in top.rglob("*.zip"):
-        if not pack.name.startswith("."):
-            rel = pack.relative_to(top).as_posix()[: -len(".zip")]
-            with Pack.open(str(pack)) as p:
-                held.update({f"{rel}/{n}": p.read(n) for n in p.names()})
-    for path, data in every_byte(top).items():
-        if not path.endswith(".zip") and ".tmp" not in path:
-            held[path] = data
-    return held
 
 
 def test_mmaction_reads_packs_through_its_own_pipelines_as_it_reads_folders(extracted, tmp_path):

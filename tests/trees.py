@@ -16,6 +16,8 @@ from pathlib import Path
 
 from conftest import ANN
 
+from datatools.packs import SUFFIX, Pack
+
 PLACEHOLDER = b"placeholder\n"
 
 
@@ -153,3 +155,21 @@ def pids_with_open(path: Path) -> list[int]:
             continue
     return found
 
+
+
+def every_byte(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def frames_held(top: Path) -> dict[str, bytes]:
+    """Every frame (and record) as the root holds it now, in folders or in complete packs."""
+    held = {}
+    for pack in top.rglob(f"*{SUFFIX}"):
+        if not pack.name.startswith("."):
+            rel = pack.relative_to(top).as_posix()[: -len(SUFFIX)]
+            with Pack.open(str(pack)) as p:
+                held.update({f"{rel}/{n}": p.read(n) for n in p.names()})
+    for path, data in every_byte(top).items():
+        if not path.endswith(SUFFIX) and ".tmp" not in path:
+            held[path] = data
+    return held

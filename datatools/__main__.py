@@ -1,5 +1,5 @@
 """`python -m datatools` runs the `datatools` command."""
 
-from .cli import main
+from .cli.app import main
 
 main()

@@ -8,13 +8,13 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 from conftest import ANN, VIDEOS
+from datatools.cli.app import app
 from mmtools import build_file_list
 from trees import kinetics_root, sthv2_root, touch, ucf101_root, write_csv
 from typer.testing import CliRunner
 
-from datatools.cli import app
 from datatools.lists.build import build_lists
-from datatools.manifest import read_manifest
+from datatools.root.manifest import read_manifest
 
 runner = CliRunner()
 
@@ -188,7 +188,7 @@ def test_manifest_is_plain_parquet_with_provenance(tmp_path):
 def test_rerun_keeps_probe_results_of_unchanged_files(tmp_path):
     root = ucf101_root(tmp_path)
     build_lists("ucf101", root)
-    from datatools.manifest import write_manifest
+    from datatools.root.manifest import write_manifest
     records, meta = read_manifest(root)
     for r in records[:2]:
         r.status, r.probe_status, r.probe_level, r.frame_count = "corrupt", "corrupt", "quick", 7
@@ -261,7 +261,7 @@ def test_a_rerun_on_an_unchanged_root_is_answered_from_the_manifest_and_any_chan
     import os
     import time
 
-    from datatools.manifest import ManifestRows
+    from datatools.root.manifest import ManifestRows
     root = ucf101_root(tmp_path)
     (root / "videos/ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi").unlink()
     touch(root / "videos/ApplyEyeMakeup/v_ApplyEyeMakeup_g99_c99.avi")  # in no split

@@ -18,9 +18,9 @@ from conftest import VIDEOS, tmpfs
 from nginx import free_port
 from trees import ucf101_style_root
 
+from datatools.core.console import PROGRESS_ENV
 from datatools.lists.build import build_lists
-from datatools.manifest import read_manifest
-from datatools.report import PROGRESS_ENV
+from datatools.root.manifest import read_manifest
 
 BIN = Path(sys.executable).parent / "datatools"
 URL = "http://127.0.0.1:9/file.bin"
@@ -142,8 +142,7 @@ def test_frame_lists_before_any_extraction_say_to_extract(places, tmp_path):
 def test_every_option_of_every_step_is_an_option_of_prepare():
     """`prepare` runs the steps, so it takes what they take (their own switches aside)."""
     import typer.main
-
-    from datatools.cli import app
+    from datatools.cli.app import app
     top = typer.main.get_command(app)
     ucf = top.commands["ucf101"].commands
     options = lambda cmd: {o for p in cmd.params for o in p.opts}  # noqa: E731
@@ -259,7 +258,7 @@ def test_a_stopped_extract_says_how_far_it_got_and_a_rerun_finishes(tmp_path, si
 def test_a_stop_inside_a_together_section_is_raised_when_the_section_ends():
     """The rule behind the count above: a signal that arrives between saving a video as done
     and counting it waits for both."""
-    from datatools import interruption
+    from datatools.core import interruption
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: interruption.stop())
     steps = []
     try:

@@ -20,12 +20,12 @@ from nginx import Nginx
 from slurm import Slurm, available
 from trees import pids_with_open, tree_bytes, ucf101_style_root
 
-from datatools.demo import make_dataset
-from datatools.errors import UserError
+from datatools.core.errors import UserError
 from datatools.extract.options import ExtractOptions
 from datatools.extract.run import extract
 from datatools.lists.build import build_lists
-from datatools.manifest import read_manifest
+from datatools.pipeline.demo import make_dataset
+from datatools.root.manifest import read_manifest
 from datatools.schedule.client import (
     ClusterOptions,
     dask_client,

@@ -17,19 +17,19 @@ from pathlib import Path
 
 import pytest
 from conftest import VIDEOS, tmpfs
+from datatools.cli.app import app
 from trees import ucf101_style_root
 from typer.testing import CliRunner
 
-from datatools.cli import app
 from datatools.extract.options import ExtractOptions
 from datatools.extract.run import extract
 from datatools.extract.video import VideoJob, extract_video
-from datatools.frame_folder import DONE
+from datatools.frames.folder import DONE
 from datatools.lists.build import build_lists
-from datatools.lock import root_lock
-from datatools.manifest import read_manifest
+from datatools.root.lock import root_lock
+from datatools.root.manifest import read_manifest
+from datatools.root.status import BAD
 from datatools.schedule.client import ClusterOptions
-from datatools.status import BAD
 from datatools.validate.run import validate
 
 BIN = Path(sys.executable).parent
@@ -336,7 +336,7 @@ def test_impossible_numbers_are_refused_before_any_work(tmp_path, args):
 def test_every_numeric_option_of_every_command_rejects_impossible_values():
     """The rule for options to come: each float option goes through the finite check, each
     integer option declares its range (a seed may be any integer)."""
-    from datatools.cli_options import finite, positive
+    from datatools.cli.options import finite, positive
     unbounded = {"seed"}
     seen = 0
 
@@ -364,7 +364,7 @@ def test_every_numeric_option_of_every_command_rejects_impossible_values():
 
 WRITER = '''
 import sys
-from datatools.manifest import ManifestMeta, VideoRecord, write_manifest
+from datatools.root.manifest import ManifestMeta, VideoRecord, write_manifest
 root = sys.argv[1]
 records = [VideoRecord(dataset="ucf101", video_id=f"v{i}", key=f"C/v{i}") for i in range(3000)]
 print("ready", flush=True)
@@ -380,7 +380,7 @@ while True:
 def test_a_manifest_killed_between_write_and_rename_is_the_old_or_the_new_one(tmp_path):
     """SIGKILL at 50 random moments of a process that rewrites the manifest in a loop: each
     time it reads back whole, every row of one version, the one its metadata names."""
-    from datatools.manifest import ManifestMeta, VideoRecord, write_manifest
+    from datatools.root.manifest import ManifestMeta, VideoRecord, write_manifest
     root = tmp_path / "root"
     root.mkdir()
     write_manifest(root, [VideoRecord(dataset="ucf101", video_id=f"v{i}", key=f"C/v{i}", frame_count=0)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import decord
 import numpy as np
+from datatools.cli.doctor import installed_opencv_wheels, opencv_conflict
 
-from datatools.doctor import installed_opencv_wheels, opencv_conflict
-from datatools.manifest import read_manifest
+from datatools.root.manifest import read_manifest
 
 BIN = Path(sys.executable).parent
 

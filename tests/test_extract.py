@@ -13,6 +13,7 @@ import decord
 import numpy as np
 import pytest
 from conftest import VIDEOS, kill_group, require_tool
+from datatools.cli.app import app
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from middlebury import RUBBER, epe, read_flo
@@ -20,12 +21,11 @@ from PIL import Image
 from trees import tree_bytes, ucf101_style_root
 from typer.testing import CliRunner
 
-from datatools.cli import app
 from datatools.extract.options import ExtractOptions, output_size
 from datatools.extract.quantize import dequantize_flow, quantize_flow
 from datatools.extract.run import extract
 from datatools.lists.build import build_lists
-from datatools.manifest import read_manifest
+from datatools.root.manifest import read_manifest
 from datatools.schedule.client import ClusterOptions
 
 REAL = ["test.avi", "test.mp4", "demo.mp4", "short_32f.mp4", "bikes.mp4", "demo_skeleton.mp4"]

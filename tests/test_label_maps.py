@@ -6,7 +6,8 @@ import pytest
 from conftest import ANN, LABEL_MAPS
 from trees import hmdb51_root, kinetics_root, sthv2_root, ucf101_root, write_csv
 
-from datatools import catalog, datasets
+from datatools import datasets
+from datatools.datasets import catalog
 
 
 def mm_map(name):

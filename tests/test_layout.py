@@ -87,9 +87,52 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_import_graph_has_no_cycle():
     graph = import_graph()
-    assert len(graph) > 40 and "datatools.lists.build" in graph["datatools.validate.run"]
+    assert len(graph) > 40 and "datatools.root.state" in graph["datatools.validate.run"]
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def layers() -> list[set[str]]:
+    """The layer order, read from ARCHITECTURE.md's `layers` block: one line per layer, lowest
+    first, its packages separated by spaces."""
+    text = (PACKAGE.parent / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    block = re.search(r"```layers\n(.*?)```", text, re.S)
+    assert block, "docs/ARCHITECTURE.md has no ```layers block"
+    return [set(line.split("#")[0].split()) for line in block[1].splitlines() if line.split("#")[0].strip()]
+
+
+def package_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def upward_edges(graph: dict[str, set[str]], order: list[set[str]]) -> list[str]:
+    """Imports of a package in the same or a higher layer (a package's own modules excepted)."""
+    rank = {pkg: n for n, members in enumerate(order) for pkg in members}
+    found = []
+    for module, targets in graph.items():
+        here = package_of(module)
+        for target in targets:
+            there = package_of(target)
+            if there != here and rank[there] >= rank[here]:
+                found.append(f"{module} -> {target}")
+    return sorted(found)
+
+
+def test_dependencies_point_one_way_down_the_layers():
+    graph = import_graph()
+    order = layers()
+    packages = {package_of(m) for m in graph} - {"datatools"}
+    placed = set().union(*order)
+    assert packages == placed, f"packages not in the layer table: {packages ^ placed}"
+    assert not upward_edges(graph, order), "upward imports:\n" + "\n".join(upward_edges(graph, order))
+    # the check can fail: the same graph against the order turned upside down
+    assert upward_edges(graph, order[::-1])
+
+
+def test_at_most_three_modules_sit_directly_in_the_package():
+    flat = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert flat == ["__init__.py", "__main__.py", "gpu_pin.py"], flat
 
 
 def test_the_cycle_finder_finds_a_cycle_through_an_import_inside_a_function(tmp_path):
@@ -128,7 +171,8 @@ def string_literals(path: Path):
 
 def test_dataset_names_appear_only_in_dataset_modules():
     pattern = dataset_words()
-    files = [PACKAGE / "cli.py"] + [p for stage in ("acquire", "extract", "lists", "validate")
+    files = [PACKAGE / "cli" / "app.py", PACKAGE / "cli" / "options.py"] + [
+        p for stage in ("acquire", "extract", "lists", "validate")
                                     for p in sorted((PACKAGE / stage).rglob("*.py"))]
     assert len(files) > 15
     found = [f"{p.relative_to(PACKAGE.parent)}:{line}: {pattern.search(text)[0]!r}"

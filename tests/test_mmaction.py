@@ -17,11 +17,11 @@ import pytest
 from conftest import VIDEOS, require_module
 from trees import ucf101_style_root
 
-from datatools.demo import make_dataset
 from datatools.extract.options import ExtractOptions
 from datatools.extract.run import extract
 from datatools.lists.build import build_lists
 from datatools.mmaction.compat import drn_is_missing
+from datatools.pipeline.demo import make_dataset
 from datatools.schedule.client import ClusterOptions
 from datatools.validate.run import validate
 

@@ -27,10 +27,10 @@ from trees import frames_held, ucf101_style_root
 
 from datatools.extract.options import ExtractOptions
 from datatools.extract.run import Selection, extract
+from datatools.frames.convert import unpack_pack
+from datatools.frames.packs import Pack, verify
 from datatools.lists.build import build_lists
-from datatools.manifest import read_manifest
-from datatools.packing import unpack_pack
-from datatools.packs import Pack, verify
+from datatools.root.manifest import read_manifest
 from datatools.schedule.client import ClusterOptions
 
 pytestmark = pytest.mark.slow
@@ -406,7 +406,7 @@ def test_a_pack_past_2_gib_is_read_through_its_zip64_records(tmp_path):
     zipfile writes them there); the rule reads them, and Python's zipfile agrees."""
     import zipfile
 
-    from datatools.packs import PackWriter
+    from datatools.frames.packs import PackWriter
     path = tmp_path / "long.zip"
     writer = PackWriter(str(path))
     frame = os.urandom(1 << 20) * 60

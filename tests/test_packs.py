@@ -21,12 +21,12 @@ import pytest
 from conftest import VIDEOS, require_module
 from trees import every_byte, frames_held, ucf101_style_root
 
-from datatools import packs
 from datatools.extract.options import ExtractOptions
 from datatools.extract.run import extract
+from datatools.frames import packs
+from datatools.frames.packs import INDEX, Pack, verify
 from datatools.lists.build import build_lists
-from datatools.manifest import read_manifest
-from datatools.packs import INDEX, Pack, verify
+from datatools.root.manifest import read_manifest
 from datatools.schedule.client import ClusterOptions
 
 BIN = Path(sys.executable).parent
@@ -327,7 +327,7 @@ def test_the_lmdb_export_is_read_by_mmactions_stock_lmdb_backend(extracted, tmp_
     init_default_scope("mmaction")
     root = tmp_path / "root"
     shutil.copytree(extracted, root)
-    from datatools.packing import pack_folder
+    from datatools.frames.convert import pack_folder
     pack_folder(root / "rawframes" / "Real" / "v_Real_g02_c01")  # one packed, the others folders
     done = run_datatools("pack", "--root", str(root), "--to", "lmdb")
     db = root / "rawframes.lmdb"

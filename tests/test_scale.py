@@ -20,7 +20,7 @@ from trees import ucf101_style_root
 from datatools.extract.options import ExtractOptions
 from datatools.extract.run import extract
 from datatools.lists.build import build_lists
-from datatools.manifest import ManifestRows, read_manifest
+from datatools.root.manifest import ManifestRows, read_manifest
 from datatools.schedule.client import ClusterOptions
 from datatools.schedule.tasks import FLOOR, QUEUED_PER_SLOT
 from datatools.validate.run import validate

@@ -16,11 +16,11 @@ from pathlib import Path
 import decord
 import pytest
 from conftest import VIDEOS, require_tool
+from datatools.cli.app import app
 from trees import pids_with_open, ucf101_style_root
 from typer.testing import CliRunner
 
-from datatools.cli import app
-from datatools.manifest import read_manifest
+from datatools.root.manifest import read_manifest
 from datatools.schedule.client import ClusterOptions
 from datatools.validate.run import validate
 

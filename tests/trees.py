@@ -16,7 +16,7 @@ from pathlib import Path
 
 from conftest import ANN
 
-from datatools.packs import SUFFIX, Pack
+from datatools.frames.packs import SUFFIX, Pack
 
 PLACEHOLDER = b"placeholder\n"
 

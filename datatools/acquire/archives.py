@@ -36,8 +36,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UserError
-from ..fsio import DiskError, disk_error, failed_for_space, free_bytes, gib, is_disk_error, mount_point
+from ..core.errors import UserError
+from ..core.fsio import (
+    DiskError,
+    disk_error,
+    failed_for_space,
+    free_bytes,
+    gib,
+    is_disk_error,
+    mount_point,
+)
 
 RAR_PACKAGES = "unar, libarchive-tools (bsdtar) or p7zip-full (7z)"
 MAGIC = [  # (offset, bytes, kind)

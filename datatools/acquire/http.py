@@ -37,10 +37,10 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from .. import __version__
-from ..completion import FileStamp
-from ..errors import UserError
-from ..fsio import DiskError, append_line, atomic_write, disk_error, is_disk_error
-from ..report import tracking
+from ..core.console import tracking
+from ..core.errors import UserError
+from ..core.fsio import DiskError, append_line, atomic_write, disk_error, is_disk_error
+from ..core.records import FileStamp
 
 CHUNK = 1 << 20  # bytes per read: large enough that per-call overhead is invisible
 RECORDS = "records.jsonl"

@@ -21,11 +21,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .. import datasets
-from ..completion import FileStamp, all_present
-from ..errors import UserError
-from ..fsio import atomic_write, disk_errors
-from ..lock import root_lock
-from ..validate.quarantine import FOLDER as QUARANTINE
+from ..core.errors import UserError
+from ..core.fsio import atomic_write, disk_errors
+from ..core.records import FileStamp, all_present
+from ..root.lock import root_lock
+from ..root.quarantine import FOLDER as QUARANTINE
 from . import archives
 from .http import (
     RECORDS,

@@ -18,7 +18,7 @@ import sys
 from functools import lru_cache
 from importlib.metadata import entry_points
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .base import AnnotatedVideo, Annotations, Dataset
 
 ENTRY_POINT_GROUP = "datatools.datasets"

@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import catalog
-from ..errors import AnnotationError, MissingAnnotationError, UserError
+from ..core.errors import AnnotationError, MissingAnnotationError, UserError
+from . import catalog
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".webm", ".mkv", ".mov", ".m4v", ".flv", ".3gp", ".mpg", ".mpeg")
 

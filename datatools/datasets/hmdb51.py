@@ -11,7 +11,7 @@ import re
 import shutil
 from pathlib import Path
 
-from ..errors import AnnotationError, MissingAnnotationError, UserError
+from ..core.errors import AnnotationError, MissingAnnotationError, UserError
 from .base import AnnotatedVideo, Annotations, Dataset, read_lines
 
 SPLIT_FILE = re.compile(r"^(?P<cls>.+)_test_split(?P<split>[123])\.txt$")

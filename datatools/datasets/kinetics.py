@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..errors import AnnotationError
+from ..core.errors import AnnotationError
 from .base import AnnotatedVideo, Annotations, Dataset, read_lines
 
 REQUIRED = ("youtube_id", "time_start", "time_end")

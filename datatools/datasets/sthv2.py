@@ -10,7 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ..errors import AnnotationError
+from ..core.errors import AnnotationError
 from .base import AnnotatedVideo, Annotations, Dataset
 
 PREFIX = "something-something-v2-"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from ..errors import AnnotationError
+from ..core.errors import AnnotationError
 from .base import AnnotatedVideo, Annotations, Dataset, read_lines
 
 # The official zip unpacks into ucfTrainTestlist/; MMAction2 expects the files flat.

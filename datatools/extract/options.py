@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
-from ..errors import UserError
-from ..frame_folder import NAMINGS
+from ..core.errors import UserError
+from ..frames.folder import NAMINGS
 
 TASKS = ("rgb", "flow", "both")
 STORES = ("files", "packed")  # a folder of JPEGs per video, or one pack (packs.py)

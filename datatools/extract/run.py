@@ -9,17 +9,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UserError
-from ..failures import TaskFailures
-from ..frame_folder import already_made, made_with, made_with_of, manifest_fields
-from ..fsio import DiskError, gib
-from ..interruption import together
-from ..lists.build import scan_root
-from ..lists.scan import settled_mtime
-from ..lock import root_lock
-from ..manifest import LISTED_STATUSES, VideoRecord
-from ..packs import pack_path
-from ..report import progress_bar, report_failure
+from ..core.console import progress_bar, report_failure
+from ..core.errors import UserError
+from ..core.fsio import DiskError, gib
+from ..core.interruption import together
+from ..core.task_errors import TaskFailures
+from ..frames.folder import made_with_of
+from ..frames.packs import stored_at
+from ..root.lock import root_lock
+from ..root.manifest import LISTED_STATUSES, VideoRecord
+from ..root.rows import already_made, set_made
+from ..root.state import scan_root
+from ..root.status import DONE, FAILED, REFUSED, SKIPPED, UNCHECKED
 from ..schedule.client import (
     ClusterOptions,
     TaskError,
@@ -28,7 +29,6 @@ from ..schedule.client import (
     gpu_work,
     map_tasks,
 )
-from ..status import DONE, FAILED, REFUSED, SKIPPED, UNCHECKED
 from ..validate.run import apply_probe
 from . import backends
 from .options import ExtractOptions
@@ -172,14 +172,9 @@ def _record(rec: VideoRecord, job: VideoJob, out: VideoOutcome, root: Path) -> N
     rec.extract_status, rec.extract_error = out.status, out.error
     if out.status not in (DONE, SKIPPED):
         return
-    rec.frame_dir = str(Path(job.frame_dir).relative_to(root).as_posix())
-    rec.rgb_count, rec.flow_count = out.rgb_count, out.flow_count
-    for name, value in manifest_fields(out.record).items():
-        setattr(rec, name, value)
-    rec.made_with = made_with(out.record)
-    rec.frame_storage = out.storage
-    where = pack_path(job.frame_dir) if out.storage == "packed" else job.frame_dir
-    try:  # the folder as the worker left it: the next scan need not list it (lists/scan.py)
-        rec.frame_mtime_ns = settled_mtime(os.stat(where).st_mtime_ns)
+    try:  # the folder as the worker left it: the next scan need not list it (root/scan.py)
+        mtime = os.stat(stored_at(job.frame_dir, out.storage)).st_mtime_ns
     except OSError:
-        rec.frame_mtime_ns = None
+        mtime = None
+    set_made(rec, out.record, Path(job.frame_dir).relative_to(root).as_posix(), out.storage, mtime)
+    rec.rgb_count, rec.flow_count = out.rgb_count, out.flow_count

@@ -30,9 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..completion import FileStamp
-from ..frame_folder import DONE as RECORD_NAME
-from ..frame_folder import (
+from ..core.fsio import failed_for_space, fsync_dir
+from ..core.records import FileStamp
+from ..core.runlog import exception_text
+from ..frames.convert import MismatchError, pack_folder, unpack_pack
+from ..frames.folder import DONE as RECORD_NAME
+from ..frames.folder import (
     NotAFrame,
     done_bytes,
     made_from,
@@ -41,12 +44,9 @@ from ..frame_folder import (
     trusted_parts,
     write_done,
 )
-from ..fsio import failed_for_space, fsync_dir
-from ..packing import MismatchError, pack_folder, unpack_pack
-from ..packs import Pack, PackError, PackWriter, pack_path
-from ..runlog import exception_text
+from ..frames.packs import Pack, PackError, PackWriter, pack_path
+from ..root.status import DONE, FAILED, OK, REFUSED, SKIPPED
 from ..schedule.resources import CPU_THREADS
-from ..status import DONE, FAILED, OK, REFUSED, SKIPPED
 from ..validate.probe import TRUNCATION_SLACK, ProbeResult, probe_video
 from .backends import create as create_backend
 from .backends import is_batch_backend, is_video_tool

@@ -12,53 +12,36 @@ the rule a full run applies (build.categories), and only the rows it names are r
 
 from __future__ import annotations
 
-import hashlib
 import os
-from pathlib import Path
 
 import pyarrow as pa
 
-from .. import __version__, datasets
-from ..manifest import SCHEMA_VERSION, ManifestRows, read_columns, read_meta, read_rows
-from .fingerprint import fingerprint, row_unchanged, same_folders
+from ..root.fingerprint import row_unchanged
+from ..root.manifest import ManifestRows, read_columns, read_rows
+from ..root.state import OpenedRoot, holds
 from .result import BuildResult, ListFile, categories
 
-COLUMNS = ("video_path", "exists", "size", "mtime_ns", "frame_dir", "frame_mtime_ns",
+COLUMNS = ("video_path", "exists", "size", "mtime_ns", "frame_dir", "frame_storage", "frame_mtime_ns",
            "status", "rgb_count", "extract_error", "extract_status")
 
 
-def describe(lists: dict[Path, bytes], planned) -> list[dict]:
-    """What the manifest keeps of the lists build-lists writes with it."""
-    return [{**{"name": lf.name, "split": lf.split, "subset": lf.subset, "fmt": lf.fmt,
-                "lines": lf.lines, "expected": lf.expected},
-             "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-            for lf, (path, data) in zip(planned, lists.items())]
-
-
-def as_left(dataset: str, root: Path, args: dict):
+def as_left(opened: OpenedRoot, args: dict):
     """The BuildResult of a build-lists with `args` on a root as the last one left it, or
-    None when anything may have changed (then the caller scans)."""
-    root = Path(root)
-    meta = read_meta(root)
-    if (meta is None or not written_by_this_version(meta) or meta.dataset != dataset
-            or not meta.lists or meta.steps.get("build-lists") != args
+    None when anything may have changed (then the caller scans `opened`)."""
+    meta = opened.meta
+    if (not opened.current or not meta.lists or meta.steps.get("build-lists") != args
             or meta.level != args["level"] or (args["shuffle"] and args["seed"] is None)):
         return None  # (a shuffle without a seed is a new shuffle each run)
     try:
-        return _answer(root, meta, args)
+        return _answer(opened, args)
     except (pa.ArrowException, OSError, ValueError, TypeError):
         return None  # a damaged manifest: the scan sets it aside and rebuilds
 
 
-def written_by_this_version(meta) -> bool:
-    """Rows a re-run may start from: written by this version of datatools (another may list,
-    count or scan differently)."""
-    return meta.tool_version == __version__ and meta.schema_version == SCHEMA_VERSION
-
-
-def _answer(root: Path, meta, args: dict):
+def _answer(opened: OpenedRoot, args: dict):
+    root, meta = opened.root, opened.meta
     dataset = meta.dataset
-    if not same_folders(meta.disk, fingerprint(datasets.get(dataset), root, meta.level)):
+    if not opened.folders_as_recorded():
         return None
     for d in meta.lists:
         if not holds(root / d["name"], d["bytes"], d["sha256"]):
@@ -88,17 +71,3 @@ def _answer(root: Path, meta, args: dict):
     result.lists = [ListFile(d["name"], d["split"], d["subset"], d["fmt"], d["lines"], d["expected"])
                     for d in meta.lists]
     return result
-
-
-def holds(path: Path, size: int, sha256: str) -> bool:
-    """Whether the file at `path` has this size and content (sha256)."""
-    try:
-        if path.stat().st_size != size:
-            return False
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest() == sha256
-    except OSError:
-        return False

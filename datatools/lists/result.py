@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..manifest import VideoRecord
-from ..status import EXTRA, MISSING, OK, UNCHECKED, UNLISTED_EXTRACTIONS, UNUSABLE
+from ..root.manifest import VideoRecord
+from ..root.rows import FLOW_MISMATCH
+from ..root.status import EXTRA, MISSING, OK, UNCHECKED, UNLISTED_EXTRACTIONS, UNUSABLE
 
 # Recorded for a frame folder holding unequal numbers of flow_x and flow_y files.
-FLOW_MISMATCH = "flow_x/flow_y counts differ"
 
 
 @dataclass

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..errors import UserError
-from ..manifest import listed, require_manifest, split_members
+from ..core.errors import UserError
+from ..root.manifest import listed, require_manifest, split_members
 
 INPUTS = ("videos", "rawframes")
 FLOW_CLIP = 5  # flow pairs stacked per TSN input, MMAction2's flow config

@@ -35,8 +35,8 @@ from mmaction.datasets import RawframeDataset, VideoDataset  # noqa: E402
 from mmaction.registry import DATASETS  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 
-from ..errors import UserError  # noqa: E402
-from ..manifest import VideoRecord, listed, require_manifest, split_members  # noqa: E402
+from ..core.errors import UserError  # noqa: E402
+from ..root.manifest import VideoRecord, listed, require_manifest, split_members  # noqa: E402
 
 SUBSETS = ("train", "val", "test")
 FORMAT = {"RGB": "rawframes", "Flow": "flow"}  # modality -> the list format it reads

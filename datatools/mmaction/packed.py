@@ -17,8 +17,8 @@ from collections import OrderedDict
 from mmengine.fileio import FileClient, register_backend
 from mmengine.fileio.backends import BaseStorageBackend
 
-from ..frame_folder import read_frame_file
-from ..packs import SUFFIX, Pack
+from ..frames.folder import read_frame_file
+from ..frames.packs import SUFFIX, Pack
 
 CACHE = 16
 NAME = "datatools_packed"

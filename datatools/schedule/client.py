@@ -27,8 +27,8 @@ from pathlib import Path
 import dask
 from distributed import Client, LocalCluster, WorkerPlugin
 
-from .. import runlog
-from ..errors import UserError
+from ..core import runlog
+from ..core.errors import UserError
 from .resources import (
     CPU_ONLY,
     CPU_THREADS,

@@ -9,7 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 
 def batch_script(command: list[str], job_name: str = "datatools", partition: str | None = None,

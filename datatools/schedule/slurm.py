@@ -23,7 +23,7 @@ import re
 import sys
 from dataclasses import dataclass, field, fields
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .resources import GPU, WORKER_ENV, worker_threads
 
 # Where worker jobs write their output when neither --slurm log_directory nor Dask's

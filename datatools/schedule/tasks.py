@@ -30,7 +30,7 @@ from typing import Any
 
 from distributed import Client, KilledWorker
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .resources import GPU
 
 QUEUED_PER_SLOT = 2  # one task running and one ready behind it, so no slot idles between tasks

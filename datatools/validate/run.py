@@ -9,17 +9,17 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ..errors import NothingToDo, UserError, root_not_found
-from ..failures import TaskFailures
-from ..fsio import DiskError
-from ..interruption import together
-from ..lists.build import scan_root
-from ..lock import root_lock
-from ..manifest import VideoRecord
-from ..report import progress_bar
+from ..core.console import progress_bar
+from ..core.errors import NothingToDo, UserError, root_not_found
+from ..core.fsio import DiskError
+from ..core.interruption import together
+from ..core.task_errors import TaskFailures
+from ..root import quarantine
+from ..root.lock import root_lock
+from ..root.manifest import VideoRecord
+from ..root.state import scan_root
+from ..root.status import BAD, EMPTY, EXTRA, MISSING, OK, PROBE_LEVELS, UNREADABLE
 from ..schedule.client import ClusterOptions, TaskError, WorkerCrash, cluster_for, map_tasks
-from ..status import BAD, EMPTY, EXTRA, MISSING, OK, PROBE_LEVELS, UNREADABLE
-from . import quarantine
 from .probe import ProbeResult, probe_task
 
 LEVELS = PROBE_LEVELS

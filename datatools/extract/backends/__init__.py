@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ...errors import UserError
+from ...core.errors import UserError
 from ...schedule.resources import CPU_ONLY
 from ..options import ExtractOptions, resolve_backend
 from .external import DenseflowFlow, NativeFlow

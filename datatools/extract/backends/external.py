@@ -34,8 +34,8 @@ from typing import NamedTuple
 
 import datatools
 
-from ...errors import UserError
-from ...frame_folder import FLOW_X_PREFIX, FLOW_Y_PREFIX, RGB_PREFIX, count_names
+from ...core.errors import UserError
+from ...frames.folder import FLOW_X_PREFIX, FLOW_Y_PREFIX, RGB_PREFIX, count_names
 from ...schedule.resources import CPU_ONLY, CPU_THREADS, CUDA_ONLY
 from ..options import ExtractOptions
 from ..tvl1 import TVL1, TVL1Params

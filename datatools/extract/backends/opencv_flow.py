@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import UserError
+from ...core.errors import UserError
 from ...schedule.resources import CPU_ONLY
 from ..tvl1 import TVL1, TVL1Params
 

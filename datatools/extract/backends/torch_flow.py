@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...errors import UserError
+from ...core.errors import UserError
 from ...schedule.resources import CPU_THREADS, EITHER
 from ..tvl1 import TVL1, TVL1Params
 

@@ -18,8 +18,8 @@ from typing import Any, Optional
 
 import typer
 
-from .errors import UserError
-from .status import PROBE_LEVELS as CHECKS  # the probe depths, --check
+from ..core.errors import UserError
+from ..root.status import PROBE_LEVELS as CHECKS  # the probe depths, --check
 
 
 @dataclass
@@ -140,8 +140,8 @@ RETRIES = typer.Option(5, min=0, metavar="N", help="Further tries after failed o
 
 
 def _download(what, mirror, from_dir, jobs, keep_archives, checksums, timeout, retries):
-    from .acquire.http import HttpOptions
-    from .acquire.session import DownloadOptions, read_checksums
+    from ..acquire.http import HttpOptions
+    from ..acquire.session import DownloadOptions, read_checksums
     return DownloadOptions(what=what, mirror=mirror, from_dir=from_dir, jobs=jobs,
                            keep_archives=keep_archives,
                            checksums=read_checksums(checksums) if checksums else {},
@@ -166,7 +166,7 @@ DOWNLOAD = OptionGroup("download", [
 # --- validate --------------------------------------------------------------------------------
 
 def _validate(check, quarantine):
-    from .validate.run import ValidateOptions
+    from ..validate.run import ValidateOptions
     return ValidateOptions(check, quarantine)
 
 
@@ -191,7 +191,7 @@ def deprecated_level(level: str | None, validating):
 # --- lists -----------------------------------------------------------------------------------
 
 def _lists(level, shuffle, seed):
-    from .lists.build import ListOptions
+    from ..lists.build import ListOptions
     if level in ("1", "2"):
         return ListOptions(int(level), shuffle, seed)
     if level in CHECKS:
@@ -212,8 +212,8 @@ LISTS = OptionGroup("listing", [
 
 def _extract(task, algo, backend, denseflow_bin, new_short, new_size, bound, naming,
              jpeg_quality, store, split, subset, limit):
-    from .extract.options import ExtractOptions, parse_size
-    from .extract.run import Selection
+    from ..extract.options import ExtractOptions, parse_size
+    from ..extract.run import Selection
     opts = ExtractOptions(task=task, algo=algo, backend=backend, new_short=new_short,
                           new_size=parse_size(new_size), bound=bound, naming=naming,
                           jpeg_quality=jpeg_quality, denseflow_bin=denseflow_bin, store=store)

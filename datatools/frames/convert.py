@@ -22,9 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError
-from .frame_folder import DONE, PART_PREFIXES, NotAFrame, frame_files, prefixes_of, read_frame_file
-from .fsio import fsync_dir, is_disk_error
+from ..core.errors import UserError
+from ..core.fsio import fsync_dir, is_disk_error
+from .folder import DONE, PART_PREFIXES, NotAFrame, frame_files, prefixes_of, read_frame_file
 from .packs import (
     SUFFIX,
     Pack,

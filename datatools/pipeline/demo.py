@@ -12,20 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import datasets
-from .errors import ProblemsFound
-from .extract.options import ExtractOptions
-from .extract.run import extract
-from .lists.build import build_lists
-from .report import (
-    console,
-    heading,
-    print_build_summary,
-    print_extract_summary,
-    print_validate_summary,
-)
-from .schedule.client import ClusterOptions
-from .validate.run import validate
+from .. import datasets
+from ..core.console import console, heading
+from ..core.errors import ProblemsFound
+from ..extract.options import ExtractOptions
+from ..extract.run import extract
+from ..lists.build import build_lists
+from ..schedule.client import ClusterOptions
+from ..validate.run import validate
+from .summaries import print_build_summary, print_extract_summary, print_validate_summary
 
 # Class name -> per-frame displacement of the foreground shape (dx, dy) in pixels.
 MOTIONS = {"DriftRight": (3, 0), "DriftDown": (0, 3), "DriftDiagonal": (2, 2), "DriftLeft": (-3, 0)}
@@ -120,8 +115,8 @@ def run_demo(root: Path, videos_per_class: int = 3, workers: int | None = None) 
         raise ProblemsFound(f"demo: build-lists found {result.problems} problem(s)")
     if importlib.util.find_spec("mmaction") and importlib.util.find_spec("torch"):
         heading("6. train TSN (ResNet-18, CPU, 2 epochs) from the manifest with MMAction2")
-        from .mmaction.config import ConfigOptions, write_config
-        from .mmaction.train import train_and_test
+        from ..mmaction.config import ConfigOptions, write_config
+        from ..mmaction.train import train_and_test
         config = write_config(root, ConfigOptions(depth=18, pretrained=False, crop=64, epochs=2,
                                                   batch_size=4, workers=0), root / "tsn_demo.py")
         metrics = train_and_test(config, root / "work_dirs" / "tsn_demo")

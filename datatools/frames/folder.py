@@ -23,9 +23,15 @@ import os
 import re
 import string
 
-from . import status
-from .completion import MAX_RECORD_BYTES, FileStamp, parse_json, read_record, record_text, write_record
-from .fsio import NotRegular, file_kind, open_regular
+from ..core.fsio import NotRegular, file_kind, open_regular
+from ..core.records import (
+    MAX_RECORD_BYTES,
+    FileStamp,
+    parse_json,
+    read_record,
+    record_text,
+    write_record,
+)
 
 DONE = ".datatools-done.json"
 RGB_PREFIX = "img_"
@@ -400,11 +406,3 @@ def made_with(record: dict) -> str:
 def made_with_of(opts) -> dict[str, str]:
     """Per part an extraction with `opts` writes: the digest its record would hold."""
     return {part: _digest(opts.common_params(), opts.part_params(part)) for part in opts.parts}
-
-
-def already_made(rec, wanted: dict[str, str]) -> bool:
-    """Whether a manifest row's folder holds every wanted part, made with these parameters."""
-    if rec.extract_status not in status.COMPLETE or not rec.made_with:
-        return False
-    have = dict(item.split("=", 1) for item in rec.made_with.split(";") if "=" in item)
-    return all(have.get(part) == digest for part, digest in wanted.items())

@@ -18,8 +18,24 @@ from typing import Optional
 import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
-from . import __version__, datasets, interruption
-from .cli_options import (
+from .. import __version__, datasets
+from ..core import interruption
+from ..core.errors import (
+    EXIT_BUSY,
+    EXIT_DISK,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_PROBLEMS,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    InternalError,
+    NothingToDo,
+    ProblemsFound,
+    UserError,
+    one_line,
+    shell_word,
+)
+from .options import (
     DOWNLOAD,
     EXTRACT,
     LISTS,
@@ -36,21 +52,6 @@ from .cli_options import (
     root_path,
     sha256_hex,
     with_options,
-)
-from .errors import (
-    EXIT_BUSY,
-    EXIT_DISK,
-    EXIT_INTERNAL,
-    EXIT_INTERRUPTED,
-    EXIT_PROBLEMS,
-    EXIT_TERMINATED,
-    EXIT_USAGE,
-    InternalError,
-    NothingToDo,
-    ProblemsFound,
-    UserError,
-    one_line,
-    shell_word,
 )
 
 ENVIRONMENT = (
@@ -89,8 +90,8 @@ _stopped_by: int | None = None
 def _error_code(exc: BaseException, root: Path | None = None) -> tuple[str, int]:
     """The line and exit code (errors.EXIT_*) of an error a user can act on (a full disk
     where the error names no file: the root's)."""
-    from .fsio import DiskError, disk_error, is_disk_error
-    from .lock import RootBusy
+    from ..core.fsio import DiskError, disk_error, is_disk_error
+    from ..root.lock import RootBusy
     if is_disk_error(exc):
         exc = disk_error(exc, Path(getattr(exc, "filename", None) or root or "."))
     elif isinstance(exc, OSError):  # the system refused something: say what, on which file
@@ -109,7 +110,7 @@ def _error_code(exc: BaseException, root: Path | None = None) -> tuple[str, int]
 
 def _bug(exc: BaseException, name: str, root: Path | None) -> str:
     """An exception no rule expected: the traceback to the log, one line to the user."""
-    from .runlog import exception_text, log_for
+    from ..core.runlog import exception_text, log_for
     log = log_for(root, name)
     log.error(f"internal error in datatools {name}", exception_text(exc))
     return (f"internal error in datatools {name} ({type(exc).__name__}: {one_line(str(exc))}); "
@@ -117,7 +118,7 @@ def _bug(exc: BaseException, name: str, root: Path | None) -> str:
 
 
 def _interrupted() -> tuple[str, int]:
-    from .report import running
+    from ..core.console import running
     code = EXIT_TERMINATED if _stopped_by == signal.SIGTERM else EXIT_INTERRUPTED
     word = "terminated" if code == EXIT_TERMINATED else "interrupted"
     if running is not None:
@@ -142,7 +143,7 @@ def command(fn=None, *, log: bool = True):
     def run(*args, **kwargs):
         from contextlib import nullcontext
 
-        from .runlog import run_log
+        from ..core.runlog import run_log
         name = _command_name(fn)
         root = kwargs.get("root")
         keeping = run_log(name, root, ["datatools", *sys.argv[1:]]) if log else nullcontext()
@@ -183,9 +184,9 @@ WORKERS = typer.Option(None, min=1, metavar="N", help="Local Dask workers (defau
 
 def cluster_options(workers=None, scheduler=None, cluster_kind="local", slurm=None,
                     cluster_config=None, gpus=None):
-    from .schedule.client import ClusterOptions
-    from .schedule.resources import visible_gpus
-    from .schedule.slurm import parse_slurm_options
+    from ..schedule.client import ClusterOptions
+    from ..schedule.resources import visible_gpus
+    from ..schedule.slurm import parse_slurm_options
     devices = []
     if gpus:
         present = visible_gpus()
@@ -239,8 +240,8 @@ def _dataset_app(name: str) -> typer.Typer:
         listing=None,
     ):
         """Join annotations with the disk, update manifest.parquet and write MMAction2 lists."""
-        from .lists.build import build_lists, parse_formats
-        from .report import print_build_summary
+        from ..lists.build import build_lists, parse_formats
+        from ..pipeline.summaries import print_build_summary
         if listing.probe_level is not None:
             raise UserError(f"--level {listing.probe_level}: build-lists' --level is the folder "
                             "depth of list entries, 1 or 2")
@@ -255,8 +256,9 @@ def _dataset_app(name: str) -> typer.Typer:
     @with_options(DOWNLOAD)
     def download_cmd(root: Path = root_option(name), download=None):
         """Download (or take from --from-dir), verify and unpack into the root's layout."""
-        from .acquire.session import download as run_download
-        from .report import DownloadProgress, print_download_summary, report_failure
+        from ..acquire.session import download as run_download
+        from ..core.console import DownloadProgress, report_failure
+        from ..pipeline.summaries import print_download_summary
         with DownloadProgress() as ui:
             result = run_download(name, root, download, ui)
         print_download_summary(result, root)
@@ -280,7 +282,7 @@ def _dataset_app(name: str) -> typer.Typer:
     ):
         """Run the whole pipeline (download → validate → lists → extract → frame lists);
         re-run the same command to resume after an interruption."""
-        from .prepare import PrepareOptions, parse_steps, prepare
+        from ..pipeline.prepare import PrepareOptions, parse_steps, prepare
         if listing.probe_level is not None:  # the probe depth's old name in prepare
             validating = deprecated_level(listing.probe_level, validating)
         opts = PrepareOptions(steps=parse_steps(steps), download=download, validating=validating,
@@ -301,9 +303,10 @@ def _dataset_app(name: str) -> typer.Typer:
         validating=None, cluster=None,
     ):
         """Probe every video in parallel; record status and metadata in the manifest."""
-        from .report import plain, print_validate_summary
-        from .validate.run import restore as restore_files
-        from .validate.run import validate
+        from ..core.console import plain
+        from ..pipeline.summaries import print_validate_summary
+        from ..validate.run import restore as restore_files
+        from ..validate.run import validate
         validating = deprecated_level(level, validating)
         if restore:
             restored, problems = restore_files(name, root)
@@ -328,7 +331,7 @@ for _name in datasets.names():
 def list_datasets(names_only: bool = typer.Option(False, "--names", help="Only the names, one per line")):
     """The datasets this installation knows: datatools' own and those of installed plugins
     (entry-point group `datatools.datasets`)."""
-    from .report import print_datasets
+    from ..pipeline.summaries import print_datasets
     registry = datasets.registry()
     if names_only:
         typer.echo("\n".join(registry))
@@ -357,8 +360,8 @@ def cluster_sbatch(
     """Write a batch script running a datatools command as the driver job:
     `datatools cluster sbatch --out job.sh -- DATASET prepare --root data/DATASET --cluster slurm`,
     then `sbatch job.sh`."""
-    from .fsio import atomic_write
-    from .schedule.sbatch import batch_script
+    from ..core.fsio import atomic_write
+    from ..schedule.sbatch import batch_script
     args = list(ctx.args)
     check_datatools_command(args)
     atomic_write(out, batch_script(args, job_name, partition, account, time, cpus, mem, extra or []))
@@ -397,7 +400,7 @@ def check_datatools_command(args: list[str]) -> None:
             # (a --check, a --scheduler address, a --steps list is the command's own).
             check_groups(cmd.callback, parsed.params)
             if "steps" in parsed.params:
-                from .prepare import parse_steps
+                from ..pipeline.prepare import parse_steps
                 parse_steps(parsed.params["steps"])
     except typer.TyperException as exc:
         raise UserError(f"cluster sbatch: `{command}` would not run: "
@@ -431,7 +434,7 @@ def mmaction_config(
     lr: float = typer.Option(0.01, callback=positive, metavar="RATE", help="SGD learning rate"),
 ):
     """Write an MMAction2 config whose datasets read the manifest (no hand-edited paths)."""
-    from .mmaction.config import ConfigOptions, write_config
+    from ..mmaction.config import ConfigOptions, write_config
     path = write_config(root, ConfigOptions(model, modality, input, split, depth, pretrained, crop,
                                             clips, epochs, batch_size, workers, lr), out)
     typer.echo(f"wrote {path}; train with: datatools mmaction train {shell_word(path)} "
@@ -446,7 +449,7 @@ def mmaction_train(
     work_dir: Path = typer.Option(Path("work_dirs/datatools"), metavar="DIR", help="Logs and checkpoints"),
 ):
     """Train a config with MMEngine's Runner, then test it on the val subset (top-1)."""
-    from .mmaction.train import train_and_test
+    from ..mmaction.train import train_and_test
     metrics = train_and_test(config, work_dir)
     typer.echo("test: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
@@ -464,8 +467,8 @@ def fetch(
     retries: int = RETRIES,
 ):
     """Download files with resume, retries and sha256 (what `download` uses, for any URL)."""
-    from .acquire.http import HttpOptions, fetch_urls
-    from .report import DownloadProgress, report_failure
+    from ..acquire.http import HttpOptions, fetch_urls
+    from ..core.console import DownloadProgress, report_failure
     if sha256 and len(urls) > 1:
         raise UserError("--sha256 checks a single file; pass one URL")
     with DownloadProgress() as ui:
@@ -488,8 +491,8 @@ def extract(
     extracting=None, cluster=None,
 ):
     """Extract RGB frames and optical flow for the videos in the manifest."""
-    from .extract.run import extract as run_extract
-    from .report import print_extract_summary
+    from ..extract.run import extract as run_extract
+    from ..pipeline.summaries import print_extract_summary
     opts, selection = extracting
     result = run_extract(root, opts, selection, cluster, force)
     print_extract_summary(result, root)
@@ -513,8 +516,8 @@ def pack(root: Path = typer.Option(..., callback=root_path, metavar="DIR", help=
                                      "lmdb backend (the frames stay)")):
     """Turn frame folders (ours, MMAction2's, denseflow's) into one stored zip per video, or
     export every frame to one LMDB."""
-    from .lock import root_lock
-    from .packing import frames_top, pack_all, walk_frames
+    from ..frames.convert import frames_top, pack_all, walk_frames
+    from ..root.lock import root_lock
     if to not in ("zip", "lmdb"):
         raise UserError(f"--to {to!r}: choose zip or lmdb")
     with root_lock(root, f"pack --to {to}"):
@@ -526,8 +529,8 @@ def pack(root: Path = typer.Option(..., callback=root_path, metavar="DIR", help=
 
 
 def _export_lmdb(root: Path, frames_dir: str) -> None:
-    from .lmdb_export import export_lmdb
-    from .report import plain, progress_bar, report_failure
+    from ..core.console import plain, progress_bar, report_failure
+    from ..frames.lmdb import export_lmdb
     with progress_bar(0, "pack --to lmdb", "frames") as advance:
         export = export_lmdb(root, frames_dir, advance)
     for path, why in export.failed:
@@ -545,8 +548,8 @@ def _export_lmdb(root: Path, frames_dir: str) -> None:
 def unpack(root: Path = typer.Option(..., callback=root_path, metavar="DIR", help="Data root"),
            frames_dir: str = FRAMES_DIR, threads: Optional[int] = THREADS):
     """Turn packs back into frame folders, byte for byte."""
-    from .lock import root_lock
-    from .packing import frames_top, unpack_all, walk_frames
+    from ..frames.convert import frames_top, unpack_all, walk_frames
+    from ..root.lock import root_lock
     with root_lock(root, "unpack"):
         tree = walk_frames(frames_top(root, frames_dir))
         _convert_root(root, "unpack", unpack_all, tree.packs, tree.passed, threads, "packs")
@@ -554,11 +557,11 @@ def unpack(root: Path = typer.Option(..., callback=root_path, metavar="DIR", hel
 
 def _convert_root(root: Path, step: str, convert, items: list, passed: list, threads,
                   what: str) -> None:
-    from .manifest import ManifestUnreadable, set_frame_storage
-    from .report import plain, progress_bar, report_failure
+    from ..core.console import plain, progress_bar, report_failure
+    from ..root.manifest import ManifestUnreadable, set_frame_storage
     with progress_bar(len(items), step, what) as advance:
         result = convert(items, threads, advance)
-    from .packs import SUFFIX
+    from ..frames.packs import SUFFIX
     failed = passed + result.failed
     for path, why in failed:
         report_failure(_failure_line(step, path, why))
@@ -597,7 +600,7 @@ def demo(root: Path = typer.Option(Path("demo_data"), callback=root_path, metava
          videos_per_class: int = typer.Option(3, min=1, metavar="N", help="Videos per class (4 classes)"),
          workers: Optional[int] = WORKERS):
     """Generate a small dataset (real motion, a real dataset's layout) and run every step on it."""
-    from .demo import run_demo
+    from ..pipeline.demo import run_demo
     run_demo(root, videos_per_class, workers)
 
 
@@ -651,7 +654,7 @@ def main() -> None:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    from .lock import set_command
+    from ..root.lock import set_command
     set_command(" ".join(["datatools", *sys.argv[1:]]))
     # SIGTERM (a batch scheduler's stop, `kill`) ends a command as Ctrl-C does: what finished
     # is saved, and the line says how to resume.

@@ -173,7 +173,7 @@ PACKAGES = ("numpy", "opencv-contrib-python-headless", "decord", "av", "pyarrow"
 def _header(argv: list[str]) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
-    from . import __version__
+    from .. import __version__
     versions = [f"datatools {__version__}", f"python {platform.python_version()}"]
     for package in PACKAGES:
         try:

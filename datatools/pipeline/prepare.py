@@ -11,16 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import datasets
-from .acquire.session import DownloadOptions
-from .errors import UserError
-from .extract.options import ExtractOptions
-from .extract.run import Selection
-from .lists.build import ListOptions
-from .lock import root_lock
-from .report import heading, plain
-from .schedule.client import ClusterOptions
-from .validate.run import ValidateOptions
+from .. import datasets
+from ..acquire.session import DownloadOptions
+from ..core.console import heading, plain
+from ..core.errors import UserError
+from ..extract.options import ExtractOptions
+from ..extract.run import Selection
+from ..lists.build import ListOptions
+from ..root.lock import root_lock
+from ..schedule.client import ClusterOptions
+from ..validate.run import ValidateOptions
 
 STEPS = ("download", "validate", "lists", "extract", "frame-lists")
 
@@ -60,22 +60,28 @@ def prepare(name: str, root: Path, opts: PrepareOptions) -> bool:
 
 
 def _run_steps(name: str, root: Path, opts: PrepareOptions) -> bool:
-    from . import report
-    from .acquire.session import download
-    from .extract.run import extract
-    from .lists.build import build_lists
-    from .validate.run import validate
+    from ..acquire.session import download
+    from ..core.console import DownloadProgress, report_failure
+    from ..extract.run import extract
+    from ..lists.build import build_lists
+    from ..validate.run import validate
+    from .summaries import (
+        print_build_summary,
+        print_download_summary,
+        print_extract_summary,
+        print_validate_summary,
+    )
 
     failed: list[str] = []  # what failed, per step, for the last line
     problems: list[str] = []  # missing or bad videos: counted; a failure only with --strict
     for n, step in enumerate(opts.steps, start=1):
         heading(f"{n}/{len(opts.steps)} {step}")
         if step == "download":
-            with report.DownloadProgress() as ui:
+            with DownloadProgress() as ui:
                 result = download(name, root, opts.download, ui)
-            report.print_download_summary(result, root)
+            print_download_summary(result, root)
             for failure in result.failures:
-                report.report_failure(f"error: {failure}", stderr=True)
+                report_failure(f"error: {failure}", stderr=True)
             if result.failures:
                 later = ",".join(s for s in opts.steps if s != "download")
                 plain(f"error: the download step failed on {len(result.failures)} file(s); if the "
@@ -84,19 +90,19 @@ def _run_steps(name: str, root: Path, opts: PrepareOptions) -> bool:
         elif step == "validate":
             checked = validate(name, root, opts.validating.check, opts.cluster,
                                opts.validating.quarantine, opts.force)
-            report.print_validate_summary(checked, datasets.get(name).catalog)
+            print_validate_summary(checked, datasets.get(name).catalog)
             if checked.not_ok:
                 problems.append(f"{len(checked.not_ok):,} video(s) not ok (validate)")
         elif step in ("lists", "frame-lists"):
             formats = ["videos"] if step == "lists" else ["videos", "rawframes", "flow"]
             built = build_lists(name, root, formats, opts.listing.level, opts.listing.shuffle,
                                 opts.listing.seed)
-            report.print_build_summary(built, root)
+            print_build_summary(built, root)
             if built.problems:
                 problems.append(f"{built.problems:,} problem(s) in the lists ({step})")
         elif step == "extract":
             extracted = extract(root, opts.extract, opts.selection, opts.cluster, opts.force)
-            report.print_extract_summary(extracted, root)
+            print_extract_summary(extracted, root)
             if extracted.failures:
                 failed.append(f"{len(extracted.failures):,} video(s) failed to extract")
     heading("done")

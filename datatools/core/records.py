@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
+from .. import __version__
 from .fsio import NotRegular, atomic_write, open_regular
 
 

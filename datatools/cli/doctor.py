@@ -77,7 +77,7 @@ def check_module(name: str, dist: str, required: bool, fix: str, attr: str = "__
 
 def check_rar() -> Check:
     """The RAR readers installed, in the order download tries them (acquire/archives.py)."""
-    from .acquire.archives import RAR_PACKAGES, RAR_READERS, rar_tools_available
+    from ..acquire.archives import RAR_PACKAGES, RAR_READERS, rar_tools_available
     found = rar_tools_available()
     detail = (f"{', '.join(found)} (tried in this order"
               + (f"; not installed: {', '.join(t for t in RAR_READERS if t not in found)})"

@@ -35,8 +35,8 @@ import zlib
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .frame_folder import DONE, MAX_FRAME_BYTES, NAMES_PATTERN, name_problem, record_from_bytes
-from .fsio import NotRegular, fsync_dir, open_regular
+from ..core.fsio import NotRegular, fsync_dir, open_regular
+from .folder import DONE, MAX_FRAME_BYTES, NAMES_PATTERN, name_problem, record_from_bytes
 
 SUFFIX = ".zip"
 INDEX = ".datatools-pack.json"  # {"version": 1, "members": {name: [data offset, length]}}
@@ -51,8 +51,19 @@ MAX_MEMBERS = 1 << 19
 MAX_DIRECTORY_BYTES = 64 << 20  # the zip's central directory
 
 
+# Where a video's frames are stored (the manifest's frame_storage, extract's --store): a folder
+# of files at frame_dir, or one pack at frame_dir + SUFFIX.
+FILES, PACKED = "files", "packed"
+STORAGES = (FILES, PACKED)
+
+
 def pack_path(frame_dir: str) -> str:
     return frame_dir.rstrip("/") + SUFFIX
+
+
+def stored_at(frame_dir: str, storage: str | None) -> str:
+    """The path that holds a video's frames: its folder, or its pack."""
+    return pack_path(frame_dir) if storage == PACKED else frame_dir
 
 
 def temporary_path(final: str) -> str:

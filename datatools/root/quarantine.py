@@ -12,8 +12,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import UserError
-from ..fsio import atomic_write
+from ..core.errors import UserError
+from ..core.fsio import atomic_write
 
 FOLDER = "quarantine"
 RECORDS = "records.jsonl"

@@ -18,9 +18,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..completion import FileStamp
+from ..core.records import FileStamp
 from ..datasets.base import Dataset
-from ..validate import quarantine
+from . import quarantine
+from .rows import frames_unchanged_on_disk
 from .scan import settled_mtime
 
 
@@ -66,7 +67,7 @@ def _mtime(path: Path) -> int | None:
 def unchanged(recorded: dict | None, now: dict, root: Path, rows) -> bool:
     """Whether the root is as the scan that made `rows` saw it (`recorded`: that scan's
     fingerprint; `now`: this one's). `rows`: records, or anything with their video_path,
-    exists, size, mtime_ns, frame_dir and frame_mtime_ns."""
+    exists, size, mtime_ns, frame_dir, frame_storage and frame_mtime_ns."""
     prefix = f"{root}{os.sep}"
     return same_folders(recorded, now) and all(row_unchanged(prefix, row) for row in rows)
 
@@ -78,20 +79,13 @@ def same_folders(recorded: dict | None, now: dict) -> bool:
 
 
 def row_unchanged(prefix: str, row) -> bool:
-    """A row's video file and frame folder as the row recorded them (`prefix`: the root and
+    """A row's video file and frames (folder or pack) as the row recorded them (`prefix`: the root and
     a separator; the paths are relative to it)."""
     if row.exists and row.video_path:
         seen = FileStamp.at(prefix + row.video_path)
         if not FileStamp(row.size, row.mtime_ns).matches(seen):
             return False
-    if row.frame_dir:
-        if row.frame_mtime_ns is None:
-            return False  # never counted with a settled mtime: list it again
-        try:
-            return os.stat(prefix + row.frame_dir).st_mtime_ns == row.frame_mtime_ns
-        except OSError:
-            return False
-    return True
+    return not row.frame_dir or frames_unchanged_on_disk(prefix, row)
 
 
 def _has_none(now: dict) -> bool:

@@ -23,9 +23,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import __version__, status
-from .errors import UserError, shell_word
-from .fsio import atomic_write_many
+from .. import __version__
+from ..core.errors import UserError, shell_word
+from ..core.fsio import atomic_write_many
+from . import status
 
 # 2: status `unchecked`; probe_status, mtime_ns and inode (a probe stays attached to its file)
 # 3: made_with and frame_mtime_ns (a re-run trusts an unchanged frame folder without listing it)
@@ -206,19 +207,44 @@ def _arrow_column(values: list, type_: pa.DataType) -> pa.Array:
 
 def read_manifest(root: Path) -> tuple[list[VideoRecord], ManifestMeta] | None:
     """The records and metadata of `root`'s manifest, or None if it has none yet."""
+    opened = open_manifest(root)
+    if opened is None:
+        return None
+    return read_all_rows(root, opened[0]), opened[1]
+
+
+def open_manifest(root: Path) -> tuple[pq.ParquetFile, ManifestMeta] | None:
+    """The manifest's file, its footer read (the metadata), or None if it has none yet; an
+    unreadable one is ManifestUnreadable."""
     path = manifest_path(root)
     if not path.exists():
         return None
     try:
-        parquet, meta = _open(path)
-        records = _rows(parquet, range(parquet.metadata.num_rows))
+        return _open(path)
     except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ManifestUnreadable(
-            f"{path}: unreadable ({reason}); rebuild it with `datatools <dataset> build-lists "
-            f"--root {shell_word(root)}` (it recreates the manifest from the annotations, the files on disk "
-            "and the completion records, and keeps this file aside)") from None
-    return records, meta
+        raise _unreadable(root, exc) from None
+
+
+def read_all_rows(root: Path, parquet: pq.ParquetFile) -> list[VideoRecord]:
+    """Every record of an opened manifest (open_manifest)."""
+    try:
+        return _rows(parquet, range(parquet.metadata.num_rows))
+    except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
+        raise _unreadable(root, exc) from None
+
+
+def _unreadable(root: Path, exc: BaseException) -> ManifestUnreadable:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ManifestUnreadable(
+        f"{manifest_path(root)}: unreadable ({reason}); rebuild it with `datatools <dataset> "
+        f"build-lists --root {shell_word(root)}` (it recreates the manifest from the annotations, "
+        "the files on disk and the completion records, and keeps this file aside)")
+
+
+def written_by_this_version(meta: ManifestMeta) -> bool:
+    """Rows a re-run may start from: written by this version of datatools (another may list,
+    count or scan differently)."""
+    return meta.tool_version == __version__ and meta.schema_version == SCHEMA_VERSION
 
 
 def read_meta(root: Path) -> ManifestMeta | None:
@@ -358,9 +384,13 @@ def require_manifest(root: Path) -> tuple[list[VideoRecord], ManifestMeta]:
     """The manifest of `root`, or the one-line error telling how to make it."""
     loaded = read_manifest(root)
     if loaded is None:
-        raise UserError(f"{manifest_path(root)}: no manifest; run `datatools <dataset> "
-                        f"build-lists --root {shell_word(root)}` (or validate) first")
+        raise no_manifest(root)
     return loaded
+
+
+def no_manifest(root: Path) -> UserError:
+    return UserError(f"{manifest_path(root)}: no manifest; run `datatools <dataset> "
+                     f"build-lists --root {shell_word(root)}` (or validate) first")
 
 
 def list_line(record: VideoRecord, fmt: str, base_dir: str) -> str | None:

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..frame_folder import DONE, count_names, read_done, trusted_parts
-from ..packs import SUFFIX, Pack, PackError, is_leftover, remove_leftover
+from ..frames.folder import DONE, count_names, read_done, trusted_parts
+from ..frames.packs import SUFFIX, Pack, PackError, is_leftover, remove_leftover
 
 
 @dataclass

@@ -24,10 +24,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError
-from .frame_folder import DONE, NotAFrame, frame_files, read_frame_file
-from .fsio import DiskError, free_bytes, gib, mount_point
-from .packing import frames_top, walk_frames
+from ..core.errors import UserError
+from ..core.fsio import DiskError, free_bytes, gib, mount_point
+from .convert import frames_top, walk_frames
+from .folder import DONE, NotAFrame, frame_files, read_frame_file
 from .packs import SUFFIX, Pack, PackError, is_leftover, remove_leftover, temporary_path
 
 NAME = "rawframes.lmdb"

@@ -32,8 +32,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import UserError, root_not_found
-from .fsio import disk_errors
+from ..core.errors import UserError, root_not_found
+from ..core.fsio import disk_errors
 
 LOCK_NAME = ".datatools.lock"
 LOCK_ENV = "DATATOOLS_LOCK"

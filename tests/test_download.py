@@ -307,6 +307,33 @@ def test_fetch_downloads_plain_urls_in_parallel_and_checks_a_given_sha256(server
     assert not list((tmp_path / "bad").glob("c.bin*"))
 
 
+def test_a_line_cut_by_a_crash_in_the_records_loses_no_later_entry(server, tmp_path):
+    """A crash can cut the last line of downloads/records.jsonl short; the next download's
+    entry must start a line of its own (glued to the cut one it would be lost, and the file
+    fetched again by every later run)."""
+    www = server.www / "records"
+    www.mkdir()
+    for name in ("first.bin", "second.bin"):
+        (www / name).write_bytes(os.urandom(100_000))
+    downloads = tmp_path / "root" / "downloads"
+    assert run("fetch", server.url("records/first.bin"), "--to", downloads).returncode == 0
+    log = downloads / "records.jsonl"
+    whole = log.read_bytes()
+    with open(log, "ab") as f:  # an append a crash stopped: half an entry, no newline
+        f.write(b'{"name": "third.bin", "url": "http://127.0.0.1/th')
+    r = run("fetch", server.url("records/second.bin"), "--to", downloads)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = log.read_bytes().splitlines(keepends=True)
+    assert log.read_bytes().startswith(whole) and len(lines) == 2
+    assert [json.loads(line)["name"] for line in lines] == ["first.bin", "second.bin"]
+    asked = {n: len(server.requests(f"/records/{n}")) for n in ("first.bin", "second.bin")}
+    again = run("fetch", server.url("records/first.bin"), server.url("records/second.bin"),
+                "--to", downloads)
+    assert again.returncode == 0, again.stdout + again.stderr
+    time.sleep(0.3)  # nginx writes a request's log line when it ends
+    assert {n: len(server.requests(f"/records/{n}")) for n in asked} == asked  # nothing fetched again
+
+
 def test_redirects_are_followed_only_to_http_urls(server, tmp_path):
     """A 302 to another http path is followed; one to ftp:// is refused in one line, as
     the same URL typed would be, and nothing is written."""

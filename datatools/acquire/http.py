@@ -39,8 +39,8 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from .. import __version__
 from ..core.console import tracking
 from ..core.errors import UserError
-from ..core.fsio import DiskError, append_line, atomic_write, disk_error, is_disk_error
-from ..core.records import FileStamp
+from ..core.fsio import DiskError, atomic_write, disk_error, is_disk_error
+from ..core.records import FileStamp, JsonLog
 
 CHUNK = 1 << 20  # bytes per read: large enough that per-call overhead is invisible
 RECORDS = "records.jsonl"
@@ -146,19 +146,15 @@ def safe_file_name(text: str, source: str) -> str:
 
 class Records:
     """`records.jsonl` in a downloads folder: one line per verified file or finished step,
-    appended (the last line for a name wins); a line cut short by a crash is ignored."""
+    appended (the last line for a name wins; records.JsonLog: a line cut short by a crash is
+    ignored and never glued to the next)."""
 
     def __init__(self, folder: Path):
         self.path = folder / RECORDS
+        self._log = JsonLog(self.path, "download record")
         self._lock = threading.Lock()
-        self._by_name: dict[str, dict] = {}
-        if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                self._by_name[entry["name"]] = entry
+        self._by_name: dict[str, dict] = {
+            entry["name"]: entry for entry in self._log.read() if isinstance(entry.get("name"), str)}
 
     def get(self, name: str) -> dict | None:
         return self._by_name.get(name)
@@ -166,8 +162,7 @@ class Records:
     def put(self, name: str, **fields) -> None:
         entry = {"name": name, **fields, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            append_line(self.path, json.dumps(entry) + "\n")
+            self._log.append(entry)
             self._by_name[name] = entry
 
 

@@ -167,17 +167,6 @@ def atomic_write_many(files: dict[Path, bytes]) -> None:
     commit(temps)
 
 
-def append_line(path: Path, line: str) -> None:
-    """Append one line to a record log and fsync it (a line cut short by a crash is ignored by
-    its readers)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
-    try:
-        os.write(fd, line.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # --- reading what others may have put in a root ---------------------------------------------
 
 class NotRegular(ValueError):

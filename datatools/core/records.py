@@ -8,7 +8,8 @@ the work only while the disk still matches the record. Anything else is done aga
 Where the records live: a frame folder's `.datatools-done.json` (frame_folder.py: parameters
 and per-part counts, trusted when the counts and last names are on disk); a line of
 `downloads/records.jsonl` (acquire/http.py: a verified file, trusted while its stamp matches;
-an unpacked archive, trusted while the files it placed are still there); a manifest row
+an unpacked archive, trusted while the files it placed are still there; JsonLog, the
+append-only log both records.jsonl files are); a manifest row
 (a probe's verdict, trusted while the file's stamp matches: validate, build-lists).
 """
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
+from .errors import UserError
 from .fsio import NotRegular, atomic_write, open_regular
 
 
@@ -115,3 +117,76 @@ def all_present(root: Path, paths: Iterable[str], elsewhere: Iterable[Path] = ()
     `elsewhere` folders by the same relative path (where a later step moved it on purpose)."""
     others = [Path(e) for e in elsewhere]
     return all((root / rel).is_file() or any((e / rel).is_file() for e in others) for rel in paths)
+
+
+class JsonLog:
+    """An append-only log of JSON objects, one per line (`downloads/records.jsonl`,
+    `quarantine/records.jsonl`), with one crash rule for every such log: an append is one
+    write and an fsync, so a crash can leave only the last line cut short (no newline). A
+    reader ignores that line; the next append first cuts it off, so that the new entry starts
+    a line of its own (glued to the cut line, it would be lost with it). A line that is not
+    JSON anywhere else was not written by a crash: `strict` readers stop with one line naming
+    it, the others skip it."""
+
+    def __init__(self, path: Path, what: str = "record"):
+        self.path = Path(path)
+        self.what = what
+
+    def read(self, strict: bool = False) -> list[dict]:
+        try:
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return []
+        lines = text.split("\n")
+        entries = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                if not isinstance(entry, dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                if number == len(lines):
+                    break  # the last line, without its newline: an append a crash stopped
+                if strict:
+                    raise UserError(f"{self.path}:{number}: unreadable {self.what}; fix or "
+                                    "remove the line") from None
+                continue
+            entries.append(entry)
+        return entries
+
+    def append(self, entry: dict) -> None:
+        """One more line, on disk (fsynced) when this returns."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            end = _after_last_newline(fd)
+            os.ftruncate(fd, end)
+            os.lseek(fd, end, os.SEEK_SET)
+            os.write(fd, (json.dumps(entry) + "\n").encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def rewrite(self, entries: Iterable[dict]) -> None:
+        """Replace the whole log, atomically."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path, "".join(json.dumps(e) + "\n" for e in entries))
+
+
+def _after_last_newline(fd: int) -> int:
+    """Where the next line starts: the end of the file, or just after its last newline when
+    the last line was cut short."""
+    size = os.fstat(fd).st_size
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        block = os.pread(fd, end - start, start)
+        if end == size and block.endswith(b"\n"):
+            return size
+        cut = block.rfind(b"\n")
+        if cut >= 0:
+            return start + cut + 1
+        end = start
+    return 0

@@ -6,14 +6,13 @@ says where it came from and why it was moved; `restore` puts everything back.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..core.errors import UserError
-from ..core.fsio import atomic_write
+from ..core.records import JsonLog
 
 FOLDER = "quarantine"
 RECORDS = "records.jsonl"
@@ -34,55 +33,29 @@ def records_path(root: Path) -> Path:
     return Path(root) / FOLDER / RECORDS
 
 
+def _log(root: Path) -> JsonLog:
+    return JsonLog(records_path(root), "quarantine record")
+
+
 def load(root: Path) -> list[QuarantineRecord]:
-    path = records_path(root)
-    if not path.exists():
-        return []
     out = []
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    for lineno, line in enumerate(lines, start=1):
-        if line.strip():
-            try:
-                out.append(QuarantineRecord(**json.loads(line)))
-            except (ValueError, TypeError):
-                if lineno == len(lines):
-                    break  # a last line cut short (no newline): an append the crash stopped
-                raise UserError(f"{path}:{lineno}: unreadable quarantine record; fix or remove "
-                                "the line") from None
+    for entry in _log(root).read(strict=True):
+        try:
+            out.append(QuarantineRecord(**entry))
+        except TypeError:
+            raise UserError(f"{records_path(root)}: a quarantine record with other fields "
+                            f"({', '.join(sorted(map(str, entry)))}); fix or remove its line") from None
     return out
 
 
 def _save(root: Path, records: list[QuarantineRecord]) -> None:
-    path = records_path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, "".join(json.dumps(asdict(r)) + "\n" for r in records))
+    _log(root).rewrite(asdict(r) for r in records)
 
 
 def _append(root: Path, record: QuarantineRecord) -> None:
     """One more line, on disk before the next move (a move costs one line, not a rewrite of
     every earlier record)."""
-    path = records_path(root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as f:
-        _drop_cut_line(f)
-        f.write((json.dumps(asdict(record)) + "\n").encode())
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _drop_cut_line(f) -> None:
-    """Cut off a last line without its newline (an append a crash stopped), so the next line
-    starts on a line of its own."""
-    size = f.seek(0, os.SEEK_END)
-    if not size:
-        return
-    f.seek(max(0, size - 65536))
-    tail = f.read()
-    if tail.endswith(b"\n"):
-        return
-    cut = tail.rfind(b"\n")
-    f.truncate(size - len(tail) + cut + 1 if cut >= 0 else max(0, size - len(tail)))
+    _log(root).append(asdict(record))
 
 
 def move_aside(root: Path, videos) -> list[QuarantineRecord]:

@@ -82,6 +82,49 @@ def test_pack_and_unpack_are_byte_identical_and_packs_are_plain_stored_zips(extr
     assert every_byte(root / "rawframes") == before
 
 
+# What this process opens or lists, while `_reads` is a list (sys.addaudithook: real opens
+# and listings, seen as the interpreter makes them; a hook cannot be removed, so it stays idle).
+_reads: list[str] | None = None
+
+
+def _audit(event: str, args: tuple) -> None:
+    if _reads is not None and event in ("open", "os.listdir", "os.scandir") and args:
+        _reads.append(os.fsdecode(args[0]) if isinstance(args[0], (str, bytes, os.PathLike)) else "")
+
+
+sys.addaudithook(_audit)
+
+
+def test_a_packed_roots_unchanged_rerun_is_answered_from_the_manifest_reading_no_pack(extracted, tmp_path):
+    """As a folder root's: the second build-lists opens no pack and lists no class or frame
+    folder (its rows' packs are stat'ed, not opened); a pack rewritten makes it scan again."""
+    global _reads
+    from datatools.root.manifest import ManifestRows
+    root = tmp_path / "root"
+    shutil.copytree(extracted, root)
+    run_datatools("pack", "--root", str(root))
+    formats = ["videos", "rawframes", "flow"]
+    first = build_lists("ucf101", root, formats)
+    assert not isinstance(first.records, ManifestRows)
+    assert {r.frame_storage for r in first.records} == {"packed"}
+    _reads = []
+    try:
+        again = build_lists("ucf101", root, formats)
+        seen, _reads = _reads, None
+    finally:
+        _reads = None
+    assert isinstance(again.records, ManifestRows)
+    frames = str(root / "rawframes") + os.sep  # (the fingerprint lists rawframes/ itself: its class folders' mtimes)
+    assert not [path for path in seen if path.startswith(frames)], seen
+    assert str(root / "rawframes") in seen  # the hook saw this run's reads
+    assert [(lf.name, lf.lines) for lf in again.lists] == [(lf.name, lf.lines) for lf in first.lists]
+    assert sum(lf.lines for lf in again.lists if lf.fmt != "videos") > 0
+    pack = next((root / "rawframes").rglob("*.zip"))
+    os.utime(pack, ns=(time.time_ns(), time.time_ns()))
+    assert not isinstance(build_lists("ucf101", root, formats).records, ManifestRows)
+    assert isinstance(build_lists("ucf101", root, formats).records, ManifestRows)
+
+
 def du(path: Path) -> int:
     return int(subprocess.run(["du", "-sk", str(path)], capture_output=True, text=True,
                               check=True).stdout.split()[0])

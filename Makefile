@@ -16,7 +16,7 @@ STAMP  := $(VENV)/.install-stamp
 DATASETS := $(shell $(if $(wildcard $(BIN)/python),$(BIN)/python,PYTHONPATH=. $(PYTHON)) -m datatools.datasets)
 ARGS ?=
 
-.PHONY: install demo test quick bench lint clean doctor native $(DATASETS)
+.PHONY: install demo test test-quick quick bench lint clean doctor native $(DATASETS)
 
 install: $(STAMP)
 
@@ -34,8 +34,10 @@ test: install
 	$(BIN)/python -m pytest -q
 
 # The inner loop: the suite without the tests marked slow (README: Development).
-quick: install
+test-quick: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+quick: test-quick
 
 bench: install
 	$(BIN)/python bench/build_lists.py

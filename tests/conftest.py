@@ -11,6 +11,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,25 @@ SHARED = REPO.parent / "shared" / "data"
 ANN = SHARED / "annotations"
 VIDEOS = SHARED / "videos"
 LABEL_MAPS = SHARED / "label_maps" / "mmaction2"
+BIN = Path(sys.executable).parent  # the venv's: the `datatools` console command is here
+
+
+def datatools(*args, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    """The console command as a user (or a batch job) runs it: a process of its own, its
+    output captured as text; `env` adds to this process's environment."""
+    return subprocess.run([str(BIN / "datatools"), *map(str, args)], capture_output=True,
+                          text=True, env={**os.environ, **env} if env else None, **kw)
+
+
+@pytest.fixture
+def clips_root(tmp_path):
+    """Makes a root of real clips with its lists built (trees.real_clips_root): call it with
+    the clips' file names in ../shared/data/videos, optionally a class and a folder name."""
+    from trees import real_clips_root
+
+    def make(clips=("test.avi", "short_32f.mp4", "bikes.mp4"), cls: str = "Real", name: str = "root"):
+        return real_clips_root(tmp_path / name, clips, cls)
+    return make
 
 
 def require(what: str, available: bool) -> None:

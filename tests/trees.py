@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from conftest import ANN
+from conftest import ANN, VIDEOS
 
 from datatools.frames.packs import SUFFIX, Pack
 
@@ -107,6 +107,19 @@ def sthv2_root(base: Path, videos: bool = True) -> Path:
     if videos:
         for item in json.loads((src / "something-something-v2-validation.json").read_text()):
             touch(root / "videos" / f"{item['id']}.webm")
+    return root
+
+
+def real_clips_root(root: Path, clips=("test.avi", "short_32f.mp4", "bikes.mp4"), cls: str = "Real",
+                    build: bool = True) -> Path:
+    """Real clips (file names in ../shared/data/videos; one may repeat) as the videos
+    `<cls>/v_<cls>_g<NN>_c01<ext>` (NN from 01) of a UCF101-layout root's split 1 train set,
+    with its lists built (`build`)."""
+    from datatools.lists.build import build_lists
+    files = {f"{cls}/v_{cls}_g{i:02d}_c01{Path(n).suffix}": str(VIDEOS / n) for i, n in enumerate(clips, 1)}
+    root = ucf101_style_root(root, files)
+    if build:
+        build_lists("ucf101", root)
     return root
 
 

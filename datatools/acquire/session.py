@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .. import datasets
-from ..core.errors import UserError
+from ..core.errors import UserError, one_of
 from ..core.fsio import atomic_write, disk_errors
 from ..core.records import FileStamp, all_present
 from ..root.lock import root_lock
@@ -57,8 +57,7 @@ class DownloadOptions:
     http: HttpOptions = field(default_factory=HttpOptions)
 
     def __post_init__(self):
-        if self.what not in WHAT:
-            raise UserError(f"--what {self.what!r}: choose {', '.join(WHAT)}")
+        one_of("--what", self.what, WHAT)
         if self.mirror is not None:
             check_url(self.mirror, "--mirror")
 

@@ -33,6 +33,7 @@ from ..core.errors import (
     ProblemsFound,
     UserError,
     one_line,
+    one_of,
     shell_word,
 )
 from .options import (
@@ -518,8 +519,7 @@ def pack(root: Path = typer.Option(..., callback=root_path, metavar="DIR", help=
     export every frame to one LMDB."""
     from ..frames.convert import frames_top, pack_all, walk_frames
     from ..root.lock import root_lock
-    if to not in ("zip", "lmdb"):
-        raise UserError(f"--to {to!r}: choose zip or lmdb")
+    one_of("--to", to, ("zip", "lmdb"))
     with root_lock(root, f"pack --to {to}"):
         if to == "lmdb":
             _export_lmdb(root, frames_dir)

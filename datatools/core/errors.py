@@ -30,6 +30,13 @@ class UserError(Exception):
     """An error the CLI prints as one line (no traceback) before exiting non-zero."""
 
 
+def one_of(option: str, value, choices, note: str = "") -> None:
+    """The one check of a value against the words it may be: UserError
+    `--task 'rbg': choose rgb, flow, both` (`note`: what the choices mean, appended)."""
+    if value not in choices:
+        raise UserError(f"{option} {value!r}: choose {', '.join(map(str, choices))}{note}")
+
+
 def root_not_found(root, dataset: str | None = None) -> UserError:
     return UserError(f"{root}: data root not found; create it or run "
                      f"`datatools {dataset or '<dataset>'} download --root {shell_word(root)}`")

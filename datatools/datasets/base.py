@@ -14,6 +14,13 @@ from pathlib import Path
 from ..core.errors import AnnotationError, MissingAnnotationError, UserError
 from . import catalog
 
+# The subset words, written here once: what a split puts each video in. Lists are written for
+# a dataset's `list_subsets` of SUBSETS; UNUSED is in a split's annotations but in none of its
+# subsets (HMDB51's tag 0), never listed.
+TRAIN, VAL, TEST = "train", "val", "test"
+SUBSETS = (TRAIN, VAL, TEST)
+UNUSED = "unused"
+
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".webm", ".mkv", ".mov", ".m4v", ".flv", ".3gp", ".mpg", ".mpeg")
 
 
@@ -69,7 +76,7 @@ class Dataset:
 
     name: str = ""
     #: subsets that get list files, per split
-    list_subsets: tuple[str, ...] = ("train", "val")
+    list_subsets: tuple[str, ...] = (TRAIN, VAL)
     #: True where each subset has its own videos_<subset>/ folder (Kinetics)
     per_subset_dirs: bool = False
     #: True where videos always sit flat in the videos dir (SSv2), whatever --level says
@@ -113,12 +120,12 @@ class Dataset:
     # --- layout ------------------------------------------------------------------------
     def video_dir(self, subset: str | None) -> str:
         """Folder (relative to the root) holding the videos of `subset`."""
-        if self.per_subset_dirs and subset in ("train", "val", "test"):
+        if self.per_subset_dirs and subset in SUBSETS:
             return f"videos_{subset}"
         return "videos"
 
     def frames_dir(self, subset: str | None) -> str:
-        if self.per_subset_dirs and subset in ("train", "val", "test"):
+        if self.per_subset_dirs and subset in SUBSETS:
             return f"rawframes_{subset}"
         return "rawframes"
 

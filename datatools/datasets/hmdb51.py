@@ -12,10 +12,10 @@ import shutil
 from pathlib import Path
 
 from ..core.errors import AnnotationError, MissingAnnotationError, UserError
-from .base import AnnotatedVideo, Annotations, Dataset, read_lines
+from .base import TRAIN, UNUSED, VAL, AnnotatedVideo, Annotations, Dataset, read_lines
 
 SPLIT_FILE = re.compile(r"^(?P<cls>.+)_test_split(?P<split>[123])\.txt$")
-TAGS = {"1": "train", "2": "val", "0": "unused"}
+TAGS = {"1": TRAIN, "2": VAL, "0": UNUSED}
 # test_train_splits.rar unpacks into testTrainMulti_7030_splits/; MMAction2 expects them flat.
 SUBDIRS = ("", "testTrainMulti_7030_splits")
 
@@ -59,9 +59,9 @@ class HMDB51(Dataset):
                     video = AnnotatedVideo(video_id=Path(parts[0]).stem, class_name=class_name,
                                            class_index=class_index, class_dir=class_name)
                     subset = TAGS[parts[1]]
-                    ann.add(video, split, subset, order if subset != "unused" else -1,
+                    ann.add(video, split, subset, order if subset != UNUSED else -1,
                             (path, lineno, text))
-                    if subset != "unused":
+                    if subset != UNUSED:
                         order += 1
         return ann
 

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from ..core.errors import AnnotationError
-from .base import AnnotatedVideo, Annotations, Dataset, read_lines
+from .base import SUBSETS, AnnotatedVideo, Annotations, Dataset, read_lines
 
 REQUIRED = ("youtube_id", "time_start", "time_end")
 
@@ -26,7 +26,7 @@ def class_folder(label: str) -> str:
 
 
 class Kinetics(Dataset):
-    list_subsets = ("train", "val", "test")
+    list_subsets = SUBSETS
     per_subset_dirs = True
     version = ""  # "400", "600", "700"
 

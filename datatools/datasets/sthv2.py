@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from ..core.errors import AnnotationError
-from .base import AnnotatedVideo, Annotations, Dataset
+from .base import SUBSETS, AnnotatedVideo, Annotations, Dataset
 
 PREFIX = "something-something-v2-"
 FILES = {"train": "train", "val": "validation", "test": "test"}
@@ -19,7 +19,7 @@ FILES = {"train": "train", "val": "validation", "test": "test"}
 
 class SthV2(Dataset):
     name = "sthv2"
-    list_subsets = ("train", "val", "test")
+    list_subsets = SUBSETS
     flat = True
 
     def parse(self, ann_dir: Path) -> Annotations:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
-from ..core.errors import UserError
+from ..core.errors import UserError, one_of
 from ..frames.folder import NAMINGS
+from ..frames.packs import STORAGES
 
 TASKS = ("rgb", "flow", "both")
-STORES = ("files", "packed")  # a folder of JPEGs per video, or one pack (packs.py)
 DEFAULT_BACKEND = "opencv"  # what --backend auto means: needs nothing beyond the pip install
 ALGOS = ("tvl1", "farneback")
 
@@ -35,14 +35,10 @@ class ExtractOptions:
 
     def __post_init__(self):
         object.__setattr__(self, "backend", resolve_backend(self.backend))  # recorded by its real name
-        if self.task not in TASKS:
-            raise UserError(f"--task {self.task!r}: choose {', '.join(TASKS)}")
-        if self.algo not in ALGOS:
-            raise UserError(f"--algo {self.algo!r}: choose {', '.join(ALGOS)}")
-        if self.store not in STORES:
-            raise UserError(f"--store {self.store!r}: choose {', '.join(STORES)}")
-        if self.naming not in NAMINGS:
-            raise UserError(f"--naming {self.naming!r}: choose {', '.join(NAMINGS)}")
+        one_of("--task", self.task, TASKS)
+        one_of("--algo", self.algo, ALGOS)
+        one_of("--store", self.store, STORAGES)
+        one_of("--naming", self.naming, NAMINGS)
         if self.new_short is not None and self.new_size is not None:
             raise UserError("--new-short and --new-size exclude each other; pick one")
         if self.new_short is not None and self.new_short < 2:

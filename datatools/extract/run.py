@@ -14,13 +14,14 @@ from ..core.errors import UserError
 from ..core.fsio import DiskError, gib
 from ..core.interruption import together
 from ..core.task_errors import TaskFailures
+from ..datasets.base import TRAIN, UNUSED
 from ..frames.folder import made_with_of
 from ..frames.packs import stored_at
 from ..root.lock import root_lock
 from ..root.manifest import LISTED_STATUSES, VideoRecord
 from ..root.rows import already_made, set_made
 from ..root.state import scan_root
-from ..root.status import DONE, FAILED, REFUSED, SKIPPED, UNCHECKED
+from ..root.status import DONE, EXTRA, FAILED, REFUSED, SKIPPED, UNCHECKED
 from ..schedule.client import (
     ClusterOptions,
     TaskError,
@@ -66,10 +67,10 @@ class ExtractResult:
 
 def select(records: list[VideoRecord], sel: Selection) -> list[VideoRecord]:
     """Annotated videos of the selection in list order (extras are never extracted)."""
-    chosen = [r for r in records if r.status != "extra" and r.subset(sel.split)
-              and r.subset(sel.split) != "unused"
+    chosen = [r for r in records if r.status != EXTRA and r.subset(sel.split)
+              and r.subset(sel.split) != UNUSED
               and (sel.subset is None or r.subset(sel.split) == sel.subset)]
-    chosen.sort(key=lambda r: (r.subset(sel.split) != "train", r.subset(sel.split),
+    chosen.sort(key=lambda r: (r.subset(sel.split) != TRAIN, r.subset(sel.split),
                                r.order(sel.split)))
     return chosen[: sel.limit] if sel.limit is not None else chosen
 
@@ -159,7 +160,7 @@ def _space_per_video(result: ExtractResult) -> str:
     """What one finished frame folder takes on disk, from up to 20 of them (an estimate)."""
     sizes = []
     for rec, out in result.outcomes[-20:]:
-        if out.status == "done" and rec.frame_dir:
+        if out.status == DONE and rec.frame_dir:
             folder = result.root / rec.frame_dir
             if folder.is_dir():
                 sizes.append(sum(e.stat().st_size for e in os.scandir(folder)))

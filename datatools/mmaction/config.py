@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from ..core.errors import UserError
+from ..core.errors import UserError, one_of
+from ..datasets.base import TRAIN, VAL
 from ..root.manifest import listed, require_manifest, split_members
 
 INPUTS = ("videos", "rawframes")
@@ -71,7 +72,7 @@ def make_config(root: Path, opts: ConfigOptions) -> str:
         from .. import datasets
         datasets.get(records[0].dataset).check_selection(opts.split)
     fmt = "flow" if opts.modality == "flow" else opts.input
-    for subset in ("train", "val"):
+    for subset in (TRAIN, VAL):
         if not any(listed(r, fmt) for r in split_members(records, opts.split, subset)):
             raise UserError(f"{root}: split {opts.split} {subset} has no {fmt} samples"
                             + ("; run `datatools extract` first" if fmt != "videos" else ""))
@@ -174,17 +175,13 @@ def make_config(root: Path, opts: ConfigOptions) -> str:
 
 
 def _check(opts: ConfigOptions) -> ModelSpec:
-    if opts.model not in MODELS:
-        raise UserError(f"--model must be one of {', '.join(MODELS)}, not {opts.model!r}")
+    one_of("--model", opts.model, MODELS)
     spec = MODELS[opts.model]
-    if opts.modality not in ("rgb", "flow"):
-        raise UserError(f"--modality must be rgb or flow, not {opts.modality!r}")
+    one_of("--modality", opts.modality, ("rgb", "flow"))
     if opts.modality == "flow" and not spec.flow:
         raise UserError(f"--modality flow: MMAction2 has a flow recipe for tsn only, not {opts.model}")
-    if opts.input not in INPUTS:
-        raise UserError(f"--input must be videos or rawframes, not {opts.input!r}")
-    if opts.depth not in DEPTHS:
-        raise UserError(f"--depth must be one of {', '.join(map(str, DEPTHS))}")
+    one_of("--input", opts.input, INPUTS)
+    one_of("--depth", opts.depth, DEPTHS)
     return spec
 
 

@@ -35,10 +35,11 @@ from mmaction.datasets import RawframeDataset, VideoDataset  # noqa: E402
 from mmaction.registry import DATASETS  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 
-from ..core.errors import UserError  # noqa: E402
+from ..core.errors import UserError, one_of  # noqa: E402
+from ..datasets.base import SUBSETS  # noqa: E402
 from ..root.manifest import VideoRecord, listed, require_manifest, split_members  # noqa: E402
+from ..root.status import COMPLETE, LISTED  # noqa: E402
 
-SUBSETS = ("train", "val", "test")
 FORMAT = {"RGB": "rawframes", "Flow": "flow"}  # modality -> the list format it reads
 
 
@@ -60,10 +61,8 @@ def select(manifest: str | Path, split: int, subset: str, fmt: str,
            who: str = "datatools") -> Selection:
     """The records of one split's subset that a `fmt` list would hold, in list order; logs
     what was left out and why."""
-    if subset not in SUBSETS:
-        raise UserError(f"{who}: subset must be one of {', '.join(SUBSETS)}, not {subset!r}")
-    if split not in (1, 2, 3):
-        raise UserError(f"{who}: split must be 1, 2 or 3, not {split!r}")
+    one_of(f"{who}: subset", subset, SUBSETS)
+    one_of(f"{who}: split", split, (1, 2, 3))
     root = manifest_root(manifest)
     records, meta = require_manifest(root)
     members = split_members(records, split, subset)
@@ -81,9 +80,9 @@ def select(manifest: str | Path, split: int, subset: str, fmt: str,
 
 
 def _why_left_out(r: VideoRecord, fmt: str) -> str:
-    if fmt == "videos" or r.status != "ok":
+    if fmt == "videos" or r.status not in LISTED:
         return f"status {r.status}"
-    if r.extract_status and r.extract_status != "ok":
+    if r.extract_status and r.extract_status not in COMPLETE:
         return f"extraction {r.extract_status}"
     return "not extracted"
 

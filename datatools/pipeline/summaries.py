@@ -6,6 +6,8 @@ from rich.table import Table
 
 from ..core.console import SHOW, console, log_lines, name_some, plain, warn
 from ..core.errors import shell_word
+from ..datasets.base import UNUSED
+from ..root.status import DONE, EXTRA, MISSING, OK, UNCHECKED, VIDEO_STATUSES
 
 
 def print_build_summary(result, root) -> None:
@@ -60,7 +62,6 @@ def print_build_summary(result, root) -> None:
 
 
 def print_validate_summary(result, catalog) -> None:
-    from ..root.status import VIDEO_STATUSES
     table = Table(title=f"{result.dataset}: videos by status", show_edge=False)
     table.add_column("status")
     table.add_column("videos", justify="right")
@@ -71,38 +72,38 @@ def print_validate_summary(result, catalog) -> None:
     if result.kept:
         console.print(f"{result.probed:,} video(s) probed; {result.kept:,} unchanged since an earlier "
                       "probe at this level or deeper kept its verdict (--force probes them again)")
-    bad = [r for r in result.records if r.status not in ("ok", "missing", "extra", "unchecked")]
+    bad = [r for r in result.records if r.status not in (OK, MISSING, EXTRA, UNCHECKED)]
     log_lines([f"{r.status}: {r.video_path}: {r.error}" for r in bad])
     for r in bad[:SHOW]:
         plain(f"  {r.status}: {r.video_path}: {r.error}")
     if len(bad) > SHOW:
         console.print(f"  … and {len(bad) - SHOW} more (see the manifest's status and error columns)")
-    missing = [r for r in result.records if r.status == "missing"]
+    missing = [r for r in result.records if r.status == MISSING]
     if missing:
         console.print(name_some(missing, "missing"))
-    extra = [r for r in result.records if r.status == "extra"]
+    extra = [r for r in result.records if r.status == EXTRA]
     if extra:
         console.print(name_some(extra, "on disk in no split (extra)", "video_path"))
     splits = Table(title="per split: ok / in the annotations / the catalog expects", show_edge=False)
     for col in ("split", "subset", "ok", "annotated", "catalog"):
         splits.add_column(col, justify="right")
     for split in range(1, catalog.splits + 1):
-        subsets = sorted({r.subset(split) for r in result.records if r.subset(split)} - {"unused"})
+        subsets = sorted({r.subset(split) for r in result.records if r.subset(split)} - {UNUSED})
         for subset in subsets:
             members = [r for r in result.records if r.subset(split) == subset]
-            ok = sum(r.status == "ok" for r in members)
+            ok = sum(r.status == OK for r in members)
             expected = catalog.expected_count(split, subset)
             splits.add_row(str(split), subset, f"{ok:,}", f"{len(members):,}",
                            f"{expected:,}" if expected else "-")
     console.print(splits)
-    annotated = [r for r in result.records if r.status != "extra"]
-    ok = sum(r.status == "ok" for r in annotated)
+    annotated = [r for r in result.records if r.status != EXTRA]
+    ok = sum(r.status == OK for r in annotated)
     total = catalog.raw.get("total_videos")
     line = f"{catalog.title}: {ok:,} of {len(annotated):,} annotated videos ok"
     if total:
         line += f" (the full dataset has {total:,})"
     console.print(line)
-    held = [r for r in result.records if r.video_path and not r.exists and r.status != "missing"]
+    held = [r for r in result.records if r.video_path and not r.exists and r.status != MISSING]
     if held:
         console.print(f"{len(held)} file(s) in quarantine/ (see quarantine/records.jsonl; "
                       "`validate --restore` puts them back)")
@@ -116,8 +117,8 @@ def print_extract_summary(result, root) -> None:
     table = Table(title=f"{result.dataset}: extraction in {root}", show_edge=False)
     for col in ("videos", "done", "skipped (already done)", "failed", "refused", "not ok"):
         table.add_column(col, justify="right")
-    frames = sum(o.written_rgb for _, o in result.outcomes if o.status == "done")
-    pairs = sum(o.written_flow for _, o in result.outcomes if o.status == "done")
+    frames = sum(o.written_rgb for _, o in result.outcomes if o.status == DONE)
+    pairs = sum(o.written_flow for _, o in result.outcomes if o.status == DONE)
     table.add_row(f"{len(result.outcomes) + len(result.not_ok):,}", f"{counts['done']:,}",
                   f"{counts['skipped']:,}", f"{counts['failed']:,}", f"{counts['refused']:,}",
                   f"{len(result.not_ok):,}")

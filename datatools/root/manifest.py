@@ -298,7 +298,7 @@ def _rows(parquet: pq.ParquetFile, wanted: range | list[int]) -> list[VideoRecor
             records.extend(itertools.starmap(make, zip(*columns)))
     if "probe_status" not in present:  # schema 1: status held the probe's verdict
         for r in records:
-            if r.probe_level is not None and r.status not in ("missing", "extra"):
+            if r.probe_level is not None and r.status not in (status.MISSING, status.EXTRA):
                 r.probe_status = r.status
     return records
 

@@ -28,7 +28,7 @@ import dask
 from distributed import Client, LocalCluster, WorkerPlugin
 
 from ..core import runlog
-from ..core.errors import UserError
+from ..core.errors import UserError, one_of
 from .resources import (
     CPU_ONLY,
     CPU_THREADS,
@@ -63,8 +63,7 @@ class ClusterOptions:
             raise UserError(f"--workers {self.workers}: must be at least 1")
         if self.scheduler is not None:
             check_scheduler_address(self.scheduler)
-        if self.kind not in ("local", "slurm"):
-            raise UserError(f"--cluster {self.kind}: choose local or slurm")
+        one_of("--cluster", self.kind, ("local", "slurm"))
 
 
 # What Dask's comm layer accepts for a scheduler: a protocol it has, a host, a port.

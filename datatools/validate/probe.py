@@ -13,6 +13,8 @@ import os
 import stat
 from dataclasses import dataclass
 
+from ..root.status import CORRUPT, EMPTY, MISSING, NO_VIDEO_STREAM, NOT_VIDEO, OK, UNREADABLE
+
 # Frames a container may declare beyond what is decodable before the file counts as truncated
 # (some muxers count an extra or dropped frame).
 TRUNCATION_SLACK = 2
@@ -40,9 +42,9 @@ class ProbeResult:
 
     @property
     def decodable(self) -> bool | None:
-        if self.status in ("missing", "empty", "unreadable", "not_video"):
+        if self.status in (MISSING, EMPTY, UNREADABLE, NOT_VIDEO):
             return None
-        return self.status == "ok"
+        return self.status == OK
 
 
 class ProbeError(Exception):
@@ -79,28 +81,28 @@ def probe_video(path: str, level: str = "quick") -> ProbeResult:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return ProbeResult("missing", error="file not found", probe_level=level)
+        return ProbeResult(MISSING, error="file not found", probe_level=level)
     except OSError as exc:
-        return ProbeResult("unreadable", error=exc.strerror, probe_level=level)
+        return ProbeResult(UNREADABLE, error=exc.strerror, probe_level=level)
     if stat.S_ISDIR(st.st_mode):
-        return ProbeResult("not_video", error="is a directory", probe_level=level)
+        return ProbeResult(NOT_VIDEO, error="is a directory", probe_level=level)
     if not stat.S_ISREG(st.st_mode):
-        return ProbeResult("not_video", error="not a regular file", probe_level=level)
+        return ProbeResult(NOT_VIDEO, error="not a regular file", probe_level=level)
     if st.st_size == 0:
-        return ProbeResult("empty", size=0, error="0 bytes", probe_level=level)
+        return ProbeResult(EMPTY, size=0, error="0 bytes", probe_level=level)
     # Root reads any file, but the training job reading it later may not run as root.
     if not st.st_mode & (stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH):
-        return ProbeResult("unreadable", size=st.st_size, probe_level=level,
+        return ProbeResult(UNREADABLE, size=st.st_size, probe_level=level,
                            error=f"no read permission (mode {stat.S_IMODE(st.st_mode):03o})")
     try:
         with open(path, "rb") as f:
             head = f.read(512)
     except OSError as exc:
-        return ProbeResult("unreadable", size=st.st_size, error=exc.strerror, probe_level=level)
+        return ProbeResult(UNREADABLE, size=st.st_size, error=exc.strerror, probe_level=level)
     # Decoders happily open a JPEG or a GIF as a one-stream "video": recognise the container
     # first (every format these datasets ship in has a signature above).
     if sniff_container(head) is None:
-        return ProbeResult("not_video", size=st.st_size, probe_level=level,
+        return ProbeResult(NOT_VIDEO, size=st.st_size, probe_level=level,
                            error="not a video container (unrecognised content)")
     try:
         result = _decode_check(path, level)
@@ -146,16 +148,16 @@ def _open(path: str):
     try:
         return av.open(path)
     except FileNotFoundError:
-        raise ProbeError("missing", "file not found") from None
+        raise ProbeError(MISSING, "file not found") from None
     except PermissionError as exc:
-        raise ProbeError("unreadable", exc.strerror) from None
+        raise ProbeError(UNREADABLE, exc.strerror) from None
     except av.FFmpegError as exc:
-        raise ProbeError("corrupt", _ffmpeg_message(path, exc)) from None
+        raise ProbeError(CORRUPT, _ffmpeg_message(path, exc)) from None
 
 
 def _video_stream(container):
     if not container.streams.video:
-        raise ProbeError("no_video_stream", "no video stream (audio only?)")
+        raise ProbeError(NO_VIDEO_STREAM, "no video stream (audio only?)")
     stream = container.streams.video[0]
     stream.thread_type = "NONE"  # one core per worker
     return stream
@@ -167,7 +169,7 @@ def _fps(stream) -> float | None:
 
 def _check_declared(declared: int, found: int) -> None:
     if declared and found + TRUNCATION_SLACK < declared:
-        raise ProbeError("corrupt", f"truncated: the container declares {declared} frames, "
+        raise ProbeError(CORRUPT, f"truncated: the container declares {declared} frames, "
                          f"only {found} are present")
 
 
@@ -187,10 +189,10 @@ def _quick_check(path: str) -> ProbeResult:
                         keyframes.append(packet)
                     packets += 1
         except av.FFmpegError as exc:
-            raise ProbeError("corrupt", f"container damaged after {packets} packets: "
+            raise ProbeError(CORRUPT, f"container damaged after {packets} packets: "
                              f"{_first_line(exc)}") from None
         if not packets or not keyframes:
-            raise ProbeError("corrupt", "no video packets" if not packets else "no keyframe")
+            raise ProbeError(CORRUPT, "no video packets" if not packets else "no keyframe")
         _check_declared(stream.frames or 0, packets)
         shape = None
         checks = {id(k): k for k in (keyframes[0], keyframes[len(keyframes) // 2], keyframes[-1])}
@@ -199,13 +201,13 @@ def _quick_check(path: str) -> ProbeResult:
                 frames = codec_ctx.decode(packet) + codec_ctx.decode(None)
                 codec_ctx.flush_buffers()
             except av.FFmpegError as exc:
-                raise ProbeError("corrupt", f"keyframe at packet {keyframes.index(packet)} does "
+                raise ProbeError(CORRUPT, f"keyframe at packet {keyframes.index(packet)} does "
                                  f"not decode: {_first_line(exc)}") from None
             if not frames:
-                raise ProbeError("corrupt", "a keyframe decodes to no picture")
+                raise ProbeError(CORRUPT, "a keyframe decodes to no picture")
             shape = shape or (frames[0].height, frames[0].width)
         fps = _fps(stream)
-        return ProbeResult("ok", frame_count=packets, fps=fps, height=shape[0], width=shape[1],
+        return ProbeResult(OK, frame_count=packets, fps=fps, height=shape[0], width=shape[1],
                            duration=packets / fps if fps else None, codec=codec_ctx.name,
                            probe_level="quick")
 
@@ -217,7 +219,7 @@ def _full_check(path: str) -> ProbeResult:
         codec, declared = stream.codec_context.name, stream.frames or 0
     frames, fps, height, width = (_decord_decode_all if decord is not None else _pyav_decode_all)(path)
     _check_declared(declared, frames)
-    return ProbeResult("ok", frame_count=frames, fps=fps, width=width, height=height,
+    return ProbeResult(OK, frame_count=frames, fps=fps, width=width, height=height,
                        duration=frames / fps if fps else None, codec=codec, probe_level="full")
 
 
@@ -230,7 +232,7 @@ def _decord_decode_all(path: str):
         vr = decord.VideoReader(path, num_threads=1)
         n = len(vr)
         if n <= 0:
-            raise ProbeError("corrupt", "no frames")
+            raise ProbeError(CORRUPT, "no frames")
         fps = float(vr.get_avg_fps())
         height, width = vr.next().shape[:2]
         decoded = 1
@@ -242,10 +244,10 @@ def _decord_decode_all(path: str):
         raise
     except decord.DECORDError as exc:
         if "cannot find video stream" in str(exc):
-            raise ProbeError("no_video_stream", "no video stream") from None
-        raise ProbeError("corrupt", _first_line(exc)) from None
+            raise ProbeError(NO_VIDEO_STREAM, "no video stream") from None
+        raise ProbeError(CORRUPT, _first_line(exc)) from None
     except (RuntimeError, StopIteration) as exc:
-        raise ProbeError("corrupt", _first_line(exc) or "decoding stopped early") from None
+        raise ProbeError(CORRUPT, _first_line(exc) or "decoding stopped early") from None
     return decoded, fps, height, width
 
 
@@ -259,8 +261,8 @@ def _pyav_decode_all(path: str):
                 shape = shape or (frame.height, frame.width)
                 count += 1
         except av.FFmpegError as exc:
-            raise ProbeError("corrupt", f"frame {count}: {_first_line(exc)}") from None
+            raise ProbeError(CORRUPT, f"frame {count}: {_first_line(exc)}") from None
         fps = _fps(stream)
     if shape is None:
-        raise ProbeError("corrupt", "no decodable frame")
+        raise ProbeError(CORRUPT, "no decodable frame")
     return count, fps, shape[0], shape[1]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..core.console import progress_bar
-from ..core.errors import NothingToDo, UserError, root_not_found
+from ..core.errors import NothingToDo, one_of, root_not_found
 from ..core.fsio import DiskError
 from ..core.interruption import together
 from ..core.task_errors import TaskFailures
@@ -36,9 +36,8 @@ class ValidateOptions:
     quarantine: bool = False  # move bad files to ROOT/quarantine/
 
     def __post_init__(self):
-        if self.check not in LEVELS:
-            raise UserError(f"--check {self.check!r}: choose quick (container and a few frames) "
-                            "or full (every frame)")
+        one_of("--check", self.check, LEVELS,
+               " (quick: the container and a few frames; full: every frame)")
 
 
 @dataclass
@@ -147,7 +146,7 @@ def validate(dataset: str, root: Path, level: str = "quick", cluster: ClusterOpt
                                 kept=len(on_disk) - len(targets))
         if move_bad:
             bad = [r for r in scanned.records if r.exists and r.video_path
-                   and (r.status in BAD or (r.status == "extra" and r.error))]
+                   and (r.status in BAD or (r.status == EXTRA and r.error))]
             result.quarantined = quarantine.move_aside(root, bad)
         result.counts = Counter(r.status for r in scanned.records)
         scanned.save("validate", {"level": level, "quarantine": move_bad, "force": force},

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ...core.errors import UserError
+from ...core.errors import one_of
 from ...schedule.resources import CPU_ONLY
 from ..options import ExtractOptions, resolve_backend
 from .external import DenseflowFlow, NativeFlow
@@ -41,8 +41,7 @@ def available() -> dict[str, type]:
 def create(name: str, algo: str, denseflow_bin: str | None = None) -> FlowBackend:
     backends = available()
     name = resolve_backend(name)
-    if name not in backends:
-        raise UserError(f"--backend {name!r}: choose auto or {', '.join(backends)}")
+    one_of("--backend", name, backends, " (or auto)")
     if name == "denseflow":
         return backends[name](algo, denseflow_bin)
     return backends[name](algo)

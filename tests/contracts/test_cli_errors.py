@@ -14,22 +14,16 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import VIDEOS, tmpfs
+from conftest import VIDEOS, datatools, tmpfs
 from nginx import free_port
-from trees import ucf101_style_root
+from trees import real_clips_root, ucf101_style_root
 
 from datatools.core.console import PROGRESS_ENV
-from datatools.lists.build import build_lists
 from datatools.root.manifest import read_manifest
 
 BIN = Path(sys.executable).parent / "datatools"
 URL = "http://127.0.0.1:9/file.bin"
 LONG_CLASS = "ApplyEyeMakeupWithAClassNameLongEnoughThatAnyWrappedLineWouldSplitItsPaths"
-
-
-def datatools(*args, env=None, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN), *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, **kw)
 
 
 def error_lines(res: subprocess.CompletedProcess) -> list[str]:
@@ -43,8 +37,7 @@ def places(tmp_path_factory):
     """A root with a manifest, a file where a root should be, a read-only root, and a port
     that nothing listens on."""
     base = tmp_path_factory.mktemp("cli")
-    root = ucf101_style_root(base / "root", {"Real/v_Real_g01_c01.avi": str(VIDEOS / "test.avi")})
-    build_lists("ucf101", root)
+    root = real_clips_root(base / "root", ["test.avi"])
     (base / "afile").write_text("not a folder\n")
     mount = base / "ro"
     with tmpfs(mount, "8m"):
@@ -142,6 +135,7 @@ def test_frame_lists_before_any_extraction_say_to_extract(places, tmp_path):
 def test_every_option_of_every_step_is_an_option_of_prepare():
     """`prepare` runs the steps, so it takes what they take (their own switches aside)."""
     import typer.main
+
     from datatools.cli.app import app
     top = typer.main.get_command(app)
     ucf = top.commands["ucf101"].commands
@@ -170,13 +164,12 @@ def test_extract_piped_to_a_file_keeps_whole_lines_progress_and_a_log(tmp_path):
     """Output to a file, as a batch job's: no line wrapped (COLUMNS is small on purpose),
     plain progress lines, one line per failed video, and the log named in the last line holds
     the command line and that video's traceback."""
-    files = {f"{LONG_CLASS}/v_{LONG_CLASS}_g0{i}_c01.avi": str(VIDEOS / "test.avi") for i in (1, 2)}
-    root = ucf101_style_root(tmp_path / "root", files)
-    build_lists("ucf101", root)
+    root = real_clips_root(tmp_path / "root", ["test.avi"] * 2, LONG_CLASS)
+    second = f"{LONG_CLASS}/v_{LONG_CLASS}_g02_c01.avi"
     assert datatools("ucf101", "validate", "--root", root, "--workers", "1").returncode == 0
     # The second clip is cut in half behind the manifest's back (size and time kept), so
     # its decoder stops early: a failure with a traceback, not a verdict of the probe.
-    cut = root / "videos" / list(files)[1]
+    cut = root / "videos" / second
     data, stat = cut.read_bytes(), cut.stat()
     cut.write_bytes(data[: len(data) // 2] + bytes(len(data) - len(data) // 2))
     os.utime(cut, ns=(stat.st_atime_ns, stat.st_mtime_ns))
@@ -194,7 +187,7 @@ def test_extract_piped_to_a_file_keeps_whole_lines_progress_and_a_log(tmp_path):
     assert progress and progress[-1].startswith("extract: 2/2 videos, "), text
     assert "\x1b" not in text and "\r" not in text  # no colours, no redrawn bar
     failed = [line for line in lines if line.startswith("failed: ")]
-    assert len(failed) == 1 and f"videos/{list(files)[1]}" in failed[0], text
+    assert len(failed) == 1 and f"videos/{second}" in failed[0], text
     assert "decoding stopped after" in failed[0]
     assert lines[-1].startswith("log: "), text
     log = Path(lines[-1][len("log: "):])
@@ -205,19 +198,18 @@ def test_extract_piped_to_a_file_keeps_whole_lines_progress_and_a_log(tmp_path):
     for package in ("datatools ", "python ", "numpy ", "opencv-contrib-python-headless ", "dask "):
         assert package in versions, versions
     assert "Traceback (most recent call last)" in logged and "DecodeError" in logged
-    assert f"failed: videos/{list(files)[1]}" in logged
+    assert f"failed: videos/{second}" in logged
 
 
 # --- resume said out loud --------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum,group,code,word", [
     (signal.SIGINT, True, 130, "interrupted"),  # Ctrl-C: the terminal signals the whole group
     (signal.SIGTERM, False, 143, "terminated"),  # scancel / walltime / kill: the driver
 ])
 def test_a_stopped_extract_says_how_far_it_got_and_a_rerun_finishes(tmp_path, signum, group, code, word):
-    files = {f"Real/v_Real_g{i:02d}_c01.avi": str(VIDEOS / "test.avi") for i in range(1, 9)}
-    root = ucf101_style_root(tmp_path / "root", files)
-    build_lists("ucf101", root)
+    root = real_clips_root(tmp_path / "root", ["test.avi"] * 8)
     args = [str(BIN), "extract", "--root", str(root), "--task", "rgb", "--workers", "2"]
     # As from a shell with job control: Ctrl-C is not ignored (a test runner started in the
     # background may pass SIGINT on ignored, and Python then leaves it so). A plain progress

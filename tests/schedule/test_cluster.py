@@ -15,15 +15,14 @@ from pathlib import Path
 
 import pytest
 import served
-from conftest import VIDEOS, kill_group, require, require_tool
+from conftest import datatools, kill_group, require, require_tool
 from nginx import Nginx
 from slurm import Slurm, available
-from trees import pids_with_open, tree_bytes, ucf101_style_root
+from trees import pids_with_open, real_clips_root, tree_bytes
 
 from datatools.core.errors import UserError
 from datatools.extract.options import ExtractOptions
 from datatools.extract.run import extract
-from datatools.lists.build import build_lists
 from datatools.pipeline.demo import make_dataset
 from datatools.root.manifest import read_manifest
 from datatools.schedule.client import (
@@ -37,20 +36,10 @@ from datatools.schedule.gpu_pin import device_for
 from datatools.schedule.resources import CUDA_ONLY, EITHER, VIDEOS_PER_GPU, WORKER_ENV
 from datatools.schedule.slurm import make_cluster, parse_slurm_options
 
+pytestmark = pytest.mark.slow  # SLURM, Dask clusters and killed workers
+
 BIN = Path(sys.executable).parent
 FARNEBACK = ExtractOptions(task="both", algo="farneback")
-
-
-def run(*args, **kw):
-    return subprocess.run([str(BIN / "datatools"), *map(str, args)], capture_output=True,
-                          text=True, **kw)
-
-
-def clip_root(base: Path, names=("test.avi", "short_32f.mp4", "bikes.mp4")) -> Path:
-    files = {f"Real/v_Real_g{i:02d}_c01{Path(n).suffix}": str(VIDEOS / n) for i, n in enumerate(names, 1)}
-    root = ucf101_style_root(base, files)
-    build_lists("ucf101", root)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +53,11 @@ def slurm(tmp_path_factory):
 def test_extract_through_slurm_jobs_equals_a_local_run(slurm, tmp_path):
     """The driver runs as a batch job from `datatools cluster sbatch` (checked with
     --test-only first); it starts its worker as a SLURM job through dask-jobqueue."""
-    local = clip_root(tmp_path / "local")
+    local = real_clips_root(tmp_path / "local")
     extract(local, FARNEBACK, cluster=ClusterOptions(workers=1))
-    root = clip_root(tmp_path / "slurm")
+    root = real_clips_root(tmp_path / "slurm")
     job = tmp_path / "job.sh"
-    r = run("cluster", "sbatch", "--out", job, "--job-name", "dt-driver", "--time", "00:15:00",
+    r = datatools("cluster", "sbatch", "--out", job, "--job-name", "dt-driver", "--time", "00:15:00",
             "--mem", "1G", "--", "extract", "--root", root, "--task", "both", "--algo", "farneback",
             "--cluster", "slurm", "--slurm", "jobs=1", "--slurm", "memory=1GB",
             "--slurm", "walltime=00:15:00", cwd=tmp_path)
@@ -101,7 +90,7 @@ def test_slurm_workers_that_join_after_the_run_started_do_the_work(slurm, tmp_pa
     while the driver waits for workers; once the node is free the job starts the number of
     worker processes a lab's config file sets (jobqueue.slurm.processes: 2), they join the
     running driver and do every video."""
-    root = clip_root(tmp_path / "root", ("short_32f.mp4", "test.avi", "bikes.mp4", "demo.mp4"))
+    root = real_clips_root(tmp_path / "root", ("short_32f.mp4", "test.avi", "bikes.mp4", "demo.mp4"))
     cpus = int(slurm.run("sinfo", "-h", "-o", "%c").stdout.split()[0])
     filler = slurm.run("sbatch", "--parsable", "-c", str(cpus), "--wrap", "sleep 600")
     assert filler.returncode == 0, filler.stderr
@@ -135,9 +124,9 @@ def test_slurm_workers_that_join_after_the_run_started_do_the_work(slurm, tmp_pa
 
 def test_a_killed_worker_costs_only_its_video_and_the_output_is_unchanged(tmp_path):
     names = ("test.mp4", "demo.mp4", "short_32f.mp4", "bikes.mp4", "test.avi")
-    reference = clip_root(tmp_path / "reference", names)
+    reference = real_clips_root(tmp_path / "reference", names)
     extract(reference, FARNEBACK, cluster=ClusterOptions(workers=2))
-    root = clip_root(tmp_path / "killed", names)
+    root = real_clips_root(tmp_path / "killed", names)
     target = root / "videos/Real/v_Real_g01_c01.mp4"  # test.mp4: the longest, done first
     killed = []
 
@@ -173,7 +162,7 @@ def test_a_library_caller_that_ran_opencv_threads_still_extracts(tmp_path):
     cv2.setNumThreads(2)
     big = cv2.resize(np.zeros((64, 64), np.uint8), (1920, 1080), interpolation=cv2.INTER_CUBIC)
     cv2.GaussianBlur(big, (3, 3), 0)  # OpenCV's thread pool is running in this process now
-    root = clip_root(tmp_path / "root", ("short_32f.mp4",))
+    root = real_clips_root(tmp_path / "root", ("short_32f.mp4",))
     result = extract(root, FARNEBACK, cluster=ClusterOptions(workers=1))
     assert result.counts == {"done": 1}, result.failures
 
@@ -286,7 +275,7 @@ def test_prepare_runs_every_step_and_resumes_after_a_kill(tmp_path):
         args = ["ucf101", "prepare", "--mirror", server.url("ucf101/"), "--algo", "farneback",
                 "--workers", "2"]
         whole = tmp_path / "whole"
-        r = run(*args, "--root", whole)
+        r = datatools(*args, "--root", whole)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         for step in ("1/5 download", "2/5 validate", "3/5 lists", "4/5 extract", "5/5 frame-lists"):
             assert step in r.stdout
@@ -300,7 +289,7 @@ def test_prepare_runs_every_step_and_resumes_after_a_kill(tmp_path):
             assert proc.poll() is None and time.monotonic() < deadline, "ended before the kill"
             time.sleep(0.05)
         kill_group(proc)  # the driver and every worker, mid-run
-        r = run(*args, "--root", resumed)
+        r = datatools(*args, "--root", resumed)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         assert tree_bytes(resumed / "rawframes") == tree_bytes(whole / "rawframes")
         for name in ("ucf101_train_split_1_rawframes.txt", "ucf101_val_split_1_flow.txt"):

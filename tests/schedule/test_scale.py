@@ -25,6 +25,8 @@ from datatools.schedule.client import ClusterOptions
 from datatools.schedule.tasks import FLOOR, QUEUED_PER_SLOT
 from datatools.validate.run import validate
 
+pytestmark = pytest.mark.slow  # Dask worker processes joining mid-run
+
 # The scheduler these tests start holds no more tasks on a worker than it has threads, as the
 # clusters datatools starts itself do (client.WORKER_CONFIG): what a worker is given shows.
 SCHEDULER_ENV = {"DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "1.0"}

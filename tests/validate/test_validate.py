@@ -16,10 +16,10 @@ from pathlib import Path
 import decord
 import pytest
 from conftest import VIDEOS, require_tool
-from datatools.cli.app import app
 from trees import pids_with_open, ucf101_style_root
 from typer.testing import CliRunner
 
+from datatools.cli.app import app
 from datatools.root.manifest import read_manifest
 from datatools.schedule.client import ClusterOptions
 from datatools.validate.run import validate
@@ -181,6 +181,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_explicit_scheduler_gives_the_same_results_as_the_local_default(tmp_path, variants):
     port = free_port()
     bindir = Path(sys.executable).parent
@@ -213,6 +214,7 @@ def test_explicit_scheduler_gives_the_same_results_as_the_local_default(tmp_path
         sched.wait(30)
 
 
+@pytest.mark.slow
 def test_a_worker_dying_mid_video_costs_that_video_only(tmp_path):
     """A real worker death (SIGKILL while it decodes one long video), twice: the video is
     retried once in a fresh worker, then recorded as a decoder crash; the run completes."""

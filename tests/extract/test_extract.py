@@ -13,7 +13,6 @@ import decord
 import numpy as np
 import pytest
 from conftest import VIDEOS, kill_group, require_tool
-from datatools.cli.app import app
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from middlebury import RUBBER, epe, read_flo
@@ -21,6 +20,7 @@ from PIL import Image
 from trees import tree_bytes, ucf101_style_root
 from typer.testing import CliRunner
 
+from datatools.cli.app import app
 from datatools.extract.options import ExtractOptions, output_size
 from datatools.extract.quantize import dequantize_flow, quantize_flow
 from datatools.extract.run import extract
@@ -63,7 +63,6 @@ def test_quantization_fixed_points_and_not_mmcv_or_truncation():
     from mmcv.video import quantize_flow as mmcv_quantize
     mmcv_q, _ = mmcv_quantize(np.zeros((2, 2, 2)), max_val=20, norm=False)
     assert int(mmcv_q[0, 0]) == 127 and int(quantize_flow(np.zeros(1), 20)[0]) == 128
-    assert int(np.trunc(255 * 20 / 40)) == 127  # truncation would also give 127
     back = dequantize_flow(quantize_flow(np.linspace(-20, 20, 1001), 20), 20)
     assert np.abs(back - np.linspace(-20, 20, 1001)).max() <= 20 / 255 + 1e-4  # half a level
 
@@ -260,6 +259,7 @@ def resume_root(base: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_killed_extraction_resumes_to_the_same_bytes_without_redoing_done_videos(tmp_path):
     args = ["--task", "both", "--algo", "farneback", "--new-short", "128", "--workers", "2"]
     reference = resume_root(tmp_path / "reference")

@@ -21,6 +21,8 @@ from datatools.extract.run import extract
 from datatools.lists.build import build_lists
 from datatools.schedule.client import ClusterOptions
 
+pytestmark = pytest.mark.slow  # the native extractor is built with CMake
+
 REAL = ["test.avi", "test.mp4", "demo.mp4", "short_32f.mp4", "bikes.mp4", "demo_skeleton.mp4"]
 TWO = ClusterOptions(workers=2)
 

@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import VIDEOS, tmpfs
-from datatools.cli.app import app
-from trees import ucf101_style_root
+from conftest import VIDEOS, datatools, tmpfs
+from trees import real_clips_root, ucf101_style_root
 from typer.testing import CliRunner
 
+from datatools.cli.app import app
 from datatools.extract.options import ExtractOptions
 from datatools.extract.run import extract
 from datatools.extract.video import VideoJob, extract_video
@@ -36,11 +36,6 @@ BIN = Path(sys.executable).parent
 ONE = ClusterOptions(workers=1)
 
 
-def cli(*args) -> subprocess.CompletedProcess:
-    """The console command, as a user (or a batch job) runs it."""
-    return subprocess.run([str(BIN / "datatools"), *map(str, args)], capture_output=True, text=True)
-
-
 def error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("error:")]
 
@@ -54,17 +49,10 @@ def folder_files(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_ino for p in folder.iterdir() if not p.name.startswith(".")}
 
 
-def short_root(base: Path, n: int = 1) -> Path:
-    files = {f"Real/v_Real_g{i:02d}_c01.mp4": str(VIDEOS / "short_32f.mp4") for i in range(1, n + 1)}
-    root = ucf101_style_root(base, files)
-    build_lists("ucf101", root)
-    return root
-
-
 # --- 4. tasks are additive ------------------------------------------------------------------
 
 def test_flow_after_rgb_keeps_the_rgb_and_rgb_after_flow_keeps_the_flow(tmp_path):
-    root = short_root(tmp_path / "root", 2)
+    root = real_clips_root(tmp_path / "root", ["short_32f.mp4"] * 2)
     one, two = (root / f"rawframes/Real/v_Real_g0{i}_c01" for i in (1, 2))
     runner = CliRunner()
     base = ["extract", "--root", str(root), "--workers", "1", "--algo", "farneback"]
@@ -97,7 +85,7 @@ def test_flow_after_rgb_keeps_the_rgb_and_rgb_after_flow_keeps_the_flow(tmp_path
 
 
 def test_conflicting_parameters_are_refused_naming_what_force_would_delete(tmp_path):
-    root = short_root(tmp_path / "root")
+    root = real_clips_root(tmp_path / "root", ["short_32f.mp4"])
     folder = root / "rawframes/Real/v_Real_g01_c01"
     runner = CliRunner()
     base = ["extract", "--root", str(root), "--workers", "1"]
@@ -128,6 +116,7 @@ def test_conflicting_parameters_are_refused_naming_what_force_would_delete(tmp_p
 
 # --- 5. one writer per root; a record is trusted only with its files -----------------------
 
+@pytest.mark.slow
 def test_two_extracts_on_one_root_one_exits_with_the_lock_message(tmp_path):
     files = {f"Real/v_Real_g{i:02d}_c01.avi": str(VIDEOS / "test.avi") for i in range(1, 31)}
     root = ucf101_style_root(tmp_path / "root", files)
@@ -153,16 +142,16 @@ def test_two_extracts_on_one_root_one_exits_with_the_lock_message(tmp_path):
     # Read-only commands do not lock: config reads the manifest while another command holds
     # the lock (and fails only for want of val samples in this train-only root).
     with root_lock(root, "test"):
-        res = cli("mmaction", "config", "--root", root, "--out", tmp_path / "c.py",
+        res = datatools("mmaction", "config", "--root", root, "--out", tmp_path / "c.py",
                   "--input", "rawframes", "--no-pretrained")
         assert res.returncode == 2 and "split 1 val has no rawframes samples" in res.stderr
         assert "in use by" not in res.stderr
-        busy = cli("ucf101", "build-lists", "--root", root)
+        busy = datatools("ucf101", "build-lists", "--root", root)
         assert busy.returncode == 75 and f"(PID {os.getpid()} on " in busy.stderr
 
 
 def test_a_folder_with_fewer_files_than_its_record_is_not_listed_and_is_redone(tmp_path):
-    root = short_root(tmp_path / "root")
+    root = real_clips_root(tmp_path / "root", ["short_32f.mp4"])
     extract(root, ExtractOptions(task="rgb"), cluster=ONE)
     folder = root / "rawframes/Real/v_Real_g01_c01"
     for n in range(20, 33):  # what another process deleting its temporary folder leaves
@@ -180,7 +169,7 @@ def test_a_folder_with_fewer_files_than_its_record_is_not_listed_and_is_redone(t
 
 
 def test_a_part_whose_files_went_missing_is_left_out_when_another_is_added(tmp_path):
-    root = short_root(tmp_path / "root")
+    root = real_clips_root(tmp_path / "root", ["short_32f.mp4"])
     extract(root, ExtractOptions(task="rgb"), cluster=ONE)
     folder = root / "rawframes/Real/v_Real_g01_c01"
     (folder / "img_00032.jpg").unlink()
@@ -324,7 +313,7 @@ def test_a_bug_in_the_probe_stops_validate_and_quarantines_nothing(tmp_path):
     ["mmaction", "config", "--out", "c.py", "--epochs", "0"],
 ])
 def test_impossible_numbers_are_refused_before_any_work(tmp_path, args):
-    root = short_root(tmp_path / "root")
+    root = real_clips_root(tmp_path / "root", ["short_32f.mp4"])
     before = (root / "manifest.parquet").read_bytes()
     res = CliRunner().invoke(app, [*args, "--root", str(root)] if args[0] != "fetch" else args)
     assert res.exit_code == 2, res.output
@@ -377,6 +366,7 @@ while True:
 '''
 
 
+@pytest.mark.slow
 def test_a_manifest_killed_between_write_and_rename_is_the_old_or_the_new_one(tmp_path):
     """SIGKILL at 50 random moments of a process that rewrites the manifest in a loop: each
     time it reads back whole, every row of one version, the one its metadata names."""
@@ -409,7 +399,7 @@ def test_a_manifest_killed_between_write_and_rename_is_the_old_or_the_new_one(tm
 
 @pytest.mark.parametrize("damage", ["cut", "empty", "random"])
 def test_an_unreadable_manifest_is_one_line_and_build_lists_rebuilds_it(tmp_path, damage):
-    root = short_root(tmp_path / "root", 2)
+    root = real_clips_root(tmp_path / "root", ["short_32f.mp4"] * 2)
     extract(root, ExtractOptions(task="both", algo="farneback"), cluster=ONE)
     path = root / "manifest.parquet"
     data = path.read_bytes()
@@ -450,7 +440,7 @@ def test_a_full_disk_stops_extract_at_once_and_keeps_the_lists(small_disk):
     lists = {p.name: p.read_bytes() for p in root.glob("*.txt")}
     free = shutil.disk_usage(small_disk).free
     (small_disk / "filler").write_bytes(bytes(free - 8 * 2**20))  # room for about two videos
-    res = cli("extract", "--root", root, "--task", "rgb", "--workers", "1")
+    res = datatools("extract", "--root", root, "--task", "rgb", "--workers", "1")
     assert res.returncode == 4, res.stdout[-2000:] + res.stderr
     (line,) = error_lines(res.stderr)
     assert f"the filesystem at {small_disk} is full" in line and "re-run the same command to resume" in line
@@ -463,7 +453,7 @@ def test_a_full_disk_stops_extract_at_once_and_keeps_the_lists(small_disk):
         assert len(list((root / r.frame_dir).glob("img_*"))) == r.rgb_count == 164
     # Freed space: the same command resumes and finishes.
     (small_disk / "filler").unlink()
-    assert cli("extract", "--root", root, "--task", "rgb", "--workers", "1").returncode == 0
+    assert datatools("extract", "--root", root, "--task", "rgb", "--workers", "1").returncode == 0
 
 
 def test_a_full_disk_leaves_the_previous_lists_and_manifest(small_disk):
@@ -473,7 +463,7 @@ def test_a_full_disk_leaves_the_previous_lists_and_manifest(small_disk):
         return {p.name: p.read_bytes() for p in root.iterdir() if p.is_file() and p.name != ".datatools.lock"}
     before = files()
     (small_disk / "filler").write_bytes(bytes(shutil.disk_usage(small_disk).free))
-    res = cli("ucf101", "build-lists", "--root", root, "--format", "videos,rawframes,flow")
+    res = datatools("ucf101", "build-lists", "--root", root, "--format", "videos,rawframes,flow")
     assert res.returncode == 4, res.stderr
     (line,) = error_lines(res.stderr)
     assert f"the filesystem at {small_disk} is full" in line
@@ -489,7 +479,7 @@ def test_a_read_only_root_is_found_before_any_video_is_probed(small_disk):
     try:
         for args in (["ucf101", "validate", "--root", root], ["extract", "--root", root],
                      ["ucf101", "build-lists", "--root", root]):
-            res = cli(*args)
+            res = datatools(*args)
             assert res.returncode == 4, res.stderr
             (line,) = error_lines(res.stderr)
             assert f"the filesystem at {small_disk} is read-only" in line
@@ -506,7 +496,7 @@ def test_files_the_tool_writes_get_the_umask_permissions(tmp_path):
     for umask, mode in ((0o002, 0o664), (0o022, 0o644)):
         old = os.umask(umask)
         try:
-            root = short_root(tmp_path / f"root-{umask:o}")
+            root = real_clips_root(tmp_path / f"root-{umask:o}", ["short_32f.mp4"])
             (root / "videos/Real/v_Real_g02_c01.mp4").write_bytes(b"not a video at all")
             extract(root, ExtractOptions(task="rgb"), cluster=ONE)
             build_lists("ucf101", root, ["videos", "rawframes"])
@@ -523,7 +513,7 @@ def test_files_the_tool_writes_get_the_umask_permissions(tmp_path):
 
 
 def test_frames_made_from_an_earlier_version_of_the_video_are_not_listed(tmp_path):
-    root = short_root(tmp_path / "root")
+    root = real_clips_root(tmp_path / "root", ["short_32f.mp4"])
     extract(root, ExtractOptions(task="rgb"), cluster=ONE)
     shutil.copy(VIDEOS / "test.avi", root / "videos/Real/v_Real_g01_c01.mp4")  # another clip, same name
     built = build_lists("ucf101", root, ["rawframes"])
@@ -535,10 +525,11 @@ def test_frames_made_from_an_earlier_version_of_the_video_are_not_listed(tmp_pat
     assert (root / "ucf101_train_split_1_rawframes.txt").read_text() == "Real/v_Real_g01_c01 164 0\n"
 
 
+@pytest.mark.slow
 def test_a_kill_between_the_two_renames_of_a_folder_loses_nothing(tmp_path):
     """The state a kill leaves between moving the old folder aside and the new one into place:
     the next run puts the finished folder back instead of redoing it or losing the kept part."""
-    root = short_root(tmp_path / "root")
+    root = real_clips_root(tmp_path / "root", ["short_32f.mp4"])
     extract(root, ExtractOptions(task="rgb"), cluster=ONE)
     folder = root / "rawframes/Real/v_Real_g01_c01"
     rgb = folder_files(folder)
@@ -554,7 +545,7 @@ def test_names_that_are_not_utf8_are_left_out_and_named_not_a_crash(tmp_path):
     odd_video = os.fsdecode(bytes(root / "videos" / "Real") + b"/v_\xff_g02_c01.mp4")
     shutil.copy(VIDEOS / "short_32f.mp4", odd_video)
     os.makedirs(os.fsdecode(bytes(root / "rawframes" / "Real") + b"/v_\xfe_g03_c01"))
-    done = cli("ucf101", "build-lists", "--root", root, "--format", "videos,rawframes")
+    done = datatools("ucf101", "build-lists", "--root", root, "--format", "videos,rawframes")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 file(s) or folder(s) left out: their names are not UTF-8" in done.stdout
     assert "v_\\xff_g02_c01.mp4" in done.stdout and "v_\\xfe_g03_c01" in done.stdout

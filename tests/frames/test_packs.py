@@ -7,6 +7,7 @@ LMDB export through MMAction2's stock lmdb backend."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import VIDEOS, require_module
+from conftest import VIDEOS, datatools, require_module
 from trees import every_byte, frames_held, ucf101_style_root
 
 from datatools.extract.options import ExtractOptions
@@ -30,6 +31,7 @@ from datatools.root.manifest import read_manifest
 from datatools.schedule.client import ClusterOptions
 
 BIN = Path(sys.executable).parent
+succeeds = functools.partial(datatools, check=True)  # the command, which must exit 0
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +48,11 @@ def extracted(tmp_path_factory) -> Path:
     return root
 
 
-def run_datatools(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "datatools"), *args], capture_output=True, text=True, check=check)
-
-
 def test_pack_and_unpack_are_byte_identical_and_packs_are_plain_stored_zips(extracted, tmp_path):
     root = tmp_path / "root"
     shutil.copytree(extracted, root)
     before = every_byte(root / "rawframes")
-    done = run_datatools("pack", "--root", str(root))
+    done = succeeds("pack", "--root", str(root))
     assert "3 folders converted" in done.stdout, done.stdout
     packs = sorted((root / "rawframes").rglob("*.zip"))
     assert [p.relative_to(root / "rawframes").as_posix() for p in packs] == [
@@ -76,9 +74,9 @@ def test_pack_and_unpack_are_byte_identical_and_packs_are_plain_stored_zips(extr
         assert subprocess.run(["unzip", "-tq", str(pack)], capture_output=True).returncode == 0
         with Pack.open(str(pack)) as p:  # one pread per member, at the indexed offset
             assert all(p.read(n) == before[f"{rel}/{n}"] for n in names)
-    again = run_datatools("pack", "--root", str(root))
+    again = succeeds("pack", "--root", str(root))
     assert "0 folders converted" in again.stdout
-    run_datatools("unpack", "--root", str(root))
+    succeeds("unpack", "--root", str(root))
     assert every_byte(root / "rawframes") == before
 
 
@@ -102,7 +100,7 @@ def test_a_packed_roots_unchanged_rerun_is_answered_from_the_manifest_reading_no
     from datatools.root.manifest import ManifestRows
     root = tmp_path / "root"
     shutil.copytree(extracted, root)
-    run_datatools("pack", "--root", str(root))
+    succeeds("pack", "--root", str(root))
     formats = ["videos", "rawframes", "flow"]
     first = build_lists("ucf101", root, formats)
     assert not isinstance(first.records, ManifestRows)
@@ -114,7 +112,8 @@ def test_a_packed_roots_unchanged_rerun_is_answered_from_the_manifest_reading_no
     finally:
         _reads = None
     assert isinstance(again.records, ManifestRows)
-    frames = str(root / "rawframes") + os.sep  # (the fingerprint lists rawframes/ itself: its class folders' mtimes)
+    # (the fingerprint lists rawframes/ itself: its class folders' mtimes)
+    frames = str(root / "rawframes") + os.sep
     assert not [path for path in seen if path.startswith(frames)], seen
     assert str(root / "rawframes") in seen  # the hook saw this run's reads
     assert [(lf.name, lf.lines) for lf in again.lists] == [(lf.name, lf.lines) for lf in first.lists]
@@ -130,6 +129,7 @@ def du(path: Path) -> int:
                               check=True).stdout.split()[0])
 
 
+@pytest.mark.slow
 def test_a_pack_killed_at_any_point_resumes_to_the_same_bytes(extracted, tmp_path):
     """SIGKILL `datatools pack` at three points of a run over 27 folders; whatever it left, no
     pack at a final name is incomplete, no frame is lost, and the re-run ends with every pack
@@ -153,7 +153,7 @@ def test_a_pack_killed_at_any_point_resumes_to_the_same_bytes(extracted, tmp_pat
             if not pack.name.startswith("."):
                 assert verify(str(pack)) is None, pack
         assert frames_held(root / "rawframes") == before
-    run_datatools("pack", "--root", str(root))
+    succeeds("pack", "--root", str(root))
     assert not list((root / "rawframes").rglob(".*.tmp"))
     assert frames_held(root / "rawframes") == before
 
@@ -173,7 +173,7 @@ def test_mmaction_reads_packs_through_its_own_pipelines_as_it_reads_folders(extr
     init_default_scope("mmaction")
     packed = tmp_path / "root"
     shutil.copytree(extracted, packed)
-    run_datatools("pack", "--root", str(packed))
+    succeeds("pack", "--root", str(packed))
 
     def dataset(root: Path, modality: str, backend: str):
         kind = "rawframes" if modality == "RGB" else "flow"
@@ -184,7 +184,7 @@ def test_mmaction_reads_packs_through_its_own_pipelines_as_it_reads_folders(extr
             pipeline=[sample, dict(type="RawFrameDecode", io_backend=backend)])
 
     from datatools.mmaction.datasets import ManifestRawframeDataset
-    run_datatools("ucf101", "build-lists", "--root", str(packed), "--format", "rawframes,flow")
+    succeeds("ucf101", "build-lists", "--root", str(packed), "--format", "rawframes,flow")
     for modality in ("RGB", "Flow"):
         folders = dataset(extracted, modality, "disk")
         packs = dataset(packed, modality, "datatools_packed")
@@ -214,7 +214,7 @@ def clips_root(base: Path, copies: int = 0) -> Path:
     root = ucf101_style_root(base, files)
     shutil.copy(VIDEOS / "short_32f.mp4", root / "videos" / "Real" / "v_Real_g09_c01.mp4")
     (root / "annotations" / "testlist01.txt").write_text("Real/v_Real_g09_c01.mp4\r\n")
-    run_datatools("ucf101", "build-lists", "--root", str(root))
+    succeeds("ucf101", "build-lists", "--root", str(root))
     return root
 
 
@@ -228,44 +228,45 @@ def frames_in(top: Path) -> dict[str, bytes]:
 def test_extract_store_packed_writes_what_files_writes_and_resumes_skips_and_adds_parts(tmp_path):
     common = ["--task", "rgb", "--new-short", "96", "--workers", "2"]
     files, packed = clips_root(tmp_path / "files"), clips_root(tmp_path / "packed")
-    run_datatools("extract", "--root", str(files), *common)
-    run_datatools("extract", "--root", str(packed), *common, "--store", "packed")
+    succeeds("extract", "--root", str(files), *common)
+    succeeds("extract", "--root", str(packed), *common, "--store", "packed")
     assert count_packs(packed) == 4 and not [p for p in (packed / "rawframes").rglob("*") if p.is_dir()
                                              and p.parent.name != "rawframes"]
     assert frames_in(packed / "rawframes") == frames_in(files / "rawframes")
     stamps = {p: p.stat().st_mtime_ns for p in (packed / "rawframes").rglob("*.zip")}
-    again = run_datatools("extract", "--root", str(packed), *common, "--store", "packed")
+    again = succeeds("extract", "--root", str(packed), *common, "--store", "packed")
     assert "skipped" in again.stdout and {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
     # flow added later to packs holding RGB: the pack then holds both, as the folder does
     flow = ["--task", "flow", "--algo", "farneback", "--new-short", "96", "--workers", "2"]
-    run_datatools("extract", "--root", str(files), *flow)
-    run_datatools("extract", "--root", str(packed), *flow, "--store", "packed")
+    succeeds("extract", "--root", str(files), *flow)
+    succeeds("extract", "--root", str(packed), *flow, "--store", "packed")
     held = frames_in(packed / "rawframes")
     assert held == frames_in(files / "rawframes") and any("/flow_y_" in k for k in held)
 
     # lists as for folders; the manifest says where the frames are; the config reads packs
     for root in (files, packed):
-        run_datatools("ucf101", "build-lists", "--root", str(root), "--format", "rawframes,flow")
+        succeeds("ucf101", "build-lists", "--root", str(root), "--format", "rawframes,flow")
     for name in ("ucf101_train_split_1_rawframes.txt", "ucf101_train_split_1_flow.txt"):
         assert (packed / name).read_text() == (files / name).read_text() != ""
     records, _ = read_manifest(packed)
     assert {r.frame_storage for r in records} == {"packed"}
     config = tmp_path / "tsn.py"
-    run_datatools("mmaction", "config", "--root", str(packed), "--input", "rawframes", "--out", str(config))
+    succeeds("mmaction", "config", "--root", str(packed), "--input", "rawframes", "--out", str(config))
     assert "io_backend='datatools_packed'" in config.read_text()
     # a config written for folders reads them through the same backend: it still trains
     # once the root is packed (the 2-epoch training from a packed root: test_mmaction)
-    run_datatools("mmaction", "config", "--root", str(files), "--input", "rawframes", "--out", str(config))
+    succeeds("mmaction", "config", "--root", str(files), "--input", "rawframes", "--out", str(config))
     assert "io_backend='datatools_packed'" in config.read_text()
 
 
+@pytest.mark.slow
 def test_extract_store_packed_killed_resumes_to_the_same_bytes(tmp_path):
     """SIGKILL `extract --store packed` once some packs are complete: the re-run leaves every
     video packed with the bytes an unkilled files run writes; no pack is half written."""
     args = ["--task", "both", "--algo", "farneback", "--new-short", "64", "--workers", "2"]
     files, packed = clips_root(tmp_path / "files", copies=9), clips_root(tmp_path / "packed", copies=9)
-    run_datatools("extract", "--root", str(files), *args)
+    succeeds("extract", "--root", str(files), *args)
     proc = subprocess.Popen([str(BIN / "datatools"), "extract", "--root", str(packed), *args,
                              "--store", "packed"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -278,7 +279,7 @@ def test_extract_store_packed_killed_resumes_to_the_same_bytes(tmp_path):
     for pack in (packed / "rawframes").rglob("*.zip"):
         if not pack.name.startswith("."):
             assert verify(str(pack)) is None, pack
-    run_datatools("extract", "--root", str(packed), *args, "--store", "packed")
+    succeeds("extract", "--root", str(packed), *args, "--store", "packed")
     assert count_packs(packed) == 13
     assert frames_in(packed / "rawframes") == frames_in(files / "rawframes")
 
@@ -289,8 +290,8 @@ def test_a_file_at_a_packs_name_that_is_not_a_pack_fails_its_video_and_is_left_a
     away, the video is extracted again. --force redoes a good pack."""
     common = ["--task", "rgb", "--new-short", "96", "--workers", "1"]
     files, packed = clips_root(tmp_path / "files"), clips_root(tmp_path / "packed")
-    run_datatools("extract", "--root", str(files), *common)
-    run_datatools("extract", "--root", str(packed), *common, "--store", "packed")
+    succeeds("extract", "--root", str(files), *common)
+    succeeds("extract", "--root", str(packed), *common, "--store", "packed")
     pack_files = sorted(p for p in (packed / "rawframes").rglob("*.zip") if not p.name.startswith("."))
     truncated, foreign, good = pack_files[0], pack_files[1], pack_files[2]
     truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
@@ -298,7 +299,7 @@ def test_a_file_at_a_packs_name_that_is_not_a_pack_fails_its_video_and_is_left_a
     kept = {p: p.read_bytes() for p in (truncated, foreign)}
     stamp = good.stat().st_mtime_ns
     for store in ("packed", "files"):
-        again = run_datatools("extract", "--root", str(packed), *common, "--store", store, check=False)
+        again = datatools("extract", "--root", str(packed), *common, "--store", store)
         said = again.stdout + again.stderr
         assert again.returncode == 1, said
         for path in (truncated, foreign):
@@ -308,9 +309,9 @@ def test_a_file_at_a_packs_name_that_is_not_a_pack_fails_its_video_and_is_left_a
 
     for path in (truncated, foreign):
         path.rename(tmp_path / path.name)  # moved away by the user: extracted again
-    assert run_datatools("extract", "--root", str(packed), *common, "--store", "packed").returncode == 0
+    assert succeeds("extract", "--root", str(packed), *common, "--store", "packed").returncode == 0
     assert frames_in(packed / "rawframes") == frames_in(files / "rawframes")
-    forced = run_datatools("extract", "--root", str(packed), *common, "--store", "packed", "--force")
+    forced = succeeds("extract", "--root", str(packed), *common, "--store", "packed", "--force")
     assert good.stat().st_mtime_ns != stamp and "written now: 0 RGB" not in forced.stdout
     assert {r.extract_status for r in read_manifest(packed)[0] if r.subset_1 == "train"} == {"done"}
     assert frames_in(packed / "rawframes") == frames_in(files / "rawframes")
@@ -324,8 +325,8 @@ def test_a_damaged_frame_in_a_kept_part_is_redone_and_another_versions_pack_is_l
     rgb = ["--task", "rgb", "--new-short", "96", "--workers", "1"]
     both = ["--task", "both", "--algo", "farneback", "--new-short", "96", "--workers", "1"]
     files, packed = clips_root(tmp_path / "files"), clips_root(tmp_path / "packed")
-    run_datatools("extract", "--root", str(files), *both)
-    run_datatools("extract", "--root", str(packed), *rgb, "--store", "packed")
+    succeeds("extract", "--root", str(files), *both)
+    succeeds("extract", "--root", str(packed), *rgb, "--store", "packed")
     pack_files = sorted(p for p in (packed / "rawframes").rglob("*.zip") if not p.name.startswith("."))
     rotten, newer = pack_files[0], pack_files[1]
     with Pack.open(str(rotten)) as p:
@@ -346,7 +347,7 @@ def test_a_damaged_frame_in_a_kept_part_is_redone_and_another_versions_pack_is_l
         writer.finish()
     kept = newer.read_bytes()
 
-    res = run_datatools("extract", "--root", str(packed), *both, "--store", "packed", check=False)
+    res = datatools("extract", "--root", str(packed), *both, "--store", "packed")
     said = res.stdout + res.stderr
     assert res.returncode == 1, said
     assert f"failed: videos/{newer.parent.name}/{newer.stem}" in said
@@ -372,7 +373,7 @@ def test_the_lmdb_export_is_read_by_mmactions_stock_lmdb_backend(extracted, tmp_
     shutil.copytree(extracted, root)
     from datatools.frames.convert import pack_folder
     pack_folder(root / "rawframes" / "Real" / "v_Real_g02_c01")  # one packed, the others folders
-    done = run_datatools("pack", "--root", str(root), "--to", "lmdb")
+    done = succeeds("pack", "--root", str(root), "--to", "lmdb")
     db = root / "rawframes.lmdb"
     assert "frames in" in done.stdout and db.is_dir()
 
@@ -395,7 +396,7 @@ def test_the_lmdb_export_is_read_by_mmactions_stock_lmdb_backend(extracted, tmp_
     odd = tmp_path / "odd"
     shutil.copytree(extracted, odd)
     (odd / "rawframes" / "Real" / "v_Real_g01_c01").rename(odd / "rawframes" / "Real" / "v_Réal_g01_c01")
-    refused = run_datatools("pack", "--root", str(odd), "--to", "lmdb", check=False)
+    refused = datatools("pack", "--root", str(odd), "--to", "lmdb")
     assert refused.returncode == 2 and "ASCII" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
     assert not (odd / "rawframes.lmdb").exists() and not list(odd.glob(".rawframes.lmdb*"))

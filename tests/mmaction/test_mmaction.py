@@ -177,6 +177,7 @@ def finite_losses(work_dir: Path) -> list[float]:
     return losses
 
 
+@pytest.mark.slow
 def test_stock_tools_train_and_test_run_a_generated_rgb_video_config(demo_root, tmp_path):
     config = small_config(demo_root, tmp_path / "tsn_rgb.py")
     text = config.read_text()
@@ -196,6 +197,7 @@ def test_stock_tools_train_and_test_run_a_generated_rgb_video_config(demo_root, 
     assert "ManifestVideoDataset: ucf101 split 1 val (videos): 4 samples" in test.stdout + test.stderr
 
 
+@pytest.mark.slow
 def test_runner_trains_a_generated_flow_config_from_the_manifest(demo_root, tmp_path):
     config = small_config(demo_root, tmp_path / "tsn_flow.py", "--modality", "flow")
     assert "type='ManifestRawframeDataset', manifest=manifest, modality='Flow'" in config.read_text()
@@ -209,6 +211,7 @@ def test_runner_trains_a_generated_flow_config_from_the_manifest(demo_root, tmp_
     assert 0.0 <= top1 <= 1.0
 
 
+@pytest.mark.slow
 def test_stock_train_runs_two_epochs_from_a_packed_root(demo_root, tmp_path):
     """The demo root's frames packed (`datatools pack`): the config the writer makes reads them
     through io_backend='datatools_packed', and MMAction2's own tools/train.py trains 2 epochs."""
@@ -246,7 +249,7 @@ def test_configs_written_by_the_previous_version_still_build_their_datasets(conf
                                                                              tmp_path):
     """The configs in tests/data were written by datatools 0.1.0 before the package layout
     changed; only their manifest line is pointed at this test's root."""
-    text = (Path(__file__).parent / "data" / "configs_0.1.0" / config).read_text()
+    text = (Path(__file__).parents[1] / "data" / "configs_0.1.0" / config).read_text()
     assert "custom_imports = dict(imports=['datatools.mmaction']" in text
     text = re.sub(r"^manifest = .*$", f"manifest = {str(demo_root / 'manifest.parquet')!r}", text,
                   flags=re.M)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import served
-from conftest import ANN, kill_group, require_tool
+from conftest import ANN, datatools, kill_group, require_tool
 from nginx import Nginx, free_port
 from trees import video_id
 
@@ -24,11 +24,6 @@ from datatools.schedule.client import ClusterOptions
 from datatools.validate.run import validate
 
 BIN = Path(sys.executable).parent
-
-
-def run(*args, **kw):
-    return subprocess.run([str(BIN / "datatools"), *map(str, args)], capture_output=True,
-                          text=True, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +56,7 @@ def sha256(path: Path) -> str:
 def test_ucf101_unpacks_into_its_layout_and_a_rerun_fetches_nothing(server, tmp_path):
     clips = served.ucf101(server.www / "ucf")
     root = tmp_path / "ucf101"
-    r = run("ucf101", "download", "--root", root, "--mirror", server.url("ucf/"))
+    r = datatools("ucf101", "download", "--root", root, "--mirror", server.url("ucf/"))
     assert r.returncode == 0, r.stdout + r.stderr
     videos = root / "videos"
     assert {p.relative_to(videos).as_posix() for p in videos.rglob("*.avi")} == clips
@@ -75,7 +70,7 @@ def test_ucf101_unpacks_into_its_layout_and_a_rerun_fetches_nothing(server, tmp_
     assert_clean("ucf101", root, len(clips))
 
     asked = len(server.requests("/ucf/"))
-    again = run("ucf101", "download", "--root", root, "--mirror", server.url("ucf/"))
+    again = datatools("ucf101", "download", "--root", root, "--mirror", server.url("ucf/"))
     assert again.returncode == 0 and "2 already done" in again.stdout, again.stdout
     assert len(server.requests("/ucf/")) == asked
 
@@ -84,17 +79,17 @@ def test_an_unpacked_archive_is_trusted_only_while_the_files_it_placed_are_there
     clips = served.ucf101(server.www / "ucf-again")
     root = tmp_path / "ucf101"
     get = ("ucf101", "download", "--root", root, "--mirror", server.url("ucf-again/"))
-    assert run(*get).returncode == 0
+    assert datatools(*get).returncode == 0
     assert records(root)["UCF101.rar"]["placed"] == sorted(f"videos/{c}" for c in clips)
     one = sorted(clips)[0]
     aside = root / "quarantine" / "videos" / one  # where validate --quarantine puts it
     aside.parent.mkdir(parents=True)
     os.replace(root / "videos" / one, aside)
     asked = len(server.requests("/ucf-again/UCF101.rar"))
-    again = run(*get)
+    again = datatools(*get)
     assert again.returncode == 0 and "2 already done" in again.stdout, again.stdout
     aside.unlink()  # gone for good: the archive is fetched and unpacked again
-    again = run(*get)
+    again = datatools(*get)
     assert again.returncode == 0, again.stdout + again.stderr
     assert (root / "videos" / one).is_file() and "1 already done" in again.stdout, again.stdout
     assert len(server.requests("/ucf-again/UCF101.rar")) > asked
@@ -103,7 +98,7 @@ def test_an_unpacked_archive_is_trusted_only_while_the_files_it_placed_are_there
 def test_hmdb51_nested_class_archives_and_flat_split_files(server, tmp_path):
     clips = served.hmdb51(server.www / "hmdb")
     root = tmp_path / "hmdb51"
-    r = run("hmdb51", "download", "--root", root, "--mirror", server.url("hmdb/"), "--keep-archives")
+    r = datatools("hmdb51", "download", "--root", root, "--mirror", server.url("hmdb/"), "--keep-archives")
     assert r.returncode == 0, r.stdout + r.stderr
     videos = root / "videos"
     assert {p.relative_to(videos).as_posix() for p in videos.rglob("*.avi")} == clips
@@ -126,7 +121,7 @@ def test_kinetics400_tarballs_are_sorted_into_class_folders(server, tmp_path):
                   {f"replacement/{vid}.mp4": served.SHORT for vid in got["left_out"]}
                   | {"replacement/notinanycsv_000000_000010.mp4": served.SHORT})
     root = tmp_path / "kinetics400"
-    r = run("kinetics400", "download", "--root", root, "--mirror", server.url("k400/"), "--jobs", "3")
+    r = datatools("kinetics400", "download", "--root", root, "--mirror", server.url("k400/"), "--jobs", "3")
     assert r.returncode == 0, r.stdout + r.stderr
     for subset, rows in got["rows"].items():
         for row in rows:
@@ -147,7 +142,7 @@ def test_kinetics600_names_with_spaces_and_parentheses_and_missing_clips_reporte
                           classes, tarball_of=lambda subset, i, row: f"{row.get('label', 'test')}.tar.gz",
                           leave_out=1)
     root = tmp_path / "kinetics600"
-    r = run("kinetics600", "download", "--root", root, "--mirror", server.url("k600/"))
+    r = datatools("kinetics600", "download", "--root", root, "--mirror", server.url("k600/"))
     assert r.returncode == 0, r.stdout + r.stderr
     encoded = "/k600/val/passing%20american%20football%20%28not%20in%20game%29.tar.gz"
     assert [q.status for q in server.requests(encoded)] == [200]
@@ -166,9 +161,9 @@ def test_sthv2_parts_from_dir_are_joined_by_magic_and_labels_renamed(tmp_path):
     manual = tmp_path / "manual"
     ids = served.sthv2(manual)
     root = tmp_path / "sthv2"
-    no_source = run("sthv2", "download", "--root", root)
+    no_source = datatools("sthv2", "download", "--root", root)
     assert no_source.returncode == 2 and "--from-dir" in no_source.stderr
-    r = run("sthv2", "download", "--root", root, "--from-dir", manual)
+    r = datatools("sthv2", "download", "--root", root, "--from-dir", manual)
     assert r.returncode == 0, r.stdout + r.stderr
     assert sorted(p.stem for p in (root / "videos").iterdir()) == sorted(ids)
     assert sorted(p.name for p in (root / "annotations").iterdir()) == [
@@ -204,13 +199,14 @@ def _kill_mid_file(server, prefix: str, root: Path, terminate: bool = False) -> 
     return part.stat().st_size
 
 
+@pytest.mark.slow
 def test_a_terminated_download_says_how_far_it_got_and_resumes_only_the_remainder(server, tmp_path):
     clips = served.ucf101(server.www / "resume", quota=(("trainlist01.txt", 4), ("testlist01.txt", 2)))
     archive = server.www / "resume" / "UCF101.rar"
     root = tmp_path / "ucf101"
     left = _kill_mid_file(server, "slow/resume/", root, terminate=True)
     assert 0 < left < archive.stat().st_size
-    r = run("ucf101", "download", "--root", root, "--mirror", server.url("slow/resume/"))
+    r = datatools("ucf101", "download", "--root", root, "--mirror", server.url("slow/resume/"))
     assert r.returncode == 0, r.stdout + r.stderr
     asked = server.requests("/slow/resume/UCF101.rar")
     assert len(asked) == 2 and asked[1].range == f"bytes={left}-" and asked[1].status == 206
@@ -224,7 +220,7 @@ def test_a_server_ignoring_range_restarts_from_zero_not_a_spliced_file(server, t
     archive = server.www / "norange" / "UCF101.rar"
     root = tmp_path / "ucf101"
     _kill_mid_file(server, "slow-norange/norange/", root)
-    r = run("ucf101", "download", "--root", root, "--mirror", server.url("slow-norange/norange/"))
+    r = datatools("ucf101", "download", "--root", root, "--mirror", server.url("slow-norange/norange/"))
     assert r.returncode == 0, r.stdout + r.stderr
     asked = server.requests("/slow-norange/norange/UCF101.rar")
     assert asked[-1].status == 200 and asked[-1].body_bytes == archive.stat().st_size
@@ -236,7 +232,8 @@ def test_checksum_mismatch_fails_clearly_and_the_file_is_not_used(server, tmp_pa
     sums = tmp_path / "SHA256SUMS"
     sums.write_text(f"{'0' * 64}  UCF101.rar\n")
     root = tmp_path / "ucf101"
-    r = run("ucf101", "download", "--root", root, "--mirror", server.url("badsum/"), "--checksums", sums)
+    r = datatools("ucf101", "download", "--root", root, "--mirror", server.url("badsum/"),
+                  "--checksums", sums)
     assert r.returncode == 1
     assert "UCF101.rar: checksum mismatch: sha256" in r.stderr
     assert not list((root / "downloads").glob("UCF101.rar*"))
@@ -253,7 +250,7 @@ def test_checksum_mismatch_fails_clearly_and_the_file_is_not_used(server, tmp_pa
 def test_server_errors_give_clear_errors_and_a_nonzero_exit(server, tmp_path, where, options, message):
     mirror = server.url(where) if where else f"http://127.0.0.1:{free_port()}/"
     started = time.monotonic()
-    r = run("ucf101", "download", "--root", tmp_path / "ucf101", "--mirror", mirror, *options)
+    r = datatools("ucf101", "download", "--root", tmp_path / "ucf101", "--mirror", mirror, *options)
     assert r.returncode == 1
     failures = [line for line in r.stderr.splitlines() if not line.startswith("log: ")]
     assert len(failures) == 2 and all(ln.startswith("error: ") and message in ln for ln in failures), \
@@ -267,7 +264,7 @@ def test_a_hostile_archive_from_the_server_is_refused_and_nothing_escapes(server
     served.zip_of(www / "UCF101.rar", {"UCF101/Archery/ok.avi": served.CLIP,
                                        "../../escaped.avi": served.CLIP})
     root = tmp_path / "deep" / "ucf101"
-    r = run("ucf101", "download", "--root", root, "--mirror", server.url("hostile/"))
+    r = datatools("ucf101", "download", "--root", root, "--mirror", server.url("hostile/"))
     assert r.returncode == 1
     assert "member '../../escaped.avi' contains '..'; nothing was extracted" in r.stderr
     assert not list(tmp_path.rglob("escaped.avi")) and not list(tmp_path.rglob("ok.avi"))
@@ -282,7 +279,7 @@ def test_an_archive_not_laid_out_as_the_dataset_publishes_is_refused(server, tmp
     served.zip_of(www / "UCF101.rar", {"UCF101/v_Archery_g01_c01.avi": served.CLIP,
                                        "UCF101/v_Archery_g02_c01.avi": served.CLIP})
     root = tmp_path / "ucf101"
-    r = run("ucf101", "download", "--root", root, "--mirror", server.url("flat/"))
+    r = datatools("ucf101", "download", "--root", root, "--mirror", server.url("flat/"))
     assert r.returncode == 1, r.stdout + r.stderr
     (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert "UCF101.rar: refused, it does not hold ucf101's videos as published (expected " \
@@ -297,12 +294,12 @@ def test_fetch_downloads_plain_urls_in_parallel_and_checks_a_given_sha256(server
     for name, data in files.items():
         (www / name).write_bytes(data)
     urls = [server.url(f"plain/{name}") for name in files]  # spaces and parentheses as typed
-    r = run("fetch", *urls, "--to", tmp_path / "got", "--jobs", "2")
+    r = datatools("fetch", *urls, "--to", tmp_path / "got", "--jobs", "2")
     assert r.returncode == 0, r.stdout + r.stderr
     for name, data in files.items():
         assert (tmp_path / "got" / name).read_bytes() == data
         assert f"{hashlib.sha256(data).hexdigest()}  {tmp_path / 'got' / name}" in r.stdout
-    bad = run("fetch", urls[1], "--to", tmp_path / "bad", "--sha256", "f" * 64)
+    bad = datatools("fetch", urls[1], "--to", tmp_path / "bad", "--sha256", "f" * 64)
     assert bad.returncode == 1 and "c.bin: checksum mismatch: sha256" in bad.stderr
     assert not list((tmp_path / "bad").glob("c.bin*"))
 
@@ -316,18 +313,18 @@ def test_a_line_cut_by_a_crash_in_the_records_loses_no_later_entry(server, tmp_p
     for name in ("first.bin", "second.bin"):
         (www / name).write_bytes(os.urandom(100_000))
     downloads = tmp_path / "root" / "downloads"
-    assert run("fetch", server.url("records/first.bin"), "--to", downloads).returncode == 0
+    assert datatools("fetch", server.url("records/first.bin"), "--to", downloads).returncode == 0
     log = downloads / "records.jsonl"
     whole = log.read_bytes()
     with open(log, "ab") as f:  # an append a crash stopped: half an entry, no newline
         f.write(b'{"name": "third.bin", "url": "http://127.0.0.1/th')
-    r = run("fetch", server.url("records/second.bin"), "--to", downloads)
+    r = datatools("fetch", server.url("records/second.bin"), "--to", downloads)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = log.read_bytes().splitlines(keepends=True)
     assert log.read_bytes().startswith(whole) and len(lines) == 2
     assert [json.loads(line)["name"] for line in lines] == ["first.bin", "second.bin"]
     asked = {n: len(server.requests(f"/records/{n}")) for n in ("first.bin", "second.bin")}
-    again = run("fetch", server.url("records/first.bin"), server.url("records/second.bin"),
+    again = datatools("fetch", server.url("records/first.bin"), server.url("records/second.bin"),
                 "--to", downloads)
     assert again.returncode == 0, again.stdout + again.stderr
     time.sleep(0.3)  # nginx writes a request's log line when it ends
@@ -340,10 +337,11 @@ def test_redirects_are_followed_only_to_http_urls(server, tmp_path):
     www = server.www / "redirected"
     www.mkdir()
     (www / "clip.bin").write_bytes(b"the file")
-    moved = run("fetch", server.url("moved/redirected/clip.bin"), "--to", tmp_path / "got")
+    moved = datatools("fetch", server.url("moved/redirected/clip.bin"), "--to", tmp_path / "got")
     assert moved.returncode == 0, moved.stdout + moved.stderr
     assert (tmp_path / "got" / "clip.bin").read_bytes() == b"the file"
-    ftp = run("fetch", server.url("to-ftp/redirected/clip.bin"), "--to", tmp_path / "ftp", "--retries", "0")
+    ftp = datatools("fetch", server.url("to-ftp/redirected/clip.bin"), "--to", tmp_path / "ftp",
+                    "--retries", "0")
     assert ftp.returncode == 1, ftp.stdout + ftp.stderr
     errors = [ln for ln in ftp.stderr.splitlines() if ln.startswith("error: ")]
     assert len(errors) == 1 and "redirects to it" in errors[0] and "not ftp://" in errors[0], ftp.stderr
@@ -356,7 +354,7 @@ def test_a_name_from_a_url_is_one_component_never_a_path(server, tmp_path):
     (www / "evil.txt").write_bytes(b"served")  # nginx resolves sub/../evil.txt to this file
     dest = tmp_path / "a" / "dest"
     dest.mkdir(parents=True)
-    r = run("fetch", server.url("names/sub/%2e%2e%2fevil.txt"), "--to", dest)
+    r = datatools("fetch", server.url("names/sub/%2e%2e%2fevil.txt"), "--to", dest)
     assert r.returncode == 0, r.stderr
     assert (dest / "evil.txt").read_bytes() == b"served"
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
@@ -369,7 +367,7 @@ def test_a_name_from_a_url_is_one_component_never_a_path(server, tmp_path):
                      (f"names/{'x' * 256}", "gives no usable file name"),
                      ("names/records.jsonl", "is one this downloader keeps for its own records"),
                      ("names/big.iso.part", "is one this downloader keeps for its own records")]:
-        bad = run("fetch", server.url(url), "--to", dest)
+        bad = datatools("fetch", server.url(url), "--to", dest)
         assert bad.returncode == 1
         (line,) = [ln for ln in bad.stderr.splitlines() if ln.startswith("error:")]
         assert why in line
@@ -392,7 +390,7 @@ def test_a_truncated_archive_is_not_kept_and_is_fetched_again(server, tmp_path):
     whole = splits.read_bytes()
     splits.write_bytes(whole[: len(whole) // 2])  # the mirror holds a cut copy
     root = tmp_path / "ucf101"
-    r = run("ucf101", "download", "--root", root, "--mirror", server.url("cut/"))
+    r = datatools("ucf101", "download", "--root", root, "--mirror", server.url("cut/"))
     assert r.returncode == 1
     (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert f"{splits.name}: cannot read the zip archive" in line
@@ -401,7 +399,7 @@ def test_a_truncated_archive_is_not_kept_and_is_fetched_again(server, tmp_path):
     assert records(root)[splits.name]["stage"] == "failed"
     splits.write_bytes(whole)  # the mirror is mended
     asked = len(server.requests(f"/cut/{splits.name}"))
-    again = run("ucf101", "download", "--root", root, "--mirror", server.url("cut/"))
+    again = datatools("ucf101", "download", "--root", root, "--mirror", server.url("cut/"))
     assert again.returncode == 0, again.stderr
     assert len(server.requests(f"/cut/{splits.name}")) == asked + 1
     assert (root / "annotations" / "classInd.txt").is_file()
@@ -482,13 +480,14 @@ def flaky_server(tmp_path_factory):
     norange.close()
 
 
+@pytest.mark.slow
 def test_a_download_cut_more_often_than_the_retry_budget_completes_byte_identical(flaky_server, tmp_path):
     """12 MiB through a server that drops every connection after 2 MiB: seven tries, more
     than --retries 2 allows in a row; each try brings bytes and resets the budget."""
     server, relay = flaky_server
     data = os.urandom(12 << 20)
     (server.www / "big.bin").write_bytes(data)
-    r = run("fetch", server.url("cut/big.bin"), "--to", tmp_path, "--retries", "2", timeout=120)
+    r = datatools("fetch", server.url("cut/big.bin"), "--to", tmp_path, "--retries", "2", timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert (tmp_path / "big.bin").read_bytes() == data
     assert f"{hashlib.sha256(data).hexdigest()}  {tmp_path / 'big.bin'}" in r.stdout
@@ -502,7 +501,7 @@ def test_a_server_that_ignores_range_and_drops_still_runs_out_of_tries(flaky_ser
     part never gets further, so --retries 2 ends it after three tries, not never."""
     server, _ = flaky_server
     (server.www / "big2.bin").write_bytes(os.urandom(6 << 20))
-    r = run("fetch", server.url("cut-norange/big2.bin"), "--to", tmp_path, "--retries", "2",
+    r = datatools("fetch", server.url("cut-norange/big2.bin"), "--to", tmp_path, "--retries", "2",
             timeout=120)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "gave up after 3 failed tries in a row, 3 in all" in r.stderr

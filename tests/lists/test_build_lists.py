@@ -8,11 +8,11 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 from conftest import ANN, VIDEOS
-from datatools.cli.app import app
 from mmtools import build_file_list
 from trees import kinetics_root, sthv2_root, touch, ucf101_root, write_csv
 from typer.testing import CliRunner
 
+from datatools.cli.app import app
 from datatools.lists.build import build_lists
 from datatools.root.manifest import read_manifest
 

@@ -4,26 +4,22 @@ script in a subprocess)."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import decord
 import numpy as np
-from datatools.cli.doctor import installed_opencv_wheels, opencv_conflict
+import pytest
+from conftest import datatools
 
+from datatools.cli.doctor import installed_opencv_wheels, opencv_conflict
 from datatools.root.manifest import read_manifest
 
 BIN = Path(sys.executable).parent
 
 
-def run(*args, **kw):
-    return subprocess.run([str(BIN / "datatools"), *map(str, args)], capture_output=True,
-                          text=True, **kw)
-
-
 def test_doctor_reports_each_component_on_one_line_and_passes_here():
-    proc = run("doctor")
+    proc = datatools("doctor")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert any(line.startswith("ok      opencv (cv2):") and "optflow (TV-L1): yes" in line
@@ -44,7 +40,7 @@ def test_doctor_fails_and_says_how_when_a_required_component_is_missing(tmp_path
     (tmp_path / "cv2").mkdir()
     (tmp_path / "cv2" / "__init__.py").write_text("__version__ = '4.10.0'\n")
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
-    proc = run("doctor", env=env)
+    proc = datatools("doctor", env=env)
     assert proc.returncode == 1
     assert "MISSING opencv (cv2): 4.10.0, optflow (TV-L1): NO" in proc.stdout
     assert "fix: pip uninstall -y opencv-python" in proc.stdout
@@ -59,9 +55,10 @@ def test_opencv_conflict_is_explained():
     assert "no cv2.optflow" in opencv_conflict(["opencv-python"])
 
 
+@pytest.mark.slow
 def test_demo_builds_a_ucf101_layout_root_with_real_videos(tmp_path):
     root = tmp_path / "demo"
-    proc = run("demo", "--root", root, "--videos-per-class", "3")
+    proc = datatools("demo", "--root", root, "--videos-per-class", "3")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (root / "annotations/classInd.txt").read_bytes().startswith(b"1 DriftRight\r\n")
     train = (root / "ucf101_train_split_1_videos.txt").read_text().splitlines()

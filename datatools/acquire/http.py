@@ -31,7 +31,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -41,6 +41,7 @@ from ..core.console import tracking
 from ..core.errors import UserError
 from ..core.fsio import DiskError, atomic_write, disk_error, is_disk_error
 from ..core.records import FileStamp, JsonLog
+from ..schedule.threads import map_threads
 
 CHUNK = 1 << 20  # bytes per read: large enough that per-call overhead is invisible
 RECORDS = "records.jsonl"
@@ -529,22 +530,14 @@ def in_threads(work: Callable, items: Iterable, jobs: int, cancel: threading.Eve
     are counted for the line an interruption prints (report.tracking)."""
     failures = []
     items = list(items)
-    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
-    try:
-        with tracking(step, len(items), "files") as finished:
-            futures = [pool.submit(work, item) for item in items]
-            for fut in as_completed(futures):
-                finished.add()
-                exc = fut.exception()
-                if isinstance(exc, UserError) and not isinstance(exc, DiskError):
-                    failures.append(str(exc))
-                elif exc is not None:
-                    raise exc
-    except BaseException:
-        cancel.set()
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
+    with tracking(step, len(items), "files") as finished, \
+            closing(map_threads(work, items, jobs, on_stop=cancel.set)) as done:
+        for _, _, exc in done:
+            finished.add()
+            if isinstance(exc, UserError) and not isinstance(exc, DiskError):
+                failures.append(str(exc))
+            elif exc is not None:
+                raise exc
     return failures
 
 

@@ -241,32 +241,20 @@ def _dataset_app(name: str) -> typer.Typer:
         listing=None,
     ):
         """Join annotations with the disk, update manifest.parquet and write MMAction2 lists."""
-        from ..lists.build import build_lists, parse_formats
-        from ..pipeline.summaries import print_build_summary
+        from ..lists.build import parse_formats
+        from ..pipeline import steps
         if listing.probe_level is not None:
             raise UserError(f"--level {listing.probe_level}: build-lists' --level is the folder "
                             "depth of list entries, 1 or 2")
-        result = build_lists(name, root, parse_formats(format), listing.level, listing.shuffle,
-                             listing.seed)
-        print_build_summary(result, root)
-        if strict and result.problems:
-            raise ProblemsFound(f"{result.problems} problem(s) found (--strict)")
+        steps.build_lists(name, root, parse_formats(format), listing).exit_code(strict)
 
     @sub.command("download")
     @command
     @with_options(DOWNLOAD)
     def download_cmd(root: Path = root_option(name), download=None):
         """Download (or take from --from-dir), verify and unpack into the root's layout."""
-        from ..acquire.session import download as run_download
-        from ..core.console import DownloadProgress, report_failure
-        from ..pipeline.summaries import print_download_summary
-        with DownloadProgress() as ui:
-            result = run_download(name, root, download, ui)
-        print_download_summary(result, root)
-        for failure in result.failures:  # one line each, never wrapped
-            report_failure(f"error: {failure}", stderr=True)
-        if result.failures:
-            raise typer.Exit(EXIT_PROBLEMS)
+        from ..pipeline import steps
+        raise typer.Exit(steps.download(name, root, download).exit_code())
 
     @sub.command("prepare")
     @command
@@ -305,9 +293,8 @@ def _dataset_app(name: str) -> typer.Typer:
     ):
         """Probe every video in parallel; record status and metadata in the manifest."""
         from ..core.console import plain
-        from ..pipeline.summaries import print_validate_summary
+        from ..pipeline import steps
         from ..validate.run import restore as restore_files
-        from ..validate.run import validate
         validating = deprecated_level(level, validating)
         if restore:
             restored, problems = restore_files(name, root)
@@ -315,10 +302,8 @@ def _dataset_app(name: str) -> typer.Typer:
             for p in problems:
                 typer.echo(f"error: {p}", err=True)
             raise typer.Exit(EXIT_PROBLEMS if problems else 0)
-        result = validate(name, root, validating.check, cluster, validating.quarantine, force)
-        print_validate_summary(result, datasets.get(name).catalog)
-        if strict and result.not_ok:
-            raise ProblemsFound(f"{len(result.not_ok)} video(s) not ok (--strict)")
+        steps.validate(name, root, validating.check, cluster, validating.quarantine,
+                       force).exit_code(strict)
 
     return sub
 
@@ -492,13 +477,9 @@ def extract(
     extracting=None, cluster=None,
 ):
     """Extract RGB frames and optical flow for the videos in the manifest."""
-    from ..extract.run import extract as run_extract
-    from ..pipeline.summaries import print_extract_summary
+    from ..pipeline import steps
     opts, selection = extracting
-    result = run_extract(root, opts, selection, cluster, force)
-    print_extract_summary(result, root)
-    if result.failures:
-        raise typer.Exit(EXIT_PROBLEMS)
+    raise typer.Exit(steps.extract(root, opts, selection, cluster, force).exit_code())
 
 
 FRAMES_DIR = typer.Option("rawframes", "--frames-dir", metavar="NAME",

@@ -6,7 +6,7 @@ BGR uint8, what OpenCV's JPEG encoder and grayscale conversion take.
 Extraction decodes with OpenCV's FFmpeg reader on one thread. Measured on test.avi + test.mp4
 (bench/extract.py, one process): 0.40 ms a frame against decord's 0.53 ms, and decord keeps a
 second thread busy, so two decord workers on two cores slow each other down by 1.8x. Its frame
-counts equal decord's on every real clip (tests/test_extract.py checks them); decord and PyAV
+counts equal decord's on every real clip (tests/extract/test_extract.py checks them); decord and PyAV
 remain as fallbacks for files OpenCV cannot open.
 """
 

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import UserError
 from ..core.fsio import fsync_dir, is_disk_error
+from ..schedule.threads import map_threads
 from .folder import DONE, PART_PREFIXES, NotAFrame, frame_files, prefixes_of, read_frame_file
 from .packs import (
     SUFFIX,
@@ -125,8 +126,11 @@ def unpack_all(packs: list[Path], threads: int | None = None,
 
 def _convert(items, one, threads, advance) -> ConvertResult:
     result = ConvertResult()
-    with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
-        for path, outcome in zip(items, pool.map(_safely(one), items)):
+    order = {str(path): n for n, path in enumerate(items)}
+    with closing(map_threads(_safely(one), items, threads or os.cpu_count() or 1)) as done:
+        for path, outcome, exc in done:
+            if exc is not None:
+                raise exc
             if outcome is None:
                 result.converted.append(str(path))
             elif outcome == "already":
@@ -134,6 +138,8 @@ def _convert(items, one, threads, advance) -> ConvertResult:
             else:
                 result.failed.append((str(path), outcome))
             advance(1)
+    for listed in (result.converted, result.already, result.failed):  # in the walk's order
+        listed.sort(key=lambda item: order[item if isinstance(item, str) else item[0]])
     return result
 
 

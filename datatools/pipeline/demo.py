@@ -12,15 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import datasets
 from ..core.console import console, heading
 from ..core.errors import ProblemsFound
 from ..extract.options import ExtractOptions
-from ..extract.run import extract
-from ..lists.build import build_lists
+from ..extract.run import Selection
+from ..lists.build import ListOptions
 from ..schedule.client import ClusterOptions
-from ..validate.run import validate
-from .summaries import print_build_summary, print_extract_summary, print_validate_summary
+from . import steps
 
 # Class name -> per-frame displacement of the foreground shape (dx, dy) in pixels.
 MOTIONS = {"DriftRight": (3, 0), "DriftDown": (0, 3), "DriftDiagonal": (2, 2), "DriftLeft": (-3, 0)}
@@ -87,32 +85,28 @@ def make_dataset(root: Path, videos_per_class: int = 3) -> Path:
     return root
 
 
+def _strict(step: str, outcome: steps.StepOutcome) -> None:
+    if outcome.failed or outcome.problems:
+        raise ProblemsFound(f"demo: {step}: {outcome.failed or outcome.problems}")
+
+
 def run_demo(root: Path, videos_per_class: int = 3, workers: int | None = None) -> None:
     root = Path(root)
     heading("1. generate a small UCF101-layout dataset")
     make_dataset(root, videos_per_class)
     console.print(f"{len(MOTIONS) * videos_per_class} videos under {root / 'videos'}")
     heading("2. validate (full decode, local Dask cluster)")
-    checked = validate("ucf101", root, "full", ClusterOptions(workers=workers))
-    print_validate_summary(checked, datasets.get("ucf101").catalog)
-    if checked.not_ok:
-        raise ProblemsFound(f"demo: validate found {len(checked.not_ok)} bad video(s)")
+    cluster = ClusterOptions(workers=workers)
+    # The demo's data is made to be clean: any problem is a failure.
+    _strict("validate", steps.validate("ucf101", root, "full", cluster))
     heading("3. build-lists (videos)")
-    result = build_lists("ucf101", root, ["videos"])
-    print_build_summary(result, root)
-    if result.problems:
-        raise ProblemsFound(f"demo: build-lists found {result.problems} problem(s)")
+    _strict("build-lists", steps.build_lists("ucf101", root, ["videos"], ListOptions()))
     heading("4. extract RGB frames and TV-L1 flow")
-    extracted = extract(root, ExtractOptions(task="both", algo="tvl1"),
-                        cluster=ClusterOptions(workers=workers))
-    print_extract_summary(extracted, root)
-    if extracted.failures:
-        raise ProblemsFound(f"demo: extraction failed for {len(extracted.failures)} video(s)")
+    _strict("extract", steps.extract(root, ExtractOptions(task="both", algo="tvl1"), Selection(),
+                                     cluster))
     heading("5. build-lists (rawframes, flow)")
-    result = build_lists("ucf101", root, ["videos", "rawframes", "flow"])
-    print_build_summary(result, root)
-    if result.problems:
-        raise ProblemsFound(f"demo: build-lists found {result.problems} problem(s)")
+    _strict("build-lists", steps.build_lists("ucf101", root, ["videos", "rawframes", "flow"],
+                                             ListOptions()))
     if importlib.util.find_spec("mmaction") and importlib.util.find_spec("torch"):
         heading("6. train TSN (ResNet-18, CPU, 2 epochs) from the manifest with MMAction2")
         from ..mmaction.config import ConfigOptions, write_config

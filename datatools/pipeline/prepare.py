@@ -60,51 +60,31 @@ def prepare(name: str, root: Path, opts: PrepareOptions) -> bool:
 
 
 def _run_steps(name: str, root: Path, opts: PrepareOptions) -> bool:
-    from ..acquire.session import download
-    from ..core.console import DownloadProgress, report_failure
-    from ..extract.run import extract
-    from ..lists.build import build_lists
-    from ..validate.run import validate
-    from .summaries import (
-        print_build_summary,
-        print_download_summary,
-        print_extract_summary,
-        print_validate_summary,
-    )
+    from . import steps as run
 
     failed: list[str] = []  # what failed, per step, for the last line
     problems: list[str] = []  # missing or bad videos: counted; a failure only with --strict
     for n, step in enumerate(opts.steps, start=1):
         heading(f"{n}/{len(opts.steps)} {step}")
         if step == "download":
-            with DownloadProgress() as ui:
-                result = download(name, root, opts.download, ui)
-            print_download_summary(result, root)
-            for failure in result.failures:
-                report_failure(f"error: {failure}", stderr=True)
-            if result.failures:
+            outcome = run.download(name, root, opts.download)
+            if outcome.failed:
                 later = ",".join(s for s in opts.steps if s != "download")
-                plain(f"error: the download step failed on {len(result.failures)} file(s); if the "
-                      f"data is already under {root}, skip it with --steps {later}")
+                plain(f"error: {outcome.failed}; if the data is already under {root}, skip it "
+                      f"with --steps {later}")
                 return False  # later steps need the files
         elif step == "validate":
-            checked = validate(name, root, opts.validating.check, opts.cluster,
-                               opts.validating.quarantine, opts.force)
-            print_validate_summary(checked, datasets.get(name).catalog)
-            if checked.not_ok:
-                problems.append(f"{len(checked.not_ok):,} video(s) not ok (validate)")
+            outcome = run.validate(name, root, opts.validating.check, opts.cluster,
+                                   opts.validating.quarantine, opts.force)
         elif step in ("lists", "frame-lists"):
             formats = ["videos"] if step == "lists" else ["videos", "rawframes", "flow"]
-            built = build_lists(name, root, formats, opts.listing.level, opts.listing.shuffle,
-                                opts.listing.seed)
-            print_build_summary(built, root)
-            if built.problems:
-                problems.append(f"{built.problems:,} problem(s) in the lists ({step})")
-        elif step == "extract":
-            extracted = extract(root, opts.extract, opts.selection, opts.cluster, opts.force)
-            print_extract_summary(extracted, root)
-            if extracted.failures:
-                failed.append(f"{len(extracted.failures):,} video(s) failed to extract")
+            outcome = run.build_lists(name, root, formats, opts.listing)
+        else:
+            outcome = run.extract(root, opts.extract, opts.selection, opts.cluster, opts.force)
+        if outcome.failed:
+            failed.append(outcome.failed)
+        if outcome.problems:
+            problems.append(f"{outcome.problems} ({step})")
     heading("done")
     said = failed + problems
     plain(f"prepare {name}: {len(opts.steps)} step(s) run"

@@ -37,6 +37,7 @@ from .resources import (
     VIDEOS_PER_GPU,
     WORKER_ENV,
     default_workers,
+    gpu_units,
     visible_gpus,
 )
 from .slurm import SlurmOptions, slurm_cluster
@@ -254,7 +255,7 @@ def _local_cluster(options: ClusterOptions):
 def gpu_workers(client: Client) -> list[str]:
     """Addresses of the workers that declare a GPU."""
     return [addr for addr, w in client.scheduler_info(n_workers=-1)["workers"].items()
-            if w.get("resources", {}).get(GPU)]
+            if gpu_units(w)]
 
 
 FIRST_WORKER_SECONDS = 120  # a scheduler started elsewhere: how long to wait for a worker

@@ -20,6 +20,12 @@ CUDA_ONLY = "cuda"  # GPU workers only (a CUDA build of an extractor)
 
 CPU_THREADS = 1  # task threads of a CPU worker (and threads of each library inside a task)
 GPU = "GPU"  # the Dask worker resource a GPU task asks one of
+
+
+def gpu_units(worker: dict) -> float:
+    """How much of the GPU resource a worker declares (its entry in the scheduler's info;
+    0 for a CPU worker): the one reading of it."""
+    return (worker.get("resources") or {}).get(GPU, 0)
 # Videos a GPU worker runs at once, each in a thread of its own: their frame pairs share the
 # device's batches (extract/batcher.py), and while the device computes, the other threads
 # decode, encode and write. One video at a time leaves the device idle during all CPU work.

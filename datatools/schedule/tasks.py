@@ -31,7 +31,7 @@ from typing import Any
 from distributed import Client, KilledWorker
 
 from ..core.errors import UserError
-from .resources import GPU
+from .resources import GPU, gpu_units
 
 QUEUED_PER_SLOT = 2  # one task running and one ready behind it, so no slot idles between tasks
 FLOOR = 4  # tasks submitted while no worker (or no GPU worker, for GPU work) is connected
@@ -75,7 +75,7 @@ class Capacity:
         if time.monotonic() - self._read_at >= REFRESH_SECONDS:
             workers = self.client.scheduler_info(n_workers=-1).get("workers", {}).values()
             if self.gpu:
-                self._slots = int(sum(w.get("resources", {}).get(GPU, 0) for w in workers))
+                self._slots = int(sum(map(gpu_units, workers)))
             else:
                 self._slots = sum(int(w.get("nthreads", 1)) for w in workers)
             self._read_at = time.monotonic()

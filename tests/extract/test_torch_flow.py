@@ -187,6 +187,7 @@ def test_extract_with_the_torch_backend_writes_every_pair(tmp_path):
     assert len(list(folder.glob("flow_x_*.jpg"))) == 31 and (folder / "flow_y_00031.jpg").is_file()
 
 
+@pytest.mark.slow
 def test_videos_run_together_share_batches_and_write_what_they_write_alone(tmp_path):
     """A worker running three videos at once (as a GPU worker does) batches their pairs
     together; every flow file equals the one written when the videos run one at a time."""

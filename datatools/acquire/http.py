@@ -39,7 +39,14 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from .. import __version__
 from ..core.console import tracking
 from ..core.errors import UserError
-from ..core.fsio import DiskError, atomic_write, disk_error, is_disk_error
+from ..core.fsio import (
+    DiskError,
+    atomic_write,
+    disk_error,
+    fsync_file,
+    is_disk_error,
+    rename_into_place,
+)
 from ..core.records import FileStamp, JsonLog
 from ..schedule.threads import map_threads
 
@@ -436,7 +443,8 @@ def _verify(part: Path, final: Path, remote: Remote, total: int | None,
         raise VerificationError(f"{remote.url}: got {size:,} bytes, the server announced "
                                 f"{total:,}; the file was deleted, re-run to fetch it again")
     fetched = _check(part, remote, size, sha256, md5, transferred)
-    os.replace(part, final)
+    fsync_file(part)  # verified bytes on disk before its record and its final name say so
+    rename_into_place(part, final)
     part.with_name(part.name + ".json").unlink(missing_ok=True)
     fetched.path = final
     return fetched

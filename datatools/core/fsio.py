@@ -102,6 +102,46 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def rename_into_place(tmp, final) -> None:
+    """The last step of a write-then-rename whose writer made `tmp` itself (a pack, an
+    unpacked folder) and fsynced it: rename it to `final`, then fsync the folder, so that a
+    crash leaves no name or the finished file."""
+    os.replace(tmp, final)
+    fsync_dir(os.path.dirname(os.fspath(final)) or ".")
+
+
+def fsync_file(path) -> None:
+    """A file written by someone else's writes (a download's part) made durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_dir(tmp, final, aside) -> None:
+    """Put the folder `tmp` (finished and fsynced by its writer) at `final`, where something
+    may stand: that goes to `aside` first and is removed after. A run killed between the two
+    renames leaves `aside` and `tmp` with no `final`: its writer recovers from them (extract:
+    the finished one wins). The parent folder is fsynced."""
+    if os.path.lexists(final):
+        remove_path(aside)
+        os.rename(final, aside)
+        os.rename(tmp, final)
+        remove_path(aside)
+    else:
+        os.rename(tmp, final)
+    fsync_dir(os.path.dirname(os.fspath(final)) or ".")
+
+
+def remove_path(path) -> None:
+    """Whatever is at `path` removed, a link as a link: nothing it points to is touched."""
+    if os.path.islink(path) or os.path.isfile(path):
+        os.unlink(path)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _temp_beside(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
 

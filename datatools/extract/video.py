@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.fsio import failed_for_space, fsync_dir
+from ..core.fsio import failed_for_space, fsync_dir, remove_path, replace_dir
 from ..core.records import FileStamp
 from ..core.runlog import exception_text
 from ..frames.convert import MismatchError, pack_folder, unpack_pack
@@ -240,7 +240,7 @@ def _extract_pack(job: VideoJob, opts: ExtractOptions, pack: str, probe, t0: flo
         return _skipped(job, existing, probe, "packed")
     parent, name = os.path.split(job.frame_dir)
     for leftover in (f".{name}.tmp", f".{name}.tmp.old"):  # folders of an interrupted files run
-        _clear(os.path.join(parent, leftover))
+        remove_path(os.path.join(parent, leftover))
     writer = PackWriter(pack)
     try:
         outcome = _write_parts(job, opts, plan, existing, writer.add, writer.abort, probe, t0)
@@ -279,7 +279,7 @@ def _extract_folder(job: VideoJob, opts: ExtractOptions, probe, t0: float) -> Vi
         return _skipped(job, existing, probe, "files")
     parent, name = os.path.split(job.frame_dir)
     tmp = os.path.join(parent, f".{name}.tmp")
-    _clear(tmp)  # left over from an interrupted run
+    remove_path(tmp)  # left over from an interrupted run
     os.makedirs(tmp)
     try:
         outcome = _write_parts(job, opts, plan, existing, tmp,
@@ -289,8 +289,7 @@ def _extract_folder(job: VideoJob, opts: ExtractOptions, probe, t0: float) -> Vi
         _link_parts(job.frame_dir, tmp, plan.keep)
         write_done(tmp, outcome.record)
         fsync_dir(tmp)
-        _replace_dir(tmp, job.frame_dir)
-        fsync_dir(parent)
+        replace_dir(tmp, job.frame_dir, f"{tmp}.old")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -380,7 +379,7 @@ def _diff(old: dict, new: dict) -> str:
 
 
 def _recover(final: str) -> None:
-    """A run killed between _replace_dir's two renames left no final folder: put back the
+    """A run killed between replace_dir's two renames left no final folder: put back the
     finished new one (it has its record), else the old one."""
     if os.path.lexists(final):
         return
@@ -390,27 +389,6 @@ def _recover(final: str) -> None:
         if not os.path.islink(candidate) and read_done(candidate) is not None:
             os.rename(candidate, final)
             return
-
-
-def _replace_dir(tmp: str, final: str) -> None:
-    """Rename tmp to final; an old final (incomplete, or redone with --force) goes first."""
-    if os.path.lexists(final):
-        trash = f"{tmp}.old"
-        _clear(trash)
-        os.rename(final, trash)
-        os.rename(tmp, final)
-        _clear(trash)
-    else:
-        os.rename(tmp, final)
-
-
-def _clear(path: str) -> None:
-    """Whatever is at `path` (one of this video's temporary names) removed, a link as a link:
-    nothing it points to is touched."""
-    if os.path.islink(path) or os.path.isfile(path):
-        os.unlink(path)
-    else:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _tool_into(job: VideoJob, opts: ExtractOptions, folder: str) -> VideoOutcome:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import UserError
-from ..core.fsio import fsync_dir, is_disk_error
+from ..core.fsio import fsync_dir, is_disk_error, rename_into_place
 from ..schedule.threads import map_threads
 from .folder import DONE, PART_PREFIXES, NotAFrame, frame_files, prefixes_of, read_frame_file
 from .packs import (
@@ -226,11 +226,10 @@ def unpack_pack(path: Path) -> str | None:
                 _write_new(os.path.join(tmp, name), pack.read(name))
         fsync_dir(Path(tmp))
         _same_as_folder(str(path), Path(tmp), frame_files(tmp))
-        os.rename(tmp, final)
+        rename_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    fsync_dir(path.parent)
     os.unlink(path)
     return None
 

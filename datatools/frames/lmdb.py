@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import UserError
-from ..core.fsio import DiskError, free_bytes, gib, mount_point
+from ..core.fsio import DiskError, free_bytes, fsync_dir, gib, mount_point, replace_dir
 from .convert import frames_top, walk_frames
 from .folder import DONE, NotAFrame, frame_files, read_frame_file
 from .packs import SUFFIX, Pack, PackError, is_leftover, remove_leftover, temporary_path
@@ -115,11 +115,8 @@ def export_lmdb(root: Path, frames_dir: str = "rawframes", advance=lambda amount
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     env.close()
-    if final.is_symlink() or final.is_file():  # what stands at the name goes, a link as a link
-        final.unlink()
-    elif final.exists():
-        shutil.rmtree(final)
-    os.rename(tmp, final)
+    fsync_dir(tmp)  # its files' names on disk (their data is, env.sync) before the name points at it
+    replace_dir(tmp, final, f"{tmp}.old")  # what stood at the name goes, a link as a link
     return result
 
 

@@ -35,7 +35,7 @@ import zlib
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ..core.fsio import NotRegular, fsync_dir, open_regular
+from ..core.fsio import NotRegular, open_regular, rename_into_place
 from .folder import DONE, MAX_FRAME_BYTES, NAMES_PATTERN, name_problem, record_from_bytes
 
 SUFFIX = ".zip"
@@ -149,8 +149,7 @@ class PackWriter:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        os.replace(self.tmp, self.final)
-        fsync_dir(os.path.dirname(self.final) or ".")
+        rename_into_place(self.tmp, self.final)
 
     def abort(self) -> None:
         # Not ZipFile.close: that writes a central directory. The file is closed and removed.

@@ -12,7 +12,6 @@ remain as fallbacks for files OpenCV cannot open.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -84,8 +83,8 @@ def iter_frames(path: str) -> Iterator[np.ndarray]:
 
 
 class JpegWriter:
-    """Encodes frames and hands each JPEG's bytes to `put(name, data)`: files_in(folder), or a
-    pack's PackWriter.add."""
+    """Encodes frames and hands each JPEG's bytes to `put(name, data)`: a frame writer's `add`
+    (frames/writers.py: a folder's file, or a pack's member)."""
 
     def __init__(self, quality: int, put: Callable[[str, memoryview], None]):
         import cv2
@@ -98,19 +97,6 @@ class JpegWriter:
         if not ok:
             raise RuntimeError(f"JPEG encoding failed for {name}")
         self.put(name, buf.reshape(-1).data)
-
-
-def files_in(folder: str) -> Callable[[str, memoryview], None]:
-    """Each JPEG as a file in `folder`, written with the fewest system calls: a third of
-    extraction time is the kernel creating small files, and Python's open() adds
-    fstat/ioctl/lseek calls."""
-    def put(name: str, data: memoryview) -> None:
-        fd = os.open(os.path.join(folder, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-    return put
 
 
 def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

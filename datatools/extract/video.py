@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
-import stat
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -30,21 +28,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.fsio import failed_for_space, fsync_dir, remove_path, replace_dir
+from ..core.fsio import failed_for_space
 from ..core.records import FileStamp
 from ..core.runlog import exception_text
 from ..frames.convert import MismatchError, pack_folder, unpack_pack
-from ..frames.folder import DONE as RECORD_NAME
 from ..frames.folder import (
     NotAFrame,
-    done_bytes,
     made_from,
     prefixes_of,
     read_done,
     trusted_parts,
-    write_done,
 )
-from ..frames.packs import Pack, PackError, PackWriter, pack_path
+from ..frames.packs import Pack, PackError, pack_path
+from ..frames.writers import FolderWriter, PackedWriter, temporary_folder
 from ..root.status import DONE, FAILED, OK, REFUSED, SKIPPED
 from ..schedule.resources import CPU_THREADS
 from ..validate.probe import TRUNCATION_SLACK, ProbeResult, probe_video
@@ -52,7 +48,7 @@ from .backends import create as create_backend
 from .backends import is_batch_backend, is_video_tool
 from .backends.external import ToolError
 from .batcher import batcher_for
-from .frames import DecodeError, JpegWriter, files_in, iter_frames, resize, to_gray
+from .frames import DecodeError, JpegWriter, iter_frames, resize, to_gray
 from .options import ExtractOptions, output_size
 from .quantize import quantize_flow
 
@@ -238,28 +234,8 @@ def _extract_pack(job: VideoJob, opts: ExtractOptions, pack: str, probe, t0: flo
         return VideoOutcome(job.video_id, REFUSED, error=plan.refusal, probe=probe, storage="packed")
     if existing is not None and not (plan.todo or plan.dropped):
         return _skipped(job, existing, probe, "packed")
-    parent, name = os.path.split(job.frame_dir)
-    for leftover in (f".{name}.tmp", f".{name}.tmp.old"):  # folders of an interrupted files run
-        remove_path(os.path.join(parent, leftover))
-    writer = PackWriter(pack)
-    try:
-        outcome = _write_parts(job, opts, plan, existing, writer.add, writer.abort, probe, t0)
-        if outcome.status == FAILED:
-            return outcome
-        prefixes = prefixes_of(plan.keep)
-        if prefixes:
-            with Pack.open(pack) as old:
-                for member in names:
-                    if member.startswith(prefixes):
-                        writer.add(member, old.read(member))
-        writer.add(RECORD_NAME, done_bytes(outcome.record))
-        writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
-    outcome.storage = "packed"
-    outcome.seconds = time.perf_counter() - t0
-    return outcome
+    kept = [n for n in names if n.startswith(prefixes_of(plan.keep))] if plan.keep else []
+    return _write(job, opts, plan, existing, PackedWriter(job.frame_dir), kept, probe, t0)
 
 
 def _skipped(job: VideoJob, record: dict, probe, storage: str) -> VideoOutcome:
@@ -277,54 +253,56 @@ def _extract_folder(job: VideoJob, opts: ExtractOptions, probe, t0: float) -> Vi
         return VideoOutcome(job.video_id, REFUSED, error=plan.refusal, probe=probe)
     if not plan.todo and not plan.dropped:
         return _skipped(job, existing, probe, "files")
-    parent, name = os.path.split(job.frame_dir)
-    tmp = os.path.join(parent, f".{name}.tmp")
-    remove_path(tmp)  # left over from an interrupted run
-    os.makedirs(tmp)
+    prefixes = prefixes_of(plan.keep)
+    kept = [n for n in os.listdir(job.frame_dir) if n.startswith(prefixes)] if prefixes else []
+    return _write(job, opts, plan, existing, FolderWriter(job.frame_dir), kept, probe, t0)
+
+
+def _write(job: VideoJob, opts: ExtractOptions, plan: Plan, existing: dict | None, writer,
+           kept: list[str], probe, t0: float) -> VideoOutcome:
+    """The plan's parts computed into `writer` (frames/writers.py), the kept frames carried
+    over, the record last."""
     try:
-        outcome = _write_parts(job, opts, plan, existing, tmp,
-                               lambda: shutil.rmtree(tmp, ignore_errors=True), probe, t0)
+        outcome = _write_parts(job, opts, plan, existing, writer, probe, t0)
         if outcome.status == FAILED:
             return outcome
-        _link_parts(job.frame_dir, tmp, plan.keep)
-        write_done(tmp, outcome.record)
-        fsync_dir(tmp)
-        replace_dir(tmp, job.frame_dir, f"{tmp}.old")
+        writer.keep(kept)
+        writer.finish(outcome.record)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        writer.abort()
         raise
+    outcome.storage = writer.storage
     outcome.seconds = time.perf_counter() - t0
     return outcome
 
 
-def _write_parts(job: VideoJob, opts: ExtractOptions, plan: Plan, existing: dict | None, into,
-                 discard, probe: ProbeResult | None, t0: float) -> VideoOutcome:
-    """Decode the video and write the plan's parts `into` a folder (a path) or a pack (its
-    writer's `add`); the outcome carries the record of what the result holds, the kept parts
-    included. A bad video: a failed outcome, what was written discarded; anything else raises
-    (the caller discards)."""
+def _write_parts(job: VideoJob, opts: ExtractOptions, plan: Plan, existing: dict | None, writer,
+                 probe: ProbeResult | None, t0: float) -> VideoOutcome:
+    """Decode the video and hand the plan's parts to `writer`; the outcome carries the record
+    of what the result holds, the kept parts included. A bad video: a failed outcome, what was
+    written discarded; anything else raises (the caller discards)."""
     expected = probe.frame_count if probe is not None else job.frames
     if plan.todo:
         work = opts.only(plan.todo)
         try:
             try:
                 if is_video_tool(work.backend):
-                    outcome = _tool_into(job, work, into)
+                    outcome = _tool_into(job, work, writer.path)
                 else:
-                    outcome = _extract_into(job, work, files_in(into) if isinstance(into, str) else into)
+                    outcome = _extract_into(job, work, writer.add)
                 _check_complete(outcome, work, expected)
             except ToolError:
-                if failed_for_space(into):
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), into) from None
+                if failed_for_space(writer.path):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), writer.path) from None
                 raise
         except (DecodeError, ToolError) as exc:
-            discard()
+            writer.abort()
             what = "decoding failed: " if isinstance(exc, DecodeError) else ""
             return VideoOutcome(job.video_id, FAILED, error=f"{what}{exc}", probe=probe,
                                 seconds=time.perf_counter() - t0, detail=exception_text(exc))
         outcome.probe = probe
         if outcome.rgb_count == 0 and (work.rgb or outcome.flow_count == 0):
-            discard()
+            writer.abort()
             outcome.status, outcome.error = FAILED, "no frame could be decoded"
             return outcome
     else:  # only a part whose files went missing to leave out: rebuilt without it
@@ -354,26 +332,6 @@ def _check_complete(out: VideoOutcome, work: ExtractOptions, expected: int | Non
                           "holds (cut short or damaged); check it with `validate --check full`")
 
 
-def _link_parts(final: str, tmp: str, keep: dict[str, dict]) -> None:
-    """The kept parts' files into the new folder, as hard links (the old folder stays whole
-    until the new one replaces it), copies where the filesystem has no hard links."""
-    prefixes = prefixes_of(keep)
-    if not prefixes:
-        return
-    for name in os.listdir(final):
-        if name.startswith(prefixes):
-            src, dst = os.path.join(final, name), os.path.join(tmp, name)
-            if not stat.S_ISREG(os.lstat(src).st_mode):  # never a link, folder or FIFO kept
-                raise NotAFrame(f"{src} is not a regular file; the folder is left as it is "
-                                "(move it away, then run extract again)")
-            try:
-                os.link(src, dst)
-            except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
-                    raise
-                shutil.copy2(src, dst)
-
-
 def _diff(old: dict, new: dict) -> str:
     return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in new if old.get(k) != new.get(k))
 
@@ -383,8 +341,7 @@ def _recover(final: str) -> None:
     finished new one (it has its record), else the old one."""
     if os.path.lexists(final):
         return
-    parent, name = os.path.split(final)
-    tmp = os.path.join(parent, f".{name}.tmp")
+    tmp = temporary_folder(final)
     for candidate in (tmp, f"{tmp}.old"):
         if not os.path.islink(candidate) and read_done(candidate) is not None:
             os.rename(candidate, final)

@@ -535,7 +535,7 @@ def in_threads(work: Callable, items: Iterable, jobs: int, cancel: threading.Eve
     back as a message; anything else, Ctrl-C included, sets `cancel` (transfers stop at the
     next chunk, parts are kept for a resume) and is raised once running items have stopped; so
     is a full disk (DiskError), which no other item would get past either. The items finished
-    are counted for the line an interruption prints (report.tracking)."""
+    are counted for the line an interruption prints (console.tracking)."""
     failures = []
     items = list(items)
     with tracking(step, len(items), "files") as finished, \

@@ -105,7 +105,7 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-# The step running now, for the line printed when it is interrupted (cli.command).
+# The step running now, for the line printed when it is interrupted (cli.app.command).
 running: StepProgress | None = None
 
 

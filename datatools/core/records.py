@@ -5,7 +5,7 @@ The rule, for every step: a record is written after the work, atomically (fsio),
 what the work left on disk (file counts, sizes, modification times); a later run skips
 the work only while the disk still matches the record. Anything else is done again.
 
-Where the records live: a frame folder's `.datatools-done.json` (frame_folder.py: parameters
+Where the records live: a frame folder's `.datatools-done.json` (frames/folder.py: parameters
 and per-part counts, trusted when the counts and last names are on disk); a line of
 `downloads/records.jsonl` (acquire/http.py: a verified file, trusted while its stamp matches;
 an unpacked archive, trusted while the files it placed are still there; JsonLog, the

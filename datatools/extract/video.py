@@ -7,7 +7,7 @@ earlier run (RGB when flow is added) are copied member by member from the old pa
 stays whole until the new one replaces it. A video whose pack holds what is asked is skipped
 from the pack's record and member names. Where a frame folder is there already (made with
 `--store files`) or a whole-video tool writes the frames, the folder is finished first and
-then packed (packing.pack_folder: written, verified, renamed, only then the folder deleted).
+then packed (convert.pack_folder: written, verified, renamed, only then the folder deleted).
 
 A folder without a completion record is never counted as done: Ctrl-C, a killed worker or a
 crash leaves at most a `.<name>.tmp` folder, which the next run removes and redoes. Adding a

@@ -8,7 +8,7 @@ the source, or the result with the source (the next run checks the pair again an
 source), never a half result at a final name. Folders (packs) convert in parallel, one per
 thread: the work is file reads and writes, which release the GIL.
 
-Both ways read input others may have made, by the rules of frame_folder.py and packs.py: a
+Both ways read input others may have made, by the rules of frames/folder.py and packs.py: a
 folder packs only if it holds nothing but regular files named as frames (and the record), and
 a pack unpacks only if it keeps the pack rule. Anything else is that item's failure, counted
 in the summary; the item is left as it is.

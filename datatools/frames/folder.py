@@ -1,5 +1,5 @@
 """What a frame folder holds: its file names (the prefixes and namings, counted in one place)
-and its completion record, `.datatools-done.json` (completion.py: written last, atomically,
+and its completion record, `.datatools-done.json` (core/records.py: written last, atomically,
 trusted only when the files it counts are there).
 
 A folder holds up to two parts, `rgb` (img_ files) and `flow` (flow_x_/flow_y_ pairs), each
@@ -388,7 +388,7 @@ def manifest_fields(record: dict) -> dict:
 # `made_with` holds, per part of a trusted record, a digest of the parameters that made it
 # (the common ones and the part's own): "rgb=3f2a9c01d4e5;flow=…". A re-run of extract skips
 # a video whose row says its parts were made with the requested parameters without sending
-# it to a worker; a row is only carried over while its folder is unchanged (lists/scan.py).
+# it to a worker; a row is only carried over while its folder is unchanged (root/scan.py).
 
 
 def _digest(common: dict | None, params: dict | None) -> str:

@@ -8,7 +8,7 @@ JPEG bytes, from folders and packs alike. MMAction2 reads it with no datatools c
     # and the dataset's data_prefix=dict(img=''), so that frame_dir is the key's prefix
 
 mmengine encodes keys as ASCII, so a frame path that is not ASCII is refused before anything is
-written. Folders and packs are read by the rules of frame_folder.py and packs.py; one that
+written. Folders and packs are read by the rules of frames/folder.py and packs.py; one that
 breaks them is a failed video, left out of the database (never half in it: each video is one
 write transaction) and named in the summary. The database is written in a new folder of its
 own (never through whatever stands at a fixed name) and renamed when complete; a run killed

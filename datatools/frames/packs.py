@@ -204,13 +204,13 @@ class Pack:
         file (not a link, FIFO or device) whose members' bytes are on disk (not sparse),
         ending in one zip end record whose comment places the index; its central directory
         lists at most MAX_MEMBERS members, each stored (method 0, not encrypted), named as a
-        frame or the record (frame_folder.name_problem: plain UTF-8 names that no path or case
+        frame or the record (folder.name_problem: plain UTF-8 names that no path or case
         folding can confuse), once, no larger than a frame may be (MAX_FRAME_BYTES), its data
         just after its local header (no extra field, as our writer leaves it), no two members
         overlapping or running into the directory; the index is exactly the text our writer
         makes for those members (so it names each, with its offset and length, and is never
         parsed); the completion record, where there is one, keeps the record's rules
-        (frame_folder.record_problem). Every other member's local header (name, sizes, CRC)
+        (folder.record_problem). Every other member's local header (name, sizes, CRC)
         and its bytes' CRC-32 are checked when it is read, in the same single pread."""
         try:
             fd, st = open_regular(path)
@@ -445,7 +445,7 @@ def _check_index(data: bytes, members: dict[str, Member], path: str, refuse) -> 
 
 
 def _checked_record(pack: Pack) -> dict:
-    """The record a pack holds, by the record's rules (frame_folder.record_problem)."""
+    """The record a pack holds, by the record's rules (folder.record_problem)."""
     try:
         return record_from_bytes(pack.read(DONE))
     except ValueError as exc:

@@ -33,7 +33,7 @@ class PackedBackend(BaseStorageBackend):
 
     def get(self, filepath) -> bytes:
         """The frame's bytes, from its pack or its folder, each read by the rules the rest of
-        datatools reads them by (packs.Pack, frame_folder.read_frame_file): an error naming
+        datatools reads them by (packs.Pack, folder.read_frame_file): an error naming
         the file, never a link followed or an unbounded read."""
         folder, name = os.path.split(os.fspath(filepath))
         with self._lock:  # a pack is closed when the cache lets it go: never during a read

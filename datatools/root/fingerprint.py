@@ -7,7 +7,7 @@ file. A folder's mtime changes when an entry is added, removed or renamed in it;
 rewritten in place keeps its folder's mtime but changes its own stamp, which every manifest
 row holds for its video (and `frame_mtime_ns` for its frame folder). So a root whose
 fingerprint is unchanged and whose every row still matches its file and folder (one stat
-each) would scan to the same rows: a re-run starts from them (build.scan_root).
+each) would scan to the same rows: a re-run starts from them (state.scan).
 
 An mtime that a later change could keep (scan.settled_mtime: whole seconds, under 2 s old) is
 recorded as None, which never matches: such a root is scanned in full next time.

@@ -61,7 +61,7 @@ class VideoRecord:
     exists: bool = False
     size: int | None = None  # size and mtime_ns: the file as last seen (and probed; its stamp)
     mtime_ns: int | None = None
-    inode: int | None = None  # recorded, not compared (completion.FileStamp says why)
+    inode: int | None = None  # recorded, not compared (records.FileStamp says why)
     probe_status: str | None = None  # the last probe's verdict on that file; None: never probed
     decodable: bool | None = None
     frame_count: int | None = None
@@ -84,7 +84,7 @@ class VideoRecord:
     backend: str | None = None
     extract_status: str | None = None
     extract_error: str | None = None
-    made_with: str | None = None  # per part, a digest of its parameters (frame_folder.made_with)
+    made_with: str | None = None  # per part, a digest of its parameters (folder.made_with)
     frame_mtime_ns: int | None = None  # the frame folder's mtime when last counted
     frame_storage: str | None = None  # "files" (a folder) or "packed" (frame_dir + ".zip")
 
@@ -116,7 +116,7 @@ class ManifestMeta:
     label_source: str = ""
     level: int = 2
     steps: dict = dataclasses.field(default_factory=dict)  # step name -> its arguments
-    disk: dict = dataclasses.field(default_factory=dict)  # what its scan read (lists/fingerprint.py)
+    disk: dict = dataclasses.field(default_factory=dict)  # what its scan read (root/fingerprint.py)
     lists: list = dataclasses.field(default_factory=list)  # what build-lists wrote with it (rerun.py)
     schema_version: int = SCHEMA_VERSION
     tool_version: str = __version__

@@ -20,7 +20,7 @@ from ..frames.packs import SUFFIX, Pack, PackError, is_leftover, remove_leftover
 class FrameFolder:
     """A frame folder as found: its path and mtime; what it holds once `load`ed (listing a
     folder of a thousand frames costs far more than the stat that finds it, so a scan whose
-    manifest row for the folder still holds skips it: build.join_disk)."""
+    manifest row for the folder still holds skips it: state.join_disk)."""
 
     path: str  # relative to the root (posix)
     rgb: int = 0

@@ -73,7 +73,7 @@ def apply_probe(rec: VideoRecord, res: ProbeResult | WorkerCrash) -> None:
 
 def probed_enough(rec: VideoRecord, level: str) -> bool:
     """Whether the row's probe stands for its file at `level`: the scan keeps a probe only
-    while the file's stamp (size, mtime) matches (completion.FileStamp), and a `full` probe
+    while the file's stamp (size, mtime) matches (records.FileStamp), and a `full` probe
     stands for a `quick` one, not the other way round. A 0-byte file is `empty` by the scan's
     word, at any level."""
     if rec.size == 0 and rec.probe_status == EMPTY:

@@ -427,6 +427,23 @@ def mmaction_config(
                "(or MMAction2's tools/train.py)")
 
 
+@mmaction_app.command("models")
+@command(log=False)
+def mmaction_models(
+    root: Optional[Path] = typer.Option(None, callback=root_path, metavar="DIR",
+                                        help="Also say whether this root can feed each model now"),
+):
+    """The recognition models of MMAction2's zoo (its wheel's metafiles): family, input, clip,
+    top-1 as published."""
+    from ..mmaction.zoo import can_feed, models, root_has
+    from ..pipeline.summaries import print_models
+    has = root_has(root) if root is not None else None
+    print_models([(m.name, m.family, m.input or f"({m.dataset_type or '-'})", m.clip or "-",
+                   f"{m.top1:.2f}" if m.top1 is not None else "-",
+                   *((can_feed(m, has),) if has is not None else ())) for m in models()],
+                 feeds=has is not None)
+
+
 @mmaction_app.command("train")
 @command
 def mmaction_train(

@@ -160,3 +160,19 @@ def print_datasets(rows: list[tuple[str, str, str]]) -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
+
+
+def print_models(rows: list[tuple], feeds: bool) -> None:
+    """`datatools mmaction models`: a table on a terminal; piped, one line per model, its
+    columns separated by tabs (for grep, cut and awk)."""
+    columns = ["model", "family", "input", "clip", "top-1"] + (["this root"] if feeds else [])
+    if not console.is_terminal:
+        for row in [columns, *rows]:  # print: Rich would expand the tabs
+            print("\t".join(row))
+        return
+    table = Table(show_edge=False)
+    for col in columns:
+        table.add_column(col, justify="right" if col == "top-1" else "left")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)

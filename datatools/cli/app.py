@@ -414,15 +414,37 @@ def mmaction_config(
     crop: int = typer.Option(224, min=1, metavar="PIXELS", help="Input size (square crop)"),
     clips: Optional[int] = typer.Option(None, min=1, metavar="N",
                                         help="Clips (segments) per video; default: the model's"),
-    epochs: int = typer.Option(50, min=1, metavar="N", help="Training epochs"),
-    batch_size: int = typer.Option(8, min=1, metavar="N", help="Videos per batch"),
-    workers: int = typer.Option(2, min=0, metavar="N", help="Dataloader worker processes"),
-    lr: float = typer.Option(0.01, callback=positive, metavar="RATE", help="SGD learning rate"),
+    epochs: Optional[int] = typer.Option(None, min=1, metavar="N",
+                                         help="Training epochs (default 50; --from: the source's)"),
+    batch_size: Optional[int] = typer.Option(None, min=1, metavar="N",
+                                             help="Videos per batch (default 8; --from: the source's)"),
+    workers: Optional[int] = typer.Option(None, min=0, metavar="N", help="Dataloader worker "
+                                          "processes (default 2; --from: the source's)"),
+    lr: Optional[float] = typer.Option(None, callback=positive, metavar="RATE",
+                                       help="Learning rate (default 0.01, SGD; --from: the source's)"),
+    source: Optional[str] = typer.Option(
+        None, "--from", metavar="NAME|CONFIG.py",
+        help="Adapt any recognition config: a zoo model's name or alias (`datatools mmaction "
+             "models`), or a config file; keeps its model, optimiser and schedule"),
+    finetune: bool = typer.Option(False, help="With --from: start from the model's published "
+                                  "Kinetics checkpoint, a new head, a tenth of the lr, a fifth "
+                                  "of the epochs"),
 ):
     """Write an MMAction2 config whose datasets read the manifest (no hand-edited paths)."""
+    if source is not None:
+        from ..mmaction.adapt import AdaptOptions, adapt
+        text, what = adapt(source, root, AdaptOptions(split, finetune, epochs, batch_size, lr, workers))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {out}: {what}; train with: datatools mmaction train {shell_word(out)} "
+                   "(or MMAction2's tools/train.py)")
+        return
+    if finetune:
+        raise UserError("--finetune adapts a zoo model: use it with --from NAME")
     from ..mmaction.config import ConfigOptions, write_config
-    path = write_config(root, ConfigOptions(model, modality, input, split, depth, pretrained, crop,
-                                            clips, epochs, batch_size, workers, lr), out)
+    path = write_config(root, ConfigOptions(
+        model, modality, input, split, depth, pretrained, crop, clips, epochs or 50,
+        batch_size or 8, 2 if workers is None else workers, lr or 0.01), out)
     typer.echo(f"wrote {path}; train with: datatools mmaction train {shell_word(path)} "
                "(or MMAction2's tools/train.py)")
 

@@ -68,3 +68,23 @@ def allow_mmengine_checkpoints() -> None:
     dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
     torch.serialization.add_safe_globals([HistoryBuffer, np.ndarray, np.dtype, multiarray.scalar,
                                           multiarray._reconstruct, builtins.getattr, *dtypes])
+
+
+def hue_jitter_for_numpy2() -> None:
+    """MMAction2 1.2.0's ColorJitter shifts the hue of a uint8 image by a negative Python int
+    for half its random draws; NumPy 2 refuses that (OverflowError: out of bounds for uint8),
+    so any config with ColorJitter(hue > 0) fails at random in training. The same rule, with
+    the shift done in a wider type (what NumPy 1 did implicitly), replaces the method; the
+    wheel's file is left as it is."""
+    import cv2
+    import numpy as np
+    from mmaction.datasets.transforms.processing import ColorJitter
+
+    def adjust_hue(img, factor):
+        img = np.clip(img, 0, 255).astype(np.uint8)
+        hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+        offset = int(factor * 255)
+        hsv[..., 0] = ((hsv[..., 0].astype(np.int16) + offset) % 180).astype(np.uint8)
+        return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB).astype(np.float32)
+
+    ColorJitter.adjust_hue = staticmethod(adjust_hue)

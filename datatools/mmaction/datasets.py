@@ -26,10 +26,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from .compat import allow_mmengine_checkpoints, provide_missing_drn
+from .compat import allow_mmengine_checkpoints, hue_jitter_for_numpy2, provide_missing_drn
 
 provide_missing_drn()
 allow_mmengine_checkpoints()
+hue_jitter_for_numpy2()
 
 from mmaction.datasets import RawframeDataset, VideoDataset  # noqa: E402
 from mmaction.registry import DATASETS  # noqa: E402

@@ -427,7 +427,7 @@ def mmaction_config(
         help="Adapt any recognition config: a zoo model's name or alias (`datatools mmaction "
              "models`), or a config file; keeps its model, optimiser and schedule"),
     finetune: bool = typer.Option(False, help="With --from: start from the model's published "
-                                  "Kinetics checkpoint, a new head, a tenth of the lr, a fifth "
+                                  "checkpoint, a new head, a tenth of the lr, a fifth "
                                   "of the epochs"),
 ):
     """Write an MMAction2 config whose datasets read the manifest (no hand-edited paths)."""

@@ -442,9 +442,10 @@ def mmaction_config(
     if finetune:
         raise UserError("--finetune adapts a zoo model: use it with --from NAME")
     from ..mmaction.config import ConfigOptions, write_config
+    given = dict(epochs=epochs, batch_size=batch_size, workers=workers, lr=lr)  # else its defaults
     path = write_config(root, ConfigOptions(
-        model, modality, input, split, depth, pretrained, crop, clips, epochs or 50,
-        batch_size or 8, 2 if workers is None else workers, lr or 0.01), out)
+        model, modality, input, split, depth, pretrained, crop, clips,
+        **{k: v for k, v in given.items() if v is not None}), out)
     typer.echo(f"wrote {path}; train with: datatools mmaction train {shell_word(path)} "
                "(or MMAction2's tools/train.py)")
 

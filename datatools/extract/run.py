@@ -178,4 +178,3 @@ def _record(rec: VideoRecord, job: VideoJob, out: VideoOutcome, root: Path) -> N
     except OSError:
         mtime = None
     set_made(rec, out.record, Path(job.frame_dir).relative_to(root).as_posix(), out.storage, mtime)
-    rec.rgb_count, rec.flow_count = out.rgb_count, out.flow_count

@@ -24,8 +24,9 @@ from pathlib import Path
 from .. import __version__
 from ..core.errors import UserError
 from ..datasets.base import TRAIN, VAL
-from ..root.manifest import listed, require_manifest, split_members
+from ..root.manifest import require_manifest
 from . import zoo
+from .config import require_samples
 
 LOADERS = {"train_dataloader": TRAIN, "val_dataloader": VAL, "test_dataloader": VAL}
 # MMAction2's fine-tuning guide (docs: "Finetuning Models"): start from the Kinetics weights,
@@ -65,7 +66,7 @@ def adapt(source: str, root: Path, opts: AdaptOptions) -> tuple[str, str]:
     records, meta = require_manifest(root)
     manifest = str((Path(root) / "manifest.parquet").resolve())
     num_classes = len(meta.label_map or [])
-    kind = None
+    fmt = None
     for name, subset in LOADERS.items():
         loader = cfg.get(name)
         if not loader:
@@ -74,21 +75,14 @@ def adapt(source: str, root: Path, opts: AdaptOptions) -> tuple[str, str]:
         while holder["dataset"].get("type") in zoo.WRAPPERS:
             holder = holder["dataset"]
         dataset = holder["dataset"]
-        new, this_kind = _manifest_dataset(path, dataset, manifest, opts.split, subset)
-        kind = kind or this_kind
-        holder["dataset"] = new
+        holder["dataset"], reads = _manifest_dataset(path, dataset, manifest, opts.split, subset)
+        fmt = fmt or reads
         if opts.batch_size is not None:
             loader["batch_size"] = opts.batch_size
         if opts.workers is not None:
             loader["num_workers"] = opts.workers
             loader["persistent_workers"] = opts.workers > 0
-    if kind is None:
-        raise UserError(f"{path}: has no dataloader to point at the root")
-    fmt = {"ManifestVideoDataset": "videos"}.get(kind, kind)
-    for subset in (TRAIN, VAL):
-        if not any(listed(r, fmt) for r in split_members(records, opts.split, subset)):
-            raise UserError(f"{root}: split {opts.split} {subset} has no {fmt} samples"
-                            + ("; run `datatools extract` first" if fmt != "videos" else ""))
+    require_samples(root, records, opts.split, fmt)  # (the train loader is there: checked above)
     if not _set_num_classes(cfg["model"], num_classes):
         raise UserError(f"{path}: its model has no num_classes to set (not a recognizer?)")
     _schedule(cfg, opts, model)
@@ -132,12 +126,13 @@ def _check(source: Path, text: str) -> None:
 
 
 def _manifest_dataset(path: Path, dataset: dict, manifest: str, split: int, subset: str):
+    """The manifest dataset standing for `dataset`, and the list format it reads."""
     kind = dataset.get("type")
     pipeline = copy.deepcopy(dataset.get("pipeline") or [])
     common = dict(manifest=manifest, split=split, subset=subset, pipeline=pipeline,
                   test_mode=bool(dataset.get("test_mode", False)))
     if kind == "VideoDataset":
-        return dict(type="ManifestVideoDataset", **common), "ManifestVideoDataset"
+        return dict(type="ManifestVideoDataset", **common), "videos"
     if kind == "RawframeDataset":
         modality = "Flow" if str(dataset.get("modality", "RGB")).lower() == "flow" else "RGB"
         for step in pipeline:
@@ -166,34 +161,35 @@ def _set_num_classes(node, n: int) -> bool:
 
 def _schedule(cfg, opts: AdaptOptions, model) -> None:
     train = cfg.get("train_cfg") or {}
-    epochs = train.get("max_epochs")
+    source_epochs = train.get("max_epochs")
+    optimizer = (cfg.get("optim_wrapper") or {}).get("optimizer")
+    epochs, lr = opts.epochs, opts.lr
     if opts.finetune:
         if model is None or not model.weights:
             raise UserError("--finetune: the source has no published checkpoint (name a zoo "
                             "model, not a file)")
         cfg["load_from"] = model.weights
-        if epochs and opts.epochs is None:
-            opts.epochs = max(1, round(epochs * FINETUNE_EPOCHS))
-        optimizer = (cfg.get("optim_wrapper") or {}).get("optimizer") or {}
-        if "lr" in optimizer and opts.lr is None:
-            opts.lr = optimizer["lr"] * FINETUNE_LR
-    if opts.epochs is not None and epochs:
-        train["max_epochs"] = opts.epochs
+        if source_epochs and epochs is None:
+            epochs = max(1, round(source_epochs * FINETUNE_EPOCHS))
+        if optimizer and "lr" in optimizer and lr is None:
+            lr = optimizer["lr"] * FINETUNE_LR  # still for the source's total batch
+    if epochs is not None and source_epochs:
+        train["max_epochs"] = epochs
         for step in cfg.get("param_scheduler") or []:
             for key in ("end", "T_max"):
-                if isinstance(step.get(key), int) and step[key] > opts.epochs:
-                    step[key] = opts.epochs
+                if isinstance(step.get(key), int) and step[key] > epochs:
+                    step[key] = epochs
             if isinstance(step.get("milestones"), list):
-                step["milestones"] = [m for m in step["milestones"] if m < opts.epochs]
-    if opts.lr is not None:
-        optimizer = (cfg.get("optim_wrapper") or {}).get("optimizer")
+                step["milestones"] = [m for m in step["milestones"] if m < epochs]
+    if lr is not None:
         if optimizer is None or "lr" not in optimizer:
             raise UserError("--lr: the source's optimiser has no lr to set")
-        optimizer["lr"] = opts.lr
+        optimizer["lr"] = lr
     scale = cfg.get("auto_scale_lr")
     batch = (cfg.get("train_dataloader") or {}).get("batch_size")
     if scale is not None and opts.lr is not None and batch:
-        # A learning rate given here is for one GPU at this batch size: auto_scale_lr (when
-        # enabled) scales it to the run's GPUs x batch from there. Without --lr the source's
-        # pair (its lr, the total batch it was set for) stays as it is.
+        # A learning rate given with --lr is for one GPU at this batch size: auto_scale_lr
+        # (when enabled) scales it to the run's GPUs x batch from there. Otherwise the
+        # source's pair (its lr, or a fine-tuning tenth of it, and the total batch it was set
+        # for) stays as it is.
         scale["base_batch_size"] = batch

@@ -72,10 +72,7 @@ def make_config(root: Path, opts: ConfigOptions) -> str:
         from .. import datasets
         datasets.get(records[0].dataset).check_selection(opts.split)
     fmt = "flow" if opts.modality == "flow" else opts.input
-    for subset in (TRAIN, VAL):
-        if not any(listed(r, fmt) for r in split_members(records, opts.split, subset)):
-            raise UserError(f"{root}: split {opts.split} {subset} has no {fmt} samples"
-                            + ("; run `datatools extract` first" if fmt != "videos" else ""))
+    require_samples(root, records, opts.split, fmt)
     manifest = (root / "manifest.parquet").resolve()
     num_classes = len(meta.label_map or [])
     clips = opts.num_clips or spec.num_clips
@@ -172,6 +169,15 @@ def make_config(root: Path, opts: ConfigOptions) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def require_samples(root: Path, records, split: int, fmt: str) -> None:
+    """A config trains on the split's train subset and validates on its val subset: each must
+    hold samples of `fmt` (videos, rawframes, flow), or the step that makes them is named."""
+    for subset in (TRAIN, VAL):
+        if not any(listed(r, fmt) for r in split_members(records, split, subset)):
+            raise UserError(f"{root}: split {split} {subset} has no {fmt} samples"
+                            + ("; run `datatools extract` first" if fmt != "videos" else ""))
 
 
 def _check(opts: ConfigOptions) -> ModelSpec:

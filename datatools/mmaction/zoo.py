@@ -28,7 +28,7 @@ INPUTS = {"VideoDataset": VIDEOS, "RepeatAugDataset": VIDEOS, "RawframeDataset":
 SAMPLERS = ("SampleFrames", "DenseSampleFrames", "UniformSample", "UniformSampleFrames")
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class ZooModel:
     name: str
     family: str
@@ -37,9 +37,27 @@ class ZooModel:
     top1: float | None  # on the dataset it was trained on (Kinetics, mostly)
     trained_on: str | None
     aliases: tuple[str, ...]
-    input: str | None  # VIDEOS, FRAMES or FLOW; None: a dataset the zoo reads another way
-    dataset_type: str | None  # the config's training (else test) dataset
-    clip: str  # clip_len x frame_interval x num_clips ("u8": 8 frames sampled uniformly)
+
+    # What the config reads, from the config itself: read when first asked (finding a model
+    # by name need not load the zoo's 120 configs).
+    @functools.cached_property
+    def _reads(self) -> tuple[str | None, str | None, str]:
+        return _reads(self.config)
+
+    @property
+    def dataset_type(self) -> str | None:
+        """The config's training (else test) dataset."""
+        return self._reads[0]
+
+    @property
+    def input(self) -> str | None:
+        """VIDEOS, FRAMES or FLOW; None: a dataset the zoo reads another way."""
+        return self._reads[1]
+
+    @property
+    def clip(self) -> str:
+        """clip_len x frame_interval x num_clips ("u8": 8 frames sampled uniformly)."""
+        return self._reads[2]
 
 
 def configs_folder() -> Path:
@@ -64,13 +82,11 @@ def models() -> tuple[ZooModel, ...]:
                 config = config.with_name(config.name + ".py")
             results = (entry.get("Results") or [{}])[0]
             top1 = (results.get("Metrics") or {}).get("Top 1 Accuracy")
-            dataset_type, input_, clip = _reads(config)
             found.append(ZooModel(
                 name=entry["Name"], family=entry.get("In Collection") or metafile.parent.name,
                 config=config, weights=entry.get("Weights"),
                 top1=float(top1) if top1 is not None else None, trained_on=results.get("Dataset"),
-                aliases=tuple(entry.get("Alias") or ()), input=input_, dataset_type=dataset_type,
-                clip=clip))
+                aliases=tuple(entry.get("Alias") or ())))
     return tuple(found)
 
 

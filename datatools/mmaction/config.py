@@ -56,6 +56,10 @@ class ConfigOptions:
     batch_size: int = 8
     workers: int = 2  # dataloader processes
     lr: float = 0.01
+    # Horizontal flips in training: off for classes told apart by direction (left vs right,
+    # Something-Something's "pushing from left to right"), which a flip turns into each other.
+    flip: bool = True
+    seed: int | None = None  # MMEngine's random seed: a run that can be repeated
 
 
 def write_config(root: Path, opts: ConfigOptions, out: Path) -> Path:
@@ -109,7 +113,8 @@ def make_config(root: Path, opts: ConfigOptions) -> str:
         _call("SampleFrames", **sample), decoder,
         _call("Resize", scale=(-1, short)), _call("RandomResizedCrop"),
         _call("Resize", scale=(opts.crop, opts.crop), keep_ratio=False),
-        _call("Flip", flip_ratio=0.5), _call("FormatShape", input_format=fmt_shape),
+        *([_call("Flip", flip_ratio=0.5)] if opts.flip else []),
+        _call("FormatShape", input_format=fmt_shape),
         _call("PackActionInputs")]
     val_pipeline = decode + [
         _call("SampleFrames", **sample, test_mode=True), decoder,
@@ -166,6 +171,7 @@ def make_config(root: Path, opts: ConfigOptions) -> str:
         "default_hooks = dict(checkpoint=dict(interval=1, max_keep_ckpts=2), "
         "logger=dict(interval=10))",
         f"auto_scale_lr = dict(enable=False, base_batch_size={opts.batch_size})",
+        *([f"randomness = dict(seed={opts.seed}, deterministic=False)"] if opts.seed is not None else []),
         "",
     ]
     return "\n".join(lines)

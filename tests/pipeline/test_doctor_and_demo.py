@@ -4,6 +4,7 @@ script in a subprocess)."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -83,3 +84,8 @@ def test_demo_builds_a_ucf101_layout_root_with_real_videos(tmp_path):
     fx = dequantize_flow(cv2.imread(str(root / "rawframes/DriftRight/v_DriftRight_g01_c01/"
                                                 "flow_x_00005.jpg"), cv2.IMREAD_GRAYSCALE), 20)
     assert fx.max() > 2.0 and abs(float(np.median(fx))) < 1.0
+    # Training: TSN on the flow tells the directions apart (the demo fails below 0.75).
+    flow = re.search(r"TV-L1 flow\W+([0-9.]+)\W+0\.25", proc.stdout)
+    rgb = re.search(r"RGB frames\W+([0-9.]+)\W+0\.25", proc.stdout)
+    assert flow and rgb and float(flow.group(1)) >= 0.75, proc.stdout[-2000:]
+    assert (root / "tsn_demo_flow.py").is_file() and (root / "tsn_demo_rgb.py").is_file()

@@ -110,3 +110,19 @@ def native_flow() -> Path:
     from native import build_native
     return build_native()
 
+
+
+@pytest.fixture(scope="session")
+def zoo_root(tmp_path_factory) -> Path:
+    """The demo's dataset (2 videos a class), its RGB frames extracted and listed: the root
+    MMAction2's zoo configs are adapted to and trained from (tests/mmaction)."""
+    from datatools.extract.options import ExtractOptions
+    from datatools.extract.run import extract
+    from datatools.lists.build import build_lists
+    from datatools.pipeline.demo import make_dataset
+    from datatools.schedule.client import ClusterOptions
+    root = make_dataset(tmp_path_factory.mktemp("zoo") / "demo", 2)
+    build_lists("ucf101", root)
+    extract(root, ExtractOptions(task="rgb"), cluster=ClusterOptions(workers=2))
+    build_lists("ucf101", root, ["videos", "rawframes"])
+    return root

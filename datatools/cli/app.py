@@ -411,7 +411,9 @@ def mmaction_config(
     split: int = typer.Option(1, min=1, max=3, metavar="N", help="Which split's train/val subsets to use"),
     depth: int = typer.Option(50, min=18, max=101, metavar="18|34|50|101", help="ResNet depth"),
     pretrained: bool = typer.Option(True, help="ImageNet-initialised backbone (needs the download)"),
-    crop: int = typer.Option(224, min=1, metavar="PIXELS", help="Input size (square crop)"),
+    crop: Optional[int] = typer.Option(None, min=16, metavar="PIXELS", help="Input size (square "
+                                       "crop; default 224; --from: the source's, other sizes "
+                                       "scaled with it)"),
     clips: Optional[int] = typer.Option(None, min=1, metavar="N",
                                         help="Clips (segments) per video; default: the model's"),
     epochs: Optional[int] = typer.Option(None, min=1, metavar="N",
@@ -429,11 +431,16 @@ def mmaction_config(
     finetune: bool = typer.Option(False, help="With --from: start from the model's published "
                                   "checkpoint, a new head, a tenth of the lr, a fifth "
                                   "of the epochs"),
+    flip: bool = typer.Option(True, help="Random horizontal flips in training; --no-flip for "
+                              "classes told apart by direction (left vs right)"),
+    seed: Optional[int] = typer.Option(None, min=0, metavar="N",
+                                       help="Random seed, for a run that can be repeated"),
 ):
     """Write an MMAction2 config whose datasets read the manifest (no hand-edited paths)."""
     if source is not None:
         from ..mmaction.adapt import AdaptOptions, adapt
-        text, what = adapt(source, root, AdaptOptions(split, finetune, epochs, batch_size, lr, workers))
+        text, what = adapt(source, root, AdaptOptions(split, finetune, epochs, batch_size, lr,
+                                                      workers, crop, flip, seed))
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")
         typer.echo(f"wrote {out}: {what}; train with: datatools mmaction train {shell_word(out)} "
@@ -442,9 +449,9 @@ def mmaction_config(
     if finetune:
         raise UserError("--finetune adapts a zoo model: use it with --from NAME")
     from ..mmaction.config import ConfigOptions, write_config
-    given = dict(epochs=epochs, batch_size=batch_size, workers=workers, lr=lr)  # else its defaults
-    path = write_config(root, ConfigOptions(
-        model, modality, input, split, depth, pretrained, crop, clips,
+    given = dict(crop=crop, epochs=epochs, batch_size=batch_size, workers=workers, lr=lr)
+    path = write_config(root, ConfigOptions(  # what is not given: ConfigOptions' defaults
+        model, modality, input, split, depth, pretrained, num_clips=clips, flip=flip, seed=seed,
         **{k: v for k, v in given.items() if v is not None}), out)
     typer.echo(f"wrote {path}; train with: datatools mmaction train {shell_word(path)} "
                "(or MMAction2's tools/train.py)")

@@ -10,8 +10,8 @@ with only what depends on the data replaced:
   - `num_classes` wherever the model has one, from the root's label map;
   - with --finetune, `load_from` is the model's published checkpoint (its URL: nothing is
     downloaded here) and the schedule is shortened (FINETUNE says how);
-  - --epochs, --batch-size, --lr, --workers override; the total batch size the learning rate
-    was set for is kept in `auto_scale_lr.base_batch_size`.
+  - --epochs, --batch-size, --lr, --workers, --crop, --no-flip, --seed override; the total
+    batch size the learning rate was set for is kept in `auto_scale_lr.base_batch_size`.
 A config the writer cannot adapt is one line saying why, never a config that fails later.
 """
 
@@ -42,6 +42,9 @@ class AdaptOptions:
     batch_size: int | None = None
     lr: float | None = None
     workers: int | None = None
+    crop: int | None = None  # the training crop; every size of the pipelines scales with it
+    flip: bool = True  # False: the training pipelines' Flip steps are dropped
+    seed: int | None = None
 
 
 def adapt(source: str, root: Path, opts: AdaptOptions) -> tuple[str, str]:
@@ -83,9 +86,21 @@ def adapt(source: str, root: Path, opts: AdaptOptions) -> tuple[str, str]:
             loader["num_workers"] = opts.workers
             loader["persistent_workers"] = opts.workers > 0
     require_samples(root, records, opts.split, fmt)  # (the train loader is there: checked above)
-    if not _set_num_classes(cfg["model"], num_classes):
-        raise UserError(f"{path}: its model has no num_classes to set (not a recognizer?)")
+    if not set_num_classes(cfg["model"], num_classes):
+        counts = sorted(k for k in (cfg["model"].get("cls_head") or {}) if k.endswith("_classes"))
+        raise UserError(f"{path}: its model has no num_classes to set" + (
+            f" (its head has {', '.join(counts)}: trained on several datasets at once)" if counts
+            else " (not a recognizer?)"))
     _schedule(cfg, opts, model)
+    if opts.crop is not None:
+        scale_crop(cfg, path, opts.crop)
+    if not opts.flip:
+        train = cfg["train_dataloader"]["dataset"]
+        while "pipeline" not in train and "dataset" in train:
+            train = train["dataset"]
+        train["pipeline"] = [s for s in train["pipeline"] if s.get("type") != "Flip"]
+    if opts.seed is not None:
+        cfg["randomness"] = {**(cfg.get("randomness") or {}), "seed": opts.seed}
     imports = list((cfg.get("custom_imports") or {}).get("imports") or [])
     if "datatools.mmaction" not in imports:
         imports.append("datatools.mmaction")  # registers the manifest datasets and the backend
@@ -102,10 +117,12 @@ def adapt(source: str, root: Path, opts: AdaptOptions) -> tuple[str, str]:
 def _check(source: Path, text: str) -> None:
     """The written config as MMAction2 will use it: loaded, its train and val datasets built
     and their first sample through the pipeline (a transform from a package not installed, a
-    pipeline this MMAction2 cannot run). Any failure is one line now, not later in training."""
+    pipeline this MMAction2 cannot run), its model built (an operator mmcv-lite lacks, a
+    backbone that needs torchvision). Any failure is one line now, not later in training.
+    The model is built without init_weights(): nothing is downloaded."""
     import tempfile
 
-    from mmaction.registry import DATASETS
+    from mmaction.registry import DATASETS, MODELS
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     with tempfile.TemporaryDirectory() as folder:
@@ -117,12 +134,37 @@ def _check(source: Path, text: str) -> None:
             for name in ("train_dataloader", "val_dataloader"):
                 if cfg.get(name):
                     DATASETS.build(cfg[name]["dataset"])[0]
+            model = MODELS.build(cfg["model"])
         except UserError:
             raise
         except Exception as exc:  # MMAction2's own error, whatever its class
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            if isinstance(exc, KeyError) and "registry" in reason:
+                reason = reason.strip("'\"")
+                # MMAction2 leaves out a module whose own imports fail (MobileOneTSM without
+                # mmpretrain): the name is then simply unknown.
+                raise UserError(f"{source}: {reason.split(' is not in the ')[0]} is not registered "
+                                "in this MMAction2: the package its module needs is not "
+                                "installed") from None
             raise UserError(f"{source}: adapted, it does not run in this MMAction2 "
                             f"({type(exc).__name__}: {reason})") from None
+    _needs_compiled_ops(source, model)
+
+
+def _needs_compiled_ops(source: Path, model) -> None:
+    """mmcv-lite has none of mmcv's compiled operators, and a module that calls one imports
+    it only when it runs (TIN's temporal shift): found by reading the model's own modules."""
+    import importlib.util
+    import inspect
+    import sys
+    if importlib.util.find_spec("mmcv._ext") is not None:
+        return
+    for module in {type(m).__module__ for m in model.modules()}:
+        if module.startswith(("torch.", "mmcv.", "mmengine.")):
+            continue
+        if "mmcv.ops" in inspect.getsource(sys.modules[module]):
+            raise UserError(f"{source}: its model needs mmcv's compiled operators ({module} imports "
+                            "mmcv.ops), which mmcv-lite lacks: install the full mmcv")
 
 
 def _manifest_dataset(path: Path, dataset: dict, manifest: str, split: int, subset: str):
@@ -133,6 +175,14 @@ def _manifest_dataset(path: Path, dataset: dict, manifest: str, split: int, subs
                   test_mode=bool(dataset.get("test_mode", False)))
     if kind == "VideoDataset":
         return dict(type="ManifestVideoDataset", **common), "videos"
+    if kind == "RepeatAugDataset":  # each video decoded once, its augmentations repeated
+        repeats = {k: dataset[k] for k in ("num_repeats", "sample_once") if k in dataset}
+        del common["test_mode"]  # a training dataset only: it sets test_mode itself
+        return dict(type="ManifestRepeatAugDataset", **common, **repeats), "videos"
+    if kind == "ConcatDataset":  # one dataset in several parts (Kinetics-710: 400+600+700)
+        parts = dataset.get("datasets") or []
+        if parts and all(_same_but_files(p, parts[0]) for p in parts):
+            return _manifest_dataset(path, parts[0], manifest, split, subset)
     if kind == "RawframeDataset":
         modality = "Flow" if str(dataset.get("modality", "RGB")).lower() == "flow" else "RGB"
         for step in pipeline:
@@ -141,10 +191,16 @@ def _manifest_dataset(path: Path, dataset: dict, manifest: str, split: int, subs
         return (dict(type="ManifestRawframeDataset", modality=modality, **common),
                 "flow" if modality == "Flow" else "rawframes")
     raise UserError(f"{path}: its dataset is {kind}; datatools adapts configs that read "
-                    "VideoDataset or RawframeDataset")
+                    "VideoDataset, RepeatAugDataset or RawframeDataset (or a ConcatDataset of one of them)")
 
 
-def _set_num_classes(node, n: int) -> bool:
+def _same_but_files(a: dict, b: dict) -> bool:
+    """Two datasets that differ only in the files they list."""
+    files = ("ann_file", "data_prefix")
+    return {k: v for k, v in a.items() if k not in files} == {k: v for k, v in b.items() if k not in files}
+
+
+def set_num_classes(node, n: int) -> bool:
     found = False
     if isinstance(node, dict):
         for key, value in node.items():
@@ -152,10 +208,10 @@ def _set_num_classes(node, n: int) -> bool:
                 node[key] = n
                 found = True
             else:
-                found |= _set_num_classes(value, n)
+                found |= set_num_classes(value, n)
     elif isinstance(node, (list, tuple)):
         for value in node:
-            found |= _set_num_classes(value, n)
+            found |= set_num_classes(value, n)
     return found
 
 
@@ -193,3 +249,63 @@ def _schedule(cfg, opts: AdaptOptions, model) -> None:
         # source's pair (its lr, or a fine-tuning tenth of it, and the total batch it was set
         # for) stays as it is.
         scale["base_batch_size"] = batch
+
+
+# Where a pipeline step holds a spatial size, and the backbone arguments that must match the
+# input size (position embeddings are laid out for it).
+SIZES = {"Resize": "scale", "CenterCrop": "crop_size", "ThreeCrop": "crop_size",
+         "TenCrop": "crop_size", "MultiScaleCrop": "input_size", "RandomCrop": "size"}
+BACKBONE_SIZES = ("img_size", "spatial_size", "input_resolution")
+
+
+def scale_crop(cfg, path: Path, crop: int) -> None:
+    """--crop: the training crop becomes `crop` pixels, and every other size of every
+    pipeline (the short side resized to, the test crops) scales by the same ratio, so that
+    what the model sees keeps the source's proportions."""
+    train = cfg["train_dataloader"]["dataset"]
+    while "pipeline" not in train and "dataset" in train:
+        train = train["dataset"]
+    source = _training_crop(train["pipeline"])
+    if source is None:
+        raise UserError(f"{path}: --crop: its training pipeline has no crop size to change")
+    ratio = crop / source
+    for name in LOADERS:
+        dataset = (cfg.get(name) or {}).get("dataset") or {}
+        while "pipeline" not in dataset and "dataset" in dataset:
+            dataset = dataset["dataset"]
+        for step in dataset.get("pipeline") or []:
+            key = SIZES.get(step.get("type"))
+            if key in step:
+                step[key] = _scaled(step[key], ratio)
+    backbone = cfg["model"].get("backbone") or {}
+    for key in _backbone_size_args(backbone.get("type")):
+        backbone[key] = crop
+
+
+def _training_crop(pipeline: list) -> int | None:
+    """The side of the square the training pipeline feeds the model."""
+    for step in reversed(pipeline):
+        kind, value = step.get("type"), step.get(SIZES.get(step.get("type"), ""))
+        if kind == "Resize" and isinstance(value, (tuple, list)) and value[0] == value[1] > 0:
+            return int(value[0])
+        if kind in ("MultiScaleCrop", "RandomCrop", "CenterCrop") and value:
+            return int(value if isinstance(value, int) else value[0])
+    return None
+
+
+def _scaled(value, ratio: float):
+    if isinstance(value, (tuple, list)):
+        return type(value)(v if v == -1 else max(1, round(v * ratio)) for v in value)
+    return max(1, round(value * ratio))
+
+
+def _backbone_size_args(kind: str | None) -> list[str]:
+    """The backbone's arguments that fix its input size (by its signature, not a list of
+    models: a new backbone with `img_size` is covered)."""
+    import inspect
+
+    from mmaction.registry import MODELS
+    cls = MODELS.get(kind) if kind else None
+    if cls is None:
+        return []
+    return [k for k in inspect.signature(cls).parameters if k in BACKBONE_SIZES]

@@ -32,7 +32,7 @@ provide_missing_drn()
 allow_mmengine_checkpoints()
 hue_jitter_for_numpy2()
 
-from mmaction.datasets import RawframeDataset, VideoDataset  # noqa: E402
+from mmaction.datasets import RawframeDataset, RepeatAugDataset, VideoDataset  # noqa: E402
 from mmaction.registry import DATASETS  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 
@@ -96,9 +96,8 @@ def _one(records: list[VideoRecord], field: str, who: str):
     return values.pop()
 
 
-@DATASETS.register_module()
-class ManifestVideoDataset(VideoDataset):
-    """MMAction2's VideoDataset over the `ok` videos of one split's subset of a manifest."""
+class _ManifestVideos:
+    """The `ok` videos of one split's subset of a manifest, for a VideoDataset subclass."""
 
     def __init__(self, manifest: str, pipeline: list, split: int = 1, subset: str = "train",
                  **kwargs):
@@ -111,6 +110,17 @@ class ManifestVideoDataset(VideoDataset):
         root = self.selection.root
         return [dict(filename=str(root / r.video_path), label=r.class_index)
                 for r in self.selection.records]
+
+
+@DATASETS.register_module()
+class ManifestVideoDataset(_ManifestVideos, VideoDataset):
+    """MMAction2's VideoDataset over the `ok` videos of one split's subset of a manifest."""
+
+
+@DATASETS.register_module()
+class ManifestRepeatAugDataset(_ManifestVideos, RepeatAugDataset):
+    """MMAction2's RepeatAugDataset (each video decoded once, its augmentations repeated:
+    MViT's training) over the same videos."""
 
 
 @DATASETS.register_module()

@@ -41,8 +41,13 @@ class ZooModel:
     # What the config reads, from the config itself: read when first asked (finding a model
     # by name need not load the zoo's 120 configs).
     @functools.cached_property
-    def _reads(self) -> tuple[str | None, str | None, str]:
+    def _reads(self) -> tuple[str | None, str | None, str, bool]:
         return _reads(self.config)
+
+    @property
+    def trains(self) -> bool:
+        """Whether the config has a training loader (some are for testing only)."""
+        return self._reads[3]
 
     @property
     def dataset_type(self) -> str | None:
@@ -80,6 +85,8 @@ def models() -> tuple[ZooModel, ...]:
             config = configs_folder() / Path(entry["Config"]).relative_to("configs/recognition")
             if config.suffix != ".py":  # some metafiles name the config without its suffix
                 config = config.with_name(config.name + ".py")
+            while config.name.endswith(".py.py"):  # or with it twice (1.2.0's Swin-B)
+                config = config.with_name(config.name[:-3])
             results = (entry.get("Results") or [{}])[0]
             top1 = (results.get("Metrics") or {}).get("Top 1 Accuracy")
             found.append(ZooModel(
@@ -91,21 +98,29 @@ def models() -> tuple[ZooModel, ...]:
 
 
 def find(name: str) -> ZooModel:
-    """A model by its name or one of its aliases; one line naming close ones otherwise."""
+    """A model by its name or one of its aliases, else by its family's name (`tsn`,
+    `slowfast`, `videomaev2`: the family's model MMAction2 aliases, or its first training
+    config that a root can feed); one line naming close ones otherwise."""
     for model in models():
         if name == model.name or name in model.aliases:
             return model
+    family = [m for m in models() if m.family.lower() == name.lower()]
+    if family:
+        aliased = [m for m in family if name.lower() in (a.lower() for a in m.aliases)]
+        trainable = [m for m in family if m.trains and m.input is not None]
+        return (aliased or trainable or family)[0]
     close = [m.name for m in models() if name.lower() in m.name.lower()][:5]
     raise UserError(f"{name!r}: not a model of MMAction2's recognition zoo"
                     + (f"; did you mean {', '.join(close)}?" if close else "")
                     + "; `datatools mmaction models` lists them")
 
 
-def _reads(config: Path) -> tuple[str | None, str | None, str]:
-    """The config's dataset type, the input it reads and the clip its sampler takes."""
+def _reads(config: Path) -> tuple[str | None, str | None, str, bool]:
+    """The config's dataset type, the input it reads, the clip its sampler takes and whether
+    it trains."""
     from mmengine.config import Config
     if not config.is_file():
-        return "no config in the wheel", None, ""
+        return "no config in the wheel", None, "", False
     cfg = Config.fromfile(str(config))
     loader = cfg.get("train_dataloader") or cfg.get("test_dataloader") or {}
     dataset = loader.get("dataset") or {}
@@ -124,7 +139,7 @@ def _reads(config: Path) -> tuple[str | None, str | None, str]:
             else:
                 clip = f"{length}x{step.get('frame_interval', 1)}x{clips}"
             break
-    return kind, input_, clip
+    return kind, input_, clip, bool(cfg.get("train_dataloader"))
 
 
 def root_has(root: Path) -> dict[str, bool]:

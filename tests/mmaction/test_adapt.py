@@ -17,72 +17,73 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 
 from datatools.core.errors import UserError  # noqa: E402
-from datatools.extract.options import ExtractOptions  # noqa: E402
-from datatools.extract.run import extract  # noqa: E402
-from datatools.lists.build import build_lists  # noqa: E402
 from datatools.mmaction import zoo  # noqa: E402
 from datatools.mmaction.adapt import AdaptOptions, adapt  # noqa: E402
-from datatools.pipeline.demo import make_dataset  # noqa: E402
-from datatools.schedule.client import ClusterOptions  # noqa: E402
 
 SLOWFAST = "slowfast_r50_8xb8-4x16x1-256e_kinetics400-rgb"
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    """The demo's dataset (2 videos a class), its RGB frames extracted and listed."""
-    root = make_dataset(tmp_path_factory.mktemp("adapt") / "demo", 2)
-    build_lists("ucf101", root)
-    extract(root, ExtractOptions(task="rgb"), cluster=ClusterOptions(workers=2))
-    build_lists("ucf101", root, ["videos", "rawframes"])
-    return root
-
-
 def first_samples(path: Path) -> dict[str, dict]:
+    """Each loader's first sample (RepeatAugDataset gives its repeats as a list: the first)."""
     cfg = Config.fromfile(str(path))
     init_default_scope("mmaction")
-    return {name: DATASETS.build(cfg[name]["dataset"])[0]
-            for name in ("train_dataloader", "val_dataloader")}
+    samples = {name: DATASETS.build(cfg[name]["dataset"])[0]
+               for name in ("train_dataloader", "val_dataloader")}
+    return {name: s[0] if isinstance(s, list) else s for name, s in samples.items()}
+
+
+# Why a training config that reads videos or frames may be refused here: a package this
+# install does not have (the mmaction extra has no torchvision: PyPI's does not load beside
+# the pinned CPU torch; so no pytorchvideo or timm; mmcv-lite has no compiled operators).
+MISSING = ("pytorchvideo", "torchvision", "mmcls", "mmpretrain", "timm", "compiled operators",
+           "is not registered")
+# And two that are not datatools' to mend: MMAction2 1.2.0's TSM 1x1x16 config passes
+# io_backend to DecordDecode (its own tools/train.py fails the same way), and OmniSource
+# trains one head on ImageNet and Kinetics at once.
+NOT_OURS = ("DecordDecode.__init__() got an unexpected keyword argument",
+            "trained on several datasets at once")
 
 
 @pytest.mark.slow
-def test_every_zoo_config_adapts_or_says_in_one_line_why(root, tmp_path):
+def test_every_zoo_config_adapts_or_says_in_one_line_why(zoo_root, tmp_path):
     """The wheel's configs enumerated (no list kept here). Each adapted config is checked
     again here: loaded, both datasets built, their first samples decoded."""
-    adapted, refused = [], Counter()
+    adapted, refused = [], {}
     for model in zoo.models():
         try:
-            text, _ = adapt(model.name, root, AdaptOptions())
+            text, _ = adapt(model.name, zoo_root, AdaptOptions())
         except UserError as exc:
             assert "\n" not in str(exc) and str(exc)
-            reason = str(exc).split(": ", 1)[1].split(" (")[0].split(";")[0]
-            refused[reason] += 1
+            refused[model] = str(exc).split(": ", 1)[1]
             continue
         path = tmp_path / f"{model.name}.py"
         path.write_text(text)
         samples = first_samples(path)
         assert all(s["inputs"].ndim >= 4 for s in samples.values()), model.name
         adapted.append(model)
-    readers = [m for m in zoo.models() if m.input in ("videos", "frames", "flow")
-               and m.dataset_type in ("VideoDataset", "RawframeDataset")]
+    why = Counter(r.split(" (")[0].split(";")[0].split(":")[0] for r in refused.values())
     print(f"\n{len(adapted)} of {len(zoo.models())} zoo configs adapted; refused: "
-          + "; ".join(f"{n} {why}" for why, n in refused.most_common()))
-    print("families adapted: " + ", ".join(sorted({m.family for m in adapted})))
-    print("families with a training config the writer did not adapt: " + ", ".join(sorted(
-        {m.family for m in readers} - {m.family for m in adapted})))
+          + "; ".join(f"{n} {reason}" for reason, n in why.most_common()))
+    for model, reason in refused.items():
+        print(f"  {model.name}: {reason}")
+    readers = [m for m in zoo.models() if m.trains and m.input in ("videos", "frames", "flow")]
+    not_adapted = {m.name: refused[m] for m in readers if m not in adapted}
+    for_packages = {n: r for n, r in not_adapted.items() if any(p in r for p in MISSING)}
+    print(f"{len(adapted)} of the {len(readers)} training configs that read videos or frames; "
+          f"{len(for_packages)} refused for a package not installed")
+    # The issue's target: every training config whose dataset reads videos or frames adapts,
+    # unless what it needs is not installed here or the config is MMAction2's to mend.
+    assert all(any(p in r for p in MISSING + NOT_OURS) for r in not_adapted.values()), not_adapted
+    assert sum(any(p in r for p in NOT_OURS) for r in not_adapted.values()) <= len(NOT_OURS)
     assert {m.family for m in adapted} >= {"TSN", "TSM", "I3D", "SlowFast", "SlowOnly",
-                                           "TimeSformer", "C3D", "R2Plus1D", "CSN"}
+                                           "TimeSformer", "C3D", "R2Plus1D", "CSN", "Swin",
+                                           "TPN", "TRN", "C2D"}
     assert any(m.input == "frames" for m in adapted)  # frames configs read the root's frames
-    # the issue's target is every training config that reads VideoDataset or RawframeDataset
-    # (the others are test-only configs): not all reached; this guards what is
-    trainable = len(readers) - refused["a config for testing only"]
-    print(f"{len(adapted)} of the {trainable} training configs that read VideoDataset or RawframeDataset")
-    assert len(adapted) >= 0.9 * trainable, refused
 
 
-def test_slowfast_by_name_keeps_its_model_and_schedule_and_reads_the_manifest(root, tmp_path):
+def test_slowfast_by_name_keeps_its_model_and_schedule_and_reads_the_manifest(zoo_root, tmp_path):
     out = tmp_path / "slowfast.py"
-    r = datatools("mmaction", "config", "--root", root, "--from", SLOWFAST, "--out", out)
+    r = datatools("mmaction", "config", "--root", zoo_root, "--from", SLOWFAST, "--out", out)
     assert r.returncode == 0, r.stdout + r.stderr
     source = Config.fromfile(str(zoo.find(SLOWFAST).config))
     cfg = Config.fromfile(str(out))
@@ -95,9 +96,9 @@ def test_slowfast_by_name_keeps_its_model_and_schedule_and_reads_the_manifest(ro
     assert first_samples(out)["train_dataloader"]["inputs"].shape[1:3] == (3, 32)  # C, T
 
 
-def test_finetune_starts_from_the_published_checkpoint_with_a_shorter_schedule(root, tmp_path):
+def test_finetune_starts_from_the_published_checkpoint_with_a_shorter_schedule(zoo_root, tmp_path):
     out = tmp_path / "ft.py"
-    r = datatools("mmaction", "config", "--root", root, "--from", "slowfast", "--finetune",
+    r = datatools("mmaction", "config", "--root", zoo_root, "--from", "slowfast", "--finetune",
                   "--batch-size", "2", "--workers", "0", "--out", out)
     assert r.returncode == 0, r.stdout + r.stderr
     model = zoo.find("slowfast")
@@ -109,7 +110,7 @@ def test_finetune_starts_from_the_published_checkpoint_with_a_shorter_schedule(r
     assert cfg.train_dataloader.batch_size == 2 and cfg.train_dataloader.num_workers == 0
 
 
-def test_a_config_file_of_ones_own_adapts_and_frames_configs_read_the_packed_backend(root, tmp_path):
+def test_a_config_file_of_ones_own_adapts_and_frames_configs_read_the_packed_backend(zoo_root, tmp_path):
     frames = next(m for m in zoo.models() if m.input == "frames" and m.config.is_file()
                   and m.family == "TRN")
     own = tmp_path / "lab" / "my_trn.py"  # a lab's config: the zoo's, with its own changes
@@ -117,7 +118,7 @@ def test_a_config_file_of_ones_own_adapts_and_frames_configs_read_the_packed_bac
     own.write_text(f"_base_ = [{str(frames.config)!r}]\n"
                    "train_dataloader = dict(batch_size=3)\n")
     out = tmp_path / "mine.py"
-    r = datatools("mmaction", "config", "--root", root, "--from", own, "--out", out)
+    r = datatools("mmaction", "config", "--root", zoo_root, "--from", own, "--out", out)
     assert r.returncode == 0, r.stdout + r.stderr
     cfg = Config.fromfile(str(out))
     assert cfg.train_dataloader.batch_size == 3  # the lab's change kept
@@ -126,12 +127,12 @@ def test_a_config_file_of_ones_own_adapts_and_frames_configs_read_the_packed_bac
     assert decode and all(s.io_backend == "datatools_packed" for s in decode)
 
 
-def test_what_cannot_be_adapted_is_one_line(root, tmp_path):
+def test_what_cannot_be_adapted_is_one_line(zoo_root, tmp_path):
     cases = {("--from", "slowfast_r5"): "not a model of MMAction2's recognition zoo; did you mean",
              ("--from", "uniformer-small_imagenet1k-pre_16x4x1_kinetics400-rgb"): "for testing only",
              ("--finetune",): "--finetune adapts a zoo model"}
     for args, message in cases.items():
-        r = datatools("mmaction", "config", "--root", root, *args, "--out", tmp_path / "x.py")
+        r = datatools("mmaction", "config", "--root", zoo_root, *args, "--out", tmp_path / "x.py")
         lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
         assert r.returncode == 2 and len(lines) == 1 and message in lines[0], r.stderr
         assert "Traceback" not in r.stdout + r.stderr

@@ -404,7 +404,8 @@ app.add_typer(mmaction_app, name="mmaction")
 def mmaction_config(
     root: Path = typer.Option(..., callback=root_path, metavar="DIR", help="Data root with a manifest"),
     out: Path = typer.Option(..., metavar="FILE", help="Config file to write (.py)"),
-    model: str = typer.Option("tsn", metavar="tsn|tsm|i3d|slowonly", help="MMAction2's zoo model"),
+    model: str = typer.Option("tsn", metavar="tsn|tsm|i3d|slowonly", help="datatools' short "
+                              "config for one of four models (their zoo configs: --from NAME)"),
     modality: str = typer.Option("rgb", metavar="rgb|flow", help="rgb or flow (flow: tsn)"),
     input: str = typer.Option("videos", "--input", metavar="videos|rawframes",
                               help="RGB from videos or rawframes"),
@@ -429,8 +430,8 @@ def mmaction_config(
         help="Adapt any recognition config: a zoo model's name or alias (`datatools mmaction "
              "models`), or a config file; keeps its model, optimiser and schedule"),
     finetune: bool = typer.Option(False, help="With --from: start from the model's published "
-                                  "checkpoint, a new head, a tenth of the lr, a fifth "
-                                  "of the epochs"),
+                                  "checkpoint, a new head, half the lr and half "
+                                  "the epochs (MMAction2's fine-tuning guide)"),
     flip: bool = typer.Option(True, help="Random horizontal flips in training; --no-flip for "
                               "classes told apart by direction (left vs right)"),
     seed: Optional[int] = typer.Option(None, min=0, metavar="N",

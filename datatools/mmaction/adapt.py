@@ -18,6 +18,7 @@ A config the writer cannot adapt is one line saying why, never a config that fai
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +30,10 @@ from . import zoo
 from .config import require_samples
 
 LOADERS = {"train_dataloader": TRAIN, "val_dataloader": VAL, "test_dataloader": VAL}
-# MMAction2's fine-tuning guide (docs: "Finetuning Models"): start from the Kinetics weights,
-# a new head, a tenth of the learning rate, and far fewer epochs than from scratch.
-FINETUNE_LR, FINETUNE_EPOCHS = 0.1, 0.2
+# MMAction2's fine-tuning guide (user guide "Finetuning Models"): start from the Kinetics
+# weights with a new head, "a smaller learning rate and fewer training epochs"; its example
+# (TSN to UCF101) halves both, 0.01 to 0.005 and 100 to 50 epochs, and so does this.
+FINETUNE_LR, FINETUNE_EPOCHS = 0.5, 0.5
 
 
 @dataclass
@@ -91,7 +93,7 @@ def adapt(source: str, root: Path, opts: AdaptOptions) -> tuple[str, str]:
         raise UserError(f"{path}: its model has no num_classes to set" + (
             f" (its head has {', '.join(counts)}: trained on several datasets at once)" if counts
             else " (not a recognizer?)"))
-    _schedule(cfg, opts, model)
+    _schedule(cfg, opts, model, model.name if model else path.stem)
     if opts.crop is not None:
         scale_crop(cfg, path, opts.crop)
     if not opts.flip:
@@ -215,7 +217,7 @@ def set_num_classes(node, n: int) -> bool:
     return found
 
 
-def _schedule(cfg, opts: AdaptOptions, model) -> None:
+def _schedule(cfg, opts: AdaptOptions, model, name: str) -> None:
     train = cfg.get("train_cfg") or {}
     source_epochs = train.get("max_epochs")
     optimizer = (cfg.get("optim_wrapper") or {}).get("optimizer")
@@ -231,24 +233,52 @@ def _schedule(cfg, opts: AdaptOptions, model) -> None:
             lr = optimizer["lr"] * FINETUNE_LR  # still for the source's total batch
     if epochs is not None and source_epochs:
         train["max_epochs"] = epochs
-        for step in cfg.get("param_scheduler") or []:
-            for key in ("end", "T_max"):
-                if isinstance(step.get(key), int) and step[key] > epochs:
-                    step[key] = epochs
-            if isinstance(step.get("milestones"), list):
-                step["milestones"] = [m for m in step["milestones"] if m < epochs]
+        _rescale_schedule(cfg, epochs / source_epochs)
     if lr is not None:
         if optimizer is None or "lr" not in optimizer:
             raise UserError("--lr: the source's optimiser has no lr to set")
         optimizer["lr"] = lr
-    scale = cfg.get("auto_scale_lr")
+    # auto_scale_lr (when enabled) scales the lr by the run's GPUs x batch over the total
+    # batch the lr was set for, so that total is recorded: a learning rate given with --lr is
+    # for one GPU at this batch size; otherwise the source's lr (or the fine-tuning share of
+    # it) stays paired with the source's total, which the zoo's names say ("8xb8": 8 GPUs
+    # of 8) where the config does not.
     batch = (cfg.get("train_dataloader") or {}).get("batch_size")
-    if scale is not None and opts.lr is not None and batch:
-        # A learning rate given with --lr is for one GPU at this batch size: auto_scale_lr
-        # (when enabled) scales it to the run's GPUs x batch from there. Otherwise the
-        # source's pair (its lr, or a fine-tuning tenth of it, and the total batch it was set
-        # for) stays as it is.
-        scale["base_batch_size"] = batch
+    total = batch if opts.lr is not None else _source_total_batch(cfg, name)
+    if total:
+        cfg["auto_scale_lr"] = {"enable": False, **(cfg.get("auto_scale_lr") or {}),
+                                "base_batch_size": total}
+
+
+def _source_total_batch(cfg, name: str) -> int | None:
+    scale = cfg.get("auto_scale_lr") or {}
+    if scale.get("base_batch_size"):
+        return scale["base_batch_size"]
+    match = re.search(r"(\d+)xb(\d+)", name)
+    return int(match[1]) * int(match[2]) if match else None
+
+
+def _rescale_schedule(cfg, ratio: float) -> None:
+    """The learning-rate schedule stretched to the new number of epochs: a warm-up over the
+    first 34 of 256 epochs takes the same share of a shorter run, a step at epoch 40 of 50
+    comes at the same point of it."""
+    epochs = cfg["train_cfg"]["max_epochs"]
+
+    def at(epoch: int) -> int:
+        return min(epochs, max(0, round(epoch * ratio)))
+    for step in cfg.get("param_scheduler") or []:
+        if not step.get("by_epoch", True):
+            continue  # counted in iterations: its length does not follow the epochs
+        if isinstance(step.get("begin"), int):
+            step["begin"] = at(step["begin"])
+        for key in ("end", "T_max"):
+            if isinstance(step.get(key), int):
+                step[key] = max(at(step[key]), step.get("begin", 0) + 1)
+        if isinstance(step.get("milestones"), list):
+            step["milestones"] = sorted({at(m) for m in step["milestones"]} - {0})
+    val = cfg["train_cfg"]
+    if isinstance(val.get("val_interval"), int) and val["val_interval"] > epochs:
+        val["val_interval"] = epochs  # a short run still validates at its end
 
 
 # Where a pipeline step holds a spatial size, and the backbone arguments that must match the

@@ -126,6 +126,8 @@ def _reads(config: Path) -> tuple[str | None, str | None, str, bool]:
     dataset = loader.get("dataset") or {}
     while dataset.get("type") in WRAPPERS:
         dataset = dataset.get("dataset") or {}
+    if dataset.get("type") == "ConcatDataset" and dataset.get("datasets"):
+        dataset = dataset["datasets"][0]  # parts of one kind (Kinetics-710: 400, 600, 700)
     kind = dataset.get("type")
     input_ = INPUTS.get(kind)
     if input_ == FRAMES and str(dataset.get("modality", "RGB")).lower() == "flow":

@@ -114,8 +114,9 @@ def native_flow() -> Path:
 
 @pytest.fixture(scope="session")
 def zoo_root(tmp_path_factory) -> Path:
-    """The demo's dataset (2 videos a class), its RGB frames extracted and listed: the root
-    MMAction2's zoo configs are adapted to and trained from (tests/mmaction)."""
+    """The demo's dataset (2 videos a class), its RGB frames extracted, packed (one zip a
+    video) and listed: the root MMAction2's zoo configs are adapted to and trained from
+    (tests/mmaction), frames read from packs through the datatools_packed backend."""
     from datatools.extract.options import ExtractOptions
     from datatools.extract.run import extract
     from datatools.lists.build import build_lists
@@ -124,5 +125,8 @@ def zoo_root(tmp_path_factory) -> Path:
     root = make_dataset(tmp_path_factory.mktemp("zoo") / "demo", 2)
     build_lists("ucf101", root)
     extract(root, ExtractOptions(task="rgb"), cluster=ClusterOptions(workers=2))
+    packed = datatools("pack", "--root", root)
+    assert packed.returncode == 0, packed.stdout + packed.stderr
     build_lists("ucf101", root, ["videos", "rawframes"])
+    assert not any((root / "rawframes").glob("*/*/img_00001.jpg"))  # all in packs
     return root

@@ -407,8 +407,10 @@ def mmaction_config(
     model: str = typer.Option("tsn", metavar="tsn|tsm|i3d|slowonly", help="datatools' short "
                               "config for one of four models (their zoo configs: --from NAME)"),
     modality: str = typer.Option("rgb", metavar="rgb|flow", help="rgb or flow (flow: tsn)"),
-    input: str = typer.Option("videos", "--input", metavar="videos|rawframes",
-                              help="RGB from videos or rawframes"),
+    input: Optional[str] = typer.Option(None, "--input", metavar="videos|rawframes",
+                                        help="RGB from videos or rawframes (default videos; "
+                                             "--from: as the source, unless the root holds only "
+                                             "the other)"),
     split: int = typer.Option(1, min=1, max=3, metavar="N", help="Which split's train/val subsets to use"),
     depth: int = typer.Option(50, min=18, max=101, metavar="18|34|50|101", help="ResNet depth"),
     pretrained: bool = typer.Option(True, help="ImageNet-initialised backbone (needs the download)"),
@@ -440,8 +442,10 @@ def mmaction_config(
     """Write an MMAction2 config whose datasets read the manifest (no hand-edited paths)."""
     if source is not None:
         from ..mmaction.adapt import AdaptOptions, adapt
+        if input is not None:
+            one_of("--input", input, ("videos", "rawframes"))
         text, what = adapt(source, root, AdaptOptions(split, finetune, epochs, batch_size, lr,
-                                                      workers, crop, flip, seed))
+                                                      workers, crop, flip, seed, input))
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")
         typer.echo(f"wrote {out}: {what}; train with: datatools mmaction train {shell_word(out)} "
@@ -450,10 +454,11 @@ def mmaction_config(
     if finetune:
         raise UserError("--finetune adapts a zoo model: use it with --from NAME")
     from ..mmaction.config import ConfigOptions, write_config
-    given = dict(crop=crop, epochs=epochs, batch_size=batch_size, workers=workers, lr=lr)
+    given = dict(input=input, crop=crop, epochs=epochs, batch_size=batch_size, workers=workers,
+                 lr=lr)
     path = write_config(root, ConfigOptions(  # what is not given: ConfigOptions' defaults
-        model, modality, input, split, depth, pretrained, num_clips=clips, flip=flip, seed=seed,
-        **{k: v for k, v in given.items() if v is not None}), out)
+        model, modality, split=split, depth=depth, pretrained=pretrained, num_clips=clips,
+        flip=flip, seed=seed, **{k: v for k, v in given.items() if v is not None}), out)
     typer.echo(f"wrote {path}; train with: datatools mmaction train {shell_word(path)} "
                "(or MMAction2's tools/train.py)")
 

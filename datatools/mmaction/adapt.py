@@ -6,7 +6,9 @@ with only what depends on the data replaced:
   - each dataloader's dataset by the manifest dataset for the root's split and subset
     (ManifestVideoDataset for VideoDataset, ManifestRawframeDataset for RawframeDataset, RGB
     or Flow as the source's modality), its pipeline kept; frames are decoded through the
-    `datatools_packed` backend, which reads folders and packs alike;
+    `datatools_packed` backend, which reads folders and packs alike; with --input (or when
+    the root holds only the other), an RGB config reads videos or frames, its decode steps
+    changed to match;
   - `num_classes` wherever the model has one, from the root's label map;
   - with --finetune, `load_from` is the model's published checkpoint (its URL: nothing is
     downloaded here) and the schedule is shortened (FINETUNE says how);
@@ -25,7 +27,7 @@ from pathlib import Path
 from .. import __version__
 from ..core.errors import UserError
 from ..datasets.base import TRAIN, VAL
-from ..root.manifest import require_manifest
+from ..root.manifest import listed, require_manifest, split_members
 from . import zoo
 from .config import require_samples
 
@@ -47,6 +49,7 @@ class AdaptOptions:
     crop: int | None = None  # the training crop; every size of the pipelines scales with it
     flip: bool = True  # False: the training pipelines' Flip steps are dropped
     seed: int | None = None
+    input: str | None = None  # "videos" or "rawframes"; None: as the source reads
 
 
 def adapt(source: str, root: Path, opts: AdaptOptions) -> tuple[str, str]:
@@ -71,6 +74,7 @@ def adapt(source: str, root: Path, opts: AdaptOptions) -> tuple[str, str]:
     records, meta = require_manifest(root)
     manifest = str((Path(root) / "manifest.parquet").resolve())
     num_classes = len(meta.label_map or [])
+    input_ = _input_for(root, records, opts.split, cfg["train_dataloader"]["dataset"], opts.input)
     fmt = None
     for name, subset in LOADERS.items():
         loader = cfg.get(name)
@@ -80,7 +84,8 @@ def adapt(source: str, root: Path, opts: AdaptOptions) -> tuple[str, str]:
         while holder["dataset"].get("type") in zoo.WRAPPERS:
             holder = holder["dataset"]
         dataset = holder["dataset"]
-        holder["dataset"], reads = _manifest_dataset(path, dataset, manifest, opts.split, subset)
+        holder["dataset"], reads = _manifest_dataset(path, dataset, manifest, opts.split, subset,
+                                                     input_)
         fmt = fmt or reads
         if opts.batch_size is not None:
             loader["batch_size"] = opts.batch_size
@@ -169,31 +174,93 @@ def _needs_compiled_ops(source: Path, model) -> None:
                             "mmcv.ops), which mmcv-lite lacks: install the full mmcv")
 
 
-def _manifest_dataset(path: Path, dataset: dict, manifest: str, split: int, subset: str):
-    """The manifest dataset standing for `dataset`, and the list format it reads."""
+def _manifest_dataset(path: Path, dataset: dict, manifest: str, split: int, subset: str,
+                      input_: str | None = None):
+    """The manifest dataset standing for `dataset`, and the list format it reads: as the
+    source reads (input_ None), or from "videos" or "rawframes" with the decode steps changed
+    to match (the rest of the pipeline kept)."""
     kind = dataset.get("type")
     pipeline = copy.deepcopy(dataset.get("pipeline") or [])
     common = dict(manifest=manifest, split=split, subset=subset, pipeline=pipeline,
                   test_mode=bool(dataset.get("test_mode", False)))
-    if kind == "VideoDataset":
-        return dict(type="ManifestVideoDataset", **common), "videos"
-    if kind == "RepeatAugDataset":  # each video decoded once, its augmentations repeated
-        repeats = {k: dataset[k] for k in ("num_repeats", "sample_once") if k in dataset}
-        del common["test_mode"]  # a training dataset only: it sets test_mode itself
-        return dict(type="ManifestRepeatAugDataset", **common, **repeats), "videos"
     if kind == "ConcatDataset":  # one dataset in several parts (Kinetics-710: 400+600+700)
         parts = dataset.get("datasets") or []
         if parts and all(_same_but_files(p, parts[0]) for p in parts):
-            return _manifest_dataset(path, parts[0], manifest, split, subset)
+            return _manifest_dataset(path, parts[0], manifest, split, subset, input_)
+    if kind == "RepeatAugDataset":  # each video decoded once, its augmentations repeated
+        if input_ == "rawframes":
+            raise UserError(f"{path}: its RepeatAugDataset decodes videos with decord only; "
+                            "adapt it with --input videos")
+        repeats = {k: dataset[k] for k in ("num_repeats", "sample_once") if k in dataset}
+        del common["test_mode"]  # a training dataset only: it sets test_mode itself
+        return dict(type="ManifestRepeatAugDataset", **common, **repeats), "videos"
+    if kind == "VideoDataset" and input_ != "rawframes":
+        return dict(type="ManifestVideoDataset", **common), "videos"
+    if kind == "VideoDataset":
+        common["pipeline"] = _frames_decode(pipeline)
+        return dict(type="ManifestRawframeDataset", modality="RGB", **common), "rawframes"
     if kind == "RawframeDataset":
         modality = "Flow" if str(dataset.get("modality", "RGB")).lower() == "flow" else "RGB"
-        for step in pipeline:
-            if step.get("type") == "RawFrameDecode":  # folders and packs alike (mmaction/packed.py)
-                step["io_backend"] = "datatools_packed"
+        if input_ == "videos":
+            if modality == "Flow":
+                raise UserError(f"{path}: a flow config reads flow frames, not videos")
+            common["pipeline"] = _video_decode(pipeline)
+            return dict(type="ManifestVideoDataset", **common), "videos"
+        common["pipeline"] = _frames_decode(pipeline)
         return (dict(type="ManifestRawframeDataset", modality=modality, **common),
                 "flow" if modality == "Flow" else "rawframes")
     raise UserError(f"{path}: its dataset is {kind}; datatools adapts configs that read "
                     "VideoDataset, RepeatAugDataset or RawframeDataset (or a ConcatDataset of one of them)")
+
+
+def _is_video_decode(step: dict) -> tuple[bool, bool]:
+    """(opens a video, decodes its frames): DecordInit/OpenCVInit/PyAVInit…, …Decode."""
+    kind = str(step.get("type", ""))
+    return kind.endswith("Init"), kind.endswith("Decode") and kind != "RawFrameDecode"
+
+
+def _frames_decode(pipeline: list) -> list:
+    """Frames read from the root's folders or packs (the datatools_packed backend reads
+    both): a video's open step dropped, its decode step RawFrameDecode."""
+    out = []
+    for step in pipeline:
+        opens, decodes = _is_video_decode(step)
+        if opens:
+            continue
+        if step.get("type") == "RawFrameDecode":
+            step = {**step, "io_backend": "datatools_packed"}
+        elif decodes:
+            step = dict(type="RawFrameDecode", io_backend="datatools_packed")
+        out.append(step)
+    return out
+
+
+def _video_decode(pipeline: list) -> list:
+    """Frames decoded from the videos with decord: opened first (the samplers need the
+    frame count), decoded where the frames were read."""
+    out = [dict(type="DecordInit")]
+    for step in pipeline:
+        out.append(dict(type="DecordDecode") if step.get("type") == "RawFrameDecode" else step)
+    return out
+
+
+def _input_for(root: Path, records, split: int, dataset: dict, asked: str | None) -> str | None:
+    """What the datasets read: as asked (--input), else as the source unless the root holds
+    only the other (videos gone after extraction, or frames not made)."""
+    if asked is not None:
+        return asked
+    while dataset.get("type") in zoo.WRAPPERS + ("ConcatDataset",):
+        dataset = dataset.get("dataset") or (dataset.get("datasets") or [{}])[0]
+    if dataset.get("type") not in ("VideoDataset", "RawframeDataset") or \
+            str(dataset.get("modality", "RGB")).lower() == "flow":
+        return None
+    source = "videos" if dataset["type"] == "VideoDataset" else "rawframes"
+    other = "rawframes" if source == "videos" else "videos"
+
+    def holds(fmt: str) -> bool:
+        return all(any(listed(r, fmt) for r in split_members(records, split, subset))
+                   for subset in (TRAIN, VAL))
+    return other if not holds(source) and holds(other) else None
 
 
 def _same_but_files(a: dict, b: dict) -> bool:

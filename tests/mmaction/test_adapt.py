@@ -185,3 +185,27 @@ def test_the_four_model_names_are_zoo_aliases_and_overrides_reach_the_config(zoo
     assert cfg.randomness.seed == 3
     assert "_8xb16-" in model.name and cfg.auto_scale_lr.base_batch_size == 128
     assert first_samples(out)["train_dataloader"]["inputs"].shape[-2:] == (112, 112)
+
+
+def test_a_video_config_reads_the_roots_packed_frames_and_a_frames_config_its_videos(zoo_root, tmp_path):
+    """--input: SlowFast (a video config) trained from the root's frames (packs here), TRN
+    (a frames config) from its videos; the decode steps change, the rest of the pipeline not."""
+    cases = {("slowfast", "rawframes"): ("ManifestRawframeDataset", ["SampleFrames", "RawFrameDecode"]),
+             ("trn", "videos"): ("ManifestVideoDataset", ["DecordInit", "SampleFrames", "DecordDecode"])}
+    for (name, input_), (dataset, decode) in cases.items():
+        out = tmp_path / f"{name}.py"
+        r = datatools("mmaction", "config", "--root", zoo_root, "--from", name, "--input", input_,
+                      "--out", out)
+        assert r.returncode == 0, r.stdout + r.stderr
+        source = Config.fromfile(str(zoo.find(name).config)).train_dataloader.dataset.pipeline
+        cfg = Config.fromfile(str(out))
+        pipeline = cfg.train_dataloader.dataset.pipeline
+        assert cfg.train_dataloader.dataset.type == cfg.val_dataloader.dataset.type == dataset
+        assert [s.type for s in pipeline][:len(decode)] == decode
+        assert [s for s in pipeline if "Decode" not in s.type and "Init" not in s.type] == \
+            [s for s in source if "Decode" not in s.type and "Init" not in s.type]
+        assert all(s.io_backend == "datatools_packed" for s in pipeline if s.type == "RawFrameDecode")
+        assert first_samples(out)["train_dataloader"]["inputs"].ndim >= 4
+    r = datatools("mmaction", "config", "--root", zoo_root, "--from", "mvit", "--input", "rawframes",
+                  "--out", tmp_path / "mvit.py")
+    assert r.returncode == 2 and "decord only" in r.stderr and "Traceback" not in r.stderr

@@ -157,5 +157,10 @@ def can_feed(model: ZooModel, has: dict[str, bool]) -> str:
         return f"no: its config reads {model.dataset_type or 'no dataset'}, not videos or frames"
     if has[model.input]:
         return "yes"
+    # An RGB config reads videos or frames alike (`config --from … --input`), except
+    # RepeatAugDataset, which decodes with decord only.
+    other = {VIDEOS: FRAMES, FRAMES: VIDEOS}.get(model.input)
+    if other and has[other] and model.dataset_type != "RepeatAugDataset":
+        return f"yes, with --input {NEEDS[other][0]}"
     fmt, step = NEEDS[model.input]
     return f"no {fmt} yet: run {step}"

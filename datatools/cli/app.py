@@ -443,7 +443,8 @@ def mmaction_config(
     if source is not None:
         from ..mmaction.adapt import AdaptOptions, adapt
         if input is not None:
-            one_of("--input", input, ("videos", "rawframes"))
+            from ..mmaction.config import INPUTS
+            one_of("--input", input, INPUTS)
         text, what = adapt(source, root, AdaptOptions(split, finetune, epochs, batch_size, lr,
                                                       workers, crop, flip, seed, input))
         out.parent.mkdir(parents=True, exist_ok=True)

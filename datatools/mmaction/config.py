@@ -177,6 +177,12 @@ def make_config(root: Path, opts: ConfigOptions) -> str:
     return "\n".join(lines)
 
 
+def holds_samples(records, split: int, fmt: str) -> bool:
+    """Whether the split's train and val subsets both hold samples of `fmt`."""
+    return all(any(listed(r, fmt) for r in split_members(records, split, subset))
+               for subset in (TRAIN, VAL))
+
+
 def require_samples(root: Path, records, split: int, fmt: str) -> None:
     """A config trains on the split's train subset and validates on its val subset: each must
     hold samples of `fmt` (videos, rawframes, flow), or the step that makes them is named."""

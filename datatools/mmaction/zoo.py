@@ -99,8 +99,8 @@ def models() -> tuple[ZooModel, ...]:
 
 def find(name: str) -> ZooModel:
     """A model by its name or one of its aliases, else by its family's name (`tsn`,
-    `slowfast`, `videomaev2`: the family's model MMAction2 aliases, or its first training
-    config that a root can feed); one line naming close ones otherwise."""
+    `slowfast`, `videomaev2`: the family's model MMAction2 aliases, else its first training
+    config that reads videos or frames, else its first); one line naming close ones otherwise."""
     for model in models():
         if name == model.name or name in model.aliases:
             return model
@@ -124,10 +124,7 @@ def _reads(config: Path) -> tuple[str | None, str | None, str, bool]:
     cfg = Config.fromfile(str(config))
     loader = cfg.get("train_dataloader") or cfg.get("test_dataloader") or {}
     dataset = loader.get("dataset") or {}
-    while dataset.get("type") in WRAPPERS:
-        dataset = dataset.get("dataset") or {}
-    if dataset.get("type") == "ConcatDataset" and dataset.get("datasets"):
-        dataset = dataset["datasets"][0]  # parts of one kind (Kinetics-710: 400, 600, 700)
+    dataset = innermost(dataset)
     kind = dataset.get("type")
     input_ = INPUTS.get(kind)
     if input_ == FRAMES and str(dataset.get("modality", "RGB")).lower() == "flow":
@@ -144,6 +141,18 @@ def _reads(config: Path) -> tuple[str | None, str | None, str, bool]:
     return kind, input_, clip, bool(cfg.get("train_dataloader"))
 
 
+def innermost(dataset: dict) -> dict:
+    """The dataset that holds the samples and their pipeline: inside a RepeatDataset, or the
+    first part of a ConcatDataset (parts of one kind: Kinetics-710 is 400, 600 and 700)."""
+    while True:
+        if dataset.get("type") in WRAPPERS and dataset.get("dataset"):
+            dataset = dataset["dataset"]
+        elif dataset.get("type") == "ConcatDataset" and dataset.get("datasets"):
+            dataset = dataset["datasets"][0]
+        else:
+            return dataset
+
+
 def root_has(root: Path) -> dict[str, bool]:
     """Which inputs a root's lists would hold now: videos, frames, flow."""
     from ..root.manifest import require_manifest
@@ -157,10 +166,10 @@ def can_feed(model: ZooModel, has: dict[str, bool]) -> str:
         return f"no: its config reads {model.dataset_type or 'no dataset'}, not videos or frames"
     if has[model.input]:
         return "yes"
-    # An RGB config reads videos or frames alike (`config --from … --input`), except
-    # RepeatAugDataset, which decodes with decord only.
+    # An RGB config reads videos or frames alike (`config --from` switches to what the root
+    # holds), except RepeatAugDataset, which decodes with decord only.
     other = {VIDEOS: FRAMES, FRAMES: VIDEOS}.get(model.input)
     if other and has[other] and model.dataset_type != "RepeatAugDataset":
-        return f"yes, with --input {NEEDS[other][0]}"
+        return f"yes, from its {NEEDS[other][0]}"
     fmt, step = NEEDS[model.input]
     return f"no {fmt} yet: run {step}"

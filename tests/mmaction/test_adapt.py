@@ -75,6 +75,7 @@ def test_every_zoo_config_adapts_or_says_in_one_line_why(zoo_root, tmp_path):
     # The issue's target: every training config whose dataset reads videos or frames adapts,
     # unless what it needs is not installed here or the config is MMAction2's to mend.
     assert all(any(p in r for p in MISSING + NOT_OURS) for r in not_adapted.values()), not_adapted
+    assert not any("Manifest" in r for r in refused.values())  # what datatools writes is known
     assert sum(any(p in r for p in NOT_OURS) for r in not_adapted.values()) <= len(NOT_OURS)
     assert {m.family for m in adapted} >= {"TSN", "TSM", "I3D", "SlowFast", "SlowOnly",
                                            "TimeSformer", "C3D", "R2Plus1D", "CSN", "Swin",
@@ -131,7 +132,8 @@ def test_a_config_file_of_ones_own_adapts_and_frames_configs_read_the_packed_bac
 def test_what_cannot_be_adapted_is_one_line(zoo_root, tmp_path):
     cases = {("--from", "slowfast_r5"): "not a model of MMAction2's recognition zoo; did you mean",
              ("--from", "uniformer-small_imagenet1k-pre_16x4x1_kinetics400-rgb"): "for testing only",
-             ("--finetune",): "--finetune adapts a zoo model"}
+             ("--finetune",): "--finetune adapts a zoo model",
+             ("--from", "c3d", "--crop", "224"): "its model does not take a 224-pixel input"}
     for args, message in cases.items():
         r = datatools("mmaction", "config", "--root", zoo_root, *args, "--out", tmp_path / "x.py")
         lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
@@ -159,10 +161,10 @@ def test_slowfast_trains_an_epoch_with_mmaction2s_own_train_script(zoo_root, tmp
     assert logs and "Epoch(val) [1]" in logs[0].read_text() and "acc/top1:" in logs[0].read_text()
 
 
-def test_the_four_model_names_are_zoo_aliases_and_overrides_reach_the_config(zoo_root, tmp_path):
-    """`tsn`, `tsm`, `i3d`, `slowonly` (the --model names) find their zoo configs; --crop
-    scales every size of the pipelines, --no-flip drops the training flips, --seed is kept,
-    and the total batch the lr was set for is recorded (from the name: 8 GPUs x 16)."""
+def test_the_four_model_names_find_their_zoo_configs_and_overrides_reach_the_config(zoo_root, tmp_path):
+    """`tsn`, `tsm`, `i3d`, `slowonly` (the --model names) find their zoo configs by family;
+    --crop scales every size of the pipelines, --no-flip drops the training flips, --seed is
+    kept, and the total batch the lr was set for is recorded."""
     for name in ("tsn", "tsm", "i3d", "slowonly"):
         assert zoo.find(name).family.lower() == name
     out = tmp_path / "tsm.py"
@@ -183,8 +185,32 @@ def test_the_four_model_names_are_zoo_aliases_and_overrides_reach_the_config(zoo
     assert any(s.type == "Flip" for s in source.train_dataloader.dataset.pipeline)
     assert not any(s.type == "Flip" for s in cfg.train_dataloader.dataset.pipeline)
     assert cfg.randomness.seed == 3
-    assert "_8xb16-" in model.name and cfg.auto_scale_lr.base_batch_size == 128
+    assert cfg.auto_scale_lr.base_batch_size == source.auto_scale_lr.base_batch_size
     assert first_samples(out)["train_dataloader"]["inputs"].shape[-2:] == (112, 112)
+    assert "train_pipeline" not in cfg and "ann_file_train" not in cfg  # the source's, unused
+
+
+def test_a_shorter_run_keeps_the_schedules_shape_and_its_total_batch(zoo_root, tmp_path):
+    """SlowFast 4x16x1: 256 epochs, a warm-up over the first 34 (counted in iterations), then
+    cosine; its config names no total batch, its name does (8 GPUs x 8). With --lr the batch
+    size given is the total the rate is for."""
+    out = tmp_path / "sf.py"
+    r = datatools("mmaction", "config", "--root", zoo_root, "--from", SLOWFAST, "--epochs", "16",
+                  "--out", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    source, cfg = Config.fromfile(str(zoo.find(SLOWFAST).config)), Config.fromfile(str(out))
+    assert "auto_scale_lr" not in source and cfg.auto_scale_lr.base_batch_size == 64
+    (warm, cosine), (warm0, cosine0) = cfg.param_scheduler, source.param_scheduler
+    assert (warm0.end, cosine0.end, cosine0.T_max) == (34, 256, 256)
+    assert warm.end == pytest.approx(34 * 16 / 256, abs=0.001) and cosine.end == cosine.T_max == 16
+    r = datatools("mmaction", "config", "--root", zoo_root, "--from", "tsm", "--epochs", "10",
+                  "--lr", "0.002", "--batch-size", "4", "--out", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    cfg, source = Config.fromfile(str(out)), Config.fromfile(str(zoo.find("tsm").config))
+    steps = next(s for s in source.param_scheduler if s.type == "MultiStepLR")
+    assert (steps.milestones, source.train_cfg.max_epochs) == ([25, 45], 50)
+    assert next(s for s in cfg.param_scheduler if s.type == "MultiStepLR").milestones == [5, 9]
+    assert cfg.optim_wrapper.optimizer.lr == 0.002 and cfg.auto_scale_lr.base_batch_size == 4
 
 
 def test_a_video_config_reads_the_roots_packed_frames_and_a_frames_config_its_videos(zoo_root, tmp_path):

@@ -83,8 +83,8 @@ def test_with_a_root_each_model_says_whether_the_root_feeds_it_and_which_step_wo
     videos = [r for r in before.values() if r["input"] == "videos"]
     frames = [r for r in before.values() if r["input"] == "frames"]
     assert videos and all(r["this root"] == "yes" for r in videos)
-    # a frames config reads the videos with --input videos (config --from); made by extract
-    assert frames and all(r["this root"] == "yes, with --input videos" for r in frames)
+    # a frames config reads the videos (config --from switches its decode steps)
+    assert frames and all(r["this root"] == "yes, from its videos" for r in frames)
     trn = next(m for m in zoo.models() if m.input == "frames")
     assert zoo.can_feed(trn, {"videos": False, "frames": False, "flow": False}) == \
         "no rawframes yet: run `datatools extract --task rgb`"

@@ -67,7 +67,7 @@ def adapt(source: str, root: Path, opts: AdaptOptions) -> tuple[str, str]:
         cfg = Config.fromfile(str(path))
     except Exception as exc:  # a config is code: any error in it is the file's
         raise UserError(f"{path}: MMAction2 cannot read this config ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+                        f"{_first_line(exc)})") from None
     if not cfg.get("train_dataloader"):
         raise UserError(f"{path}: a config for testing only (no train_dataloader); adapt the "
                         "training config of this model")
@@ -381,21 +381,26 @@ def _rescale_schedule(cfg, ratio: float) -> None:
         if not step.get("by_epoch", True):
             continue  # counted in iterations: its length does not follow the epochs
         fractional = bool(step.get("convert_to_iter_based"))
-
-        def at(epoch, least=0, fractional=fractional):
-            value = min(epochs, max(least, epoch * ratio))
-            return round(value, 3) if fractional else max(least, round(value))
         if _number(step.get("begin")):
-            step["begin"] = at(step["begin"])
+            step["begin"] = _epoch_at(step["begin"] * ratio, epochs, 0, fractional)
         if _number(step.get("end")):
             # at least an epoch: MMEngine counts a converted step in whole iterations, and a
             # small root's epoch may be two of them (end 0.13 of an epoch would be none)
-            step["end"] = at(step["end"], least=step.get("begin", 0) + 1)
+            step["end"] = _epoch_at(step["end"] * ratio, epochs, step.get("begin", 0) + 1,
+                                    fractional)
         if _number(step.get("T_max")):  # a length, not an epoch
-            step["T_max"] = at(step["T_max"], least=1)
+            step["T_max"] = _epoch_at(step["T_max"] * ratio, epochs, 1, fractional)
         if isinstance(step.get("milestones"), list):
             # each milestone decays once, repeats included (MultiStepLR counts them)
-            step["milestones"] = sorted(m for m in (at(m) for m in step["milestones"]) if m > 0)
+            step["milestones"] = sorted(m for m in (_epoch_at(m * ratio, epochs, 0, fractional)
+                                                    for m in step["milestones"]) if m > 0)
+
+
+def _epoch_at(epoch: float, epochs: int, least: float, fractional: bool) -> float:
+    """An epoch of the new schedule, within [least, epochs]: whole unless its scheduler
+    counts iterations."""
+    value = min(epochs, max(least, epoch))
+    return round(value, 3) if fractional else max(least, round(value))
 
 
 def _number(value) -> bool:

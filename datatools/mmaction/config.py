@@ -177,17 +177,20 @@ def make_config(root: Path, opts: ConfigOptions) -> str:
     return "\n".join(lines)
 
 
+def _subset_holds(records, split: int, subset: str, fmt: str) -> bool:
+    return any(listed(r, fmt) for r in split_members(records, split, subset))
+
+
 def holds_samples(records, split: int, fmt: str) -> bool:
     """Whether the split's train and val subsets both hold samples of `fmt`."""
-    return all(any(listed(r, fmt) for r in split_members(records, split, subset))
-               for subset in (TRAIN, VAL))
+    return all(_subset_holds(records, split, subset, fmt) for subset in (TRAIN, VAL))
 
 
 def require_samples(root: Path, records, split: int, fmt: str) -> None:
     """A config trains on the split's train subset and validates on its val subset: each must
     hold samples of `fmt` (videos, rawframes, flow), or the step that makes them is named."""
     for subset in (TRAIN, VAL):
-        if not any(listed(r, fmt) for r in split_members(records, split, subset)):
+        if not _subset_holds(records, split, subset, fmt):
             raise UserError(f"{root}: split {split} {subset} has no {fmt} samples"
                             + ("; run `datatools extract` first" if fmt != "videos" else ""))
 

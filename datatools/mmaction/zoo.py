@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from ..core.errors import UserError
 from ..root.manifest import listed
@@ -28,6 +29,14 @@ INPUTS = {"VideoDataset": VIDEOS, "RepeatAugDataset": VIDEOS, "RawframeDataset":
 SAMPLERS = ("SampleFrames", "DenseSampleFrames", "UniformSample", "UniformSampleFrames")
 
 
+class Reads(NamedTuple):
+    """What a config reads."""
+    dataset_type: str | None  # its training (else test) dataset
+    input: str | None  # VIDEOS, FRAMES or FLOW; None: a dataset the zoo reads another way
+    clip: str  # clip_len x frame_interval x num_clips ("u8": 8 frames sampled uniformly)
+    trains: bool  # it has a training loader (some configs are for testing only)
+
+
 @dataclass(eq=False)
 class ZooModel:
     name: str
@@ -41,28 +50,24 @@ class ZooModel:
     # What the config reads, from the config itself: read when first asked (finding a model
     # by name need not load the zoo's 120 configs).
     @functools.cached_property
-    def _reads(self) -> tuple[str | None, str | None, str, bool]:
+    def _reads(self) -> Reads:
         return _reads(self.config)
 
     @property
     def trains(self) -> bool:
-        """Whether the config has a training loader (some are for testing only)."""
-        return self._reads[3]
+        return self._reads.trains
 
     @property
     def dataset_type(self) -> str | None:
-        """The config's training (else test) dataset."""
-        return self._reads[0]
+        return self._reads.dataset_type
 
     @property
     def input(self) -> str | None:
-        """VIDEOS, FRAMES or FLOW; None: a dataset the zoo reads another way."""
-        return self._reads[1]
+        return self._reads.input
 
     @property
     def clip(self) -> str:
-        """clip_len x frame_interval x num_clips ("u8": 8 frames sampled uniformly)."""
-        return self._reads[2]
+        return self._reads.clip
 
 
 def configs_folder() -> Path:
@@ -115,12 +120,10 @@ def find(name: str) -> ZooModel:
                     + "; `datatools mmaction models` lists them")
 
 
-def _reads(config: Path) -> tuple[str | None, str | None, str, bool]:
-    """The config's dataset type, the input it reads, the clip its sampler takes and whether
-    it trains."""
+def _reads(config: Path) -> Reads:
     from mmengine.config import Config
     if not config.is_file():
-        return "no config in the wheel", None, "", False
+        return Reads("no config in the wheel", None, "", False)
     cfg = Config.fromfile(str(config))
     loader = cfg.get("train_dataloader") or cfg.get("test_dataloader") or {}
     dataset = loader.get("dataset") or {}
@@ -138,7 +141,7 @@ def _reads(config: Path) -> tuple[str | None, str | None, str, bool]:
             else:
                 clip = f"{length}x{step.get('frame_interval', 1)}x{clips}"
             break
-    return kind, input_, clip, bool(cfg.get("train_dataloader"))
+    return Reads(kind, input_, clip, bool(cfg.get("train_dataloader")))
 
 
 def innermost(dataset: dict) -> dict:

@@ -82,10 +82,8 @@ def training_config(name: str, root, crop: int | None, tmp_path) -> tuple[Config
     assert set_num_classes(cfg.model, 4)
     trains = bool(cfg.get("train_dataloader"))
     source = cfg.train_dataloader if trains else (cfg.get("val_dataloader") or cfg.test_dataloader)
-    while "pipeline" not in source.dataset:
-        source = source.dataset
     pipeline = []
-    for step in copy.deepcopy(source.dataset.pipeline):
+    for step in copy.deepcopy(zoo.innermost(source.dataset).pipeline):
         if step.type == "PytorchVideoWrapper":  # (RandAugment, from pytorchvideo)
             continue
         if not trains and "num_clips" in step and step.get("clip_len", 1) > 1:
